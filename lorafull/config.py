@@ -573,6 +573,8 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> S
     if dupes:
         raise ConfigError(f"{path}: run names appear twice: {', '.join(dupes)}")
     runs = _order_by_parents(runs, path)
+    for task in analysis.target_tasks + analysis.source_tasks:
+        task.path = str(Path(task.path.replace("{study_dir}", str(study_dir))).expanduser().resolve())
     study = Study(path=path, study=section, base=base, runs=runs, slurm=slurm, plan=plan, analysis=analysis)
     _name_grid_runs(study, {n for n, _, o in points if o == "grid"})
     return study
@@ -638,6 +640,46 @@ def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
     if not path.exists():
         return None
     return (yaml.safe_load(path.read_text()) or {}).get("signature")
+
+
+# ---------------------------------------------------------------------------------------------
+# Study-level settings beside the runs (STUDY_DIR/study.yaml), for stages that run on one folder
+# ---------------------------------------------------------------------------------------------
+_STUDY_SETTINGS = {"study": StudySection, "slurm": SlurmConfig, "plan": PlanConfig, "analysis": AnalysisConfig}
+
+
+def save_study_settings(study: Study) -> Path:
+    """Write the resolved study-level sections to STUDY_DIR/study.yaml (launch.grid does this)."""
+    out = study.output_dir / "study.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS}}
+    tmp = out.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class StudySettings:
+    study: StudySection
+    slurm: SlurmConfig
+    plan: PlanConfig
+    analysis: AnalysisConfig
+
+
+def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
+    """The study-level sections saved by save_study_settings; defaults when the file is absent
+    (a run folder made by hand still runs every stage)."""
+    path = Path(study_dir) / "study.yaml"
+    raw = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    where = _Where(str(path), _line_map(path.read_text()) if path.exists() else {})
+    parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
+    return StudySettings(**parts)
+
+
+def study_dir_of_run(run_dir: str | os.PathLike) -> Path:
+    """RUN_DIR = STUDY_DIR/runs/<run>."""
+    return Path(run_dir).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
