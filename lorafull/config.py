@@ -43,6 +43,10 @@ class ModelConfig:
     name_or_path: str = "scratch:tiny-llama"
     dtype: str = "bf16"  # bf16 | fp16 | fp32
     tokenizer: Optional[str] = None  # defaults to name_or_path (required for scratch:)
+    # architecture for the plan when name_or_path has no config.json here (a hub id, or a path that
+    # exists only on the cluster): a shipped arch name (lorafull/archs/<arch>.json) or a config.json path.
+    # Planning only: not in the signature.
+    arch: Optional[str] = None
 
 
 @dataclass
@@ -103,10 +107,15 @@ class JudgeConfig:
     requests_per_minute: Optional[int] = None
     tokens_per_minute: Optional[int] = None
     max_retries: int = 6
+    backoff_base_s: float = 1.0  # retry k waits uniform(0, min(60, backoff_base_s * 2^k)) s (no Retry-After)
     timeout_s: float = 60.0
     cache: Optional[str] = None  # default STUDY_DIR/cache/judge.sqlite
     # USD per 1M tokens, by judge model: {gpt-3.5-turbo: {input: 0.5, output: 1.5}}
     prices: dict = field(default_factory=dict)
+    # an unreadable judge reply is asked again this many times (a new sample), then recorded as null
+    parse_retries: int = 2
+    # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
+    scorers: dict = field(default_factory=lambda: {"math": "math", "code": "code"})
 
 
 @dataclass
@@ -117,6 +126,7 @@ class EvalConfig:
     batch_size: int = 16
     num_items: Optional[int] = None  # first N items only (quick looks)
     backend: str = "auto"  # auto | hf | vllm
+    merge_lora: bool = True  # hf backend: fold a LoRA adapter into the weights first (faster, same outputs)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
@@ -165,12 +175,24 @@ class SlurmConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load ...)
     eval_gpus: int = 1  # GPUs for a generation job
     eval_timeout_min: int = 600
+    # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
+    # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
+    gres: Optional[str] = "gpu"
+    # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
+    # "python" from the job's environment (the scripts of launch.render)
+    python: Optional[str] = None
+    report_timeout_min: int = 60  # (launch) the report job's time limit
 
 
 @dataclass
 class PlanConfig:
     mfu: float = 0.4  # model FLOPs utilisation assumed for GPU-hour estimates
     gpu_tflops: float = 312.0  # peak dense bf16 TFLOP/s of one GPU (A100: 312)
+    # mean tokens per training sample (prompt + answer); null = counted from data.train when the file
+    # is here (first lines, with the run's tokenizer), else max_length / 2
+    avg_tokens_per_sample: Optional[float] = None
+    mem_margin: float = 0.1  # fraction of slurm.gpu_mem_gb kept free (allocator fragmentation, spikes)
+    overhead_gb: float = 1.5  # per GPU: CUDA context, NCCL and DeepSpeed buffers
 
 
 @dataclass
@@ -179,6 +201,10 @@ class TaskSpec:
     path: str = ""
     kind: str = "choice"  # choice (log-likelihood of options) | generation (offline scorer)
     scorer: Optional[str] = None  # math | code | text, for generation tasks
+    # (analysis) choice tasks: which accuracy is the task's score: acc | acc_norm (length-normalised)
+    metric: str = "acc"
+    num_items: Optional[int] = None  # (analysis) first N items only; null = all
+    max_new_tokens: Optional[int] = None  # (analysis) generation tasks; null = the run's eval.max_new_tokens
 
 
 @dataclass
@@ -377,11 +403,30 @@ def _short(v) -> str:
 
 
 def _grid_points(grid: dict) -> list[dict]:
+    """Cross product over the grid's keys. A key 'a.b,c.d' zips settings that vary together (e.g. a
+    rank with its alpha): its values are lists [a.b value, c.d value]."""
     if not grid:
         return []
     keys = list(grid)
     values = [v if isinstance(v, list) else [v] for v in grid.values()]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    points = []
+    for combo in itertools.product(*values):
+        point = {}
+        for key, value in zip(keys, combo):
+            parts = [k.strip() for k in str(key).split(",")]
+            if len(parts) == 1:
+                point[key] = value
+                continue
+            if not isinstance(value, list) or len(value) != len(parts):
+                raise ConfigError(f"grid.{key}: each value must be a list of {len(parts)} settings, got {value!r}")
+            point.update(zip(parts, value))
+        points.append(point)
+    return points
+
+
+def _name_keys(grid: dict) -> set[str]:
+    """Grid keys that name a run: every plain key, and the first key of each zipped group."""
+    return {str(k).split(",")[0].strip() for k in (grid or {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,6 +436,7 @@ def _grid_points(grid: dict) -> list[dict]:
 _NOT_IN_SIGNATURE = {
     "name",
     "eval",
+    "model.arch",  # planning hint only
     "data.cache_dir",
     "train.zero_stage",
     "train.offload",
@@ -489,7 +535,9 @@ def validate_run(run: RunConfig, where: str) -> None:
 
 
 def _default_name(point: dict) -> str:
-    return "-".join(f"{k.split('.')[-1]}{_short(v)}" if not isinstance(v, str) else _short(v)
+    # a path value is named by its file stem (a run called "math" rather than "-home-me-data-ma")
+    return "-".join(f"{k.split('.')[-1]}{_short(v)}" if not isinstance(v, str)
+                    else _short(Path(v).stem if "/" in v else v)
                     for k, v in point.items()) or "run"
 
 
@@ -541,8 +589,14 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> S
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict):
         raise ConfigError(f"{where.at('grid')}: expected a mapping of dotted keys to lists")
-    for point in _grid_points(grid):
-        points.append((_default_name(point), {_run_key(k): v for k, v in point.items()}, "grid"))
+    try:
+        grid_points = _grid_points(grid)
+    except ConfigError as e:
+        raise ConfigError(f"{where.at('grid')}: {e}") from None
+    naming = _name_keys(grid)
+    for point in grid_points:
+        name = _default_name({k: v for k, v in point.items() if k in naming})
+        points.append((name, {_run_key(k): v for k, v in point.items()}, "grid"))
     for i, entry in enumerate(raw.get("runs") or []):
         if not isinstance(entry, dict):
             raise ConfigError(f"{where.at(f'runs[{i}]')}: expected a mapping like {{name: ..., method.kind: full}}")
@@ -606,9 +660,14 @@ def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:
 def _name_grid_runs(study: Study, grid_names: set[str]) -> None:
     """Grid runs get a readable slug + signature; explicit runs keep their name."""
     sigs = study_signatures(study)
+    renamed = {}
     for run in study.runs:
         if run.name in grid_names:
-            run.name = f"{run.name}-{sigs[run.name]}"
+            renamed[run.name] = f"{run.name}-{sigs[run.name]}"
+            run.name = renamed[run.name]
+    for run in study.runs:  # "run:<slug>" in a chained run follows its grid parent's new name
+        if run.parent in renamed:
+            run.model.name_or_path = f"run:{renamed[run.parent]}"
 
 
 # ---------------------------------------------------------------------------------------------

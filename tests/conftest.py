@@ -53,3 +53,36 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def alpaca_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", alpaca_records(256))
+
+
+# Training runs on the tiny llama: small enough for ~40 optimizer steps in seconds on the CPU.
+TINY_TRAIN = {"train.max_steps": 40, "train.global_batch_size": 8, "train.micro_batch_size": 4,
+              "train.warmup_steps": 2, "train.save_every_steps": 10, "train.log_every_steps": 1,
+              "train.deepspeed": False, "train.nproc": 1, "model.dtype": "fp32", "data.max_length": 64}
+
+
+def write_run_config(root: Path, name: str, tokenizer_dir: Path, **dotted) -> Path:
+    """ROOT/study/runs/<name>/config.yaml for a scratch tiny llama on 256 alpaca records (ROOT/train.jsonl);
+    dotted overrides, e.g. write_run_config(root, "r1", tok, **{"method.kind": "full"})."""
+    from lorafull.config import RunConfig, save_run_config, signature
+
+    data = root / "train.jsonl"
+    if not data.exists():
+        write_jsonl(data, alpaca_records(256))
+    run = RunConfig(name=name)
+    settings = {"model.name_or_path": "scratch:tiny-llama", "model.tokenizer": str(tokenizer_dir),
+                "data.train": str(data), "data.cache_dir": str(root / "cache"), **TINY_TRAIN}
+    settings["train.lr"] = 3e-3 if dotted.get("method.kind") == "full" else 1e-2
+    settings.update(dotted)
+    for key, value in settings.items():
+        section, attr = key.split(".")
+        setattr(getattr(run, section), attr, value)
+    run_dir = root / "study" / "runs" / name
+    save_run_config(run, run_dir, signature(run))
+    return run_dir
+
+
+@pytest.fixture()
+def make_run(tmp_path, tiny_tokenizer_dir):
+    """Factory of run folders under tmp_path: make_run("r1", **{"method.kind": "full"}) (see write_run_config)."""
+    return lambda name, **dotted: write_run_config(tmp_path, name, tiny_tokenizer_dir, **dotted)

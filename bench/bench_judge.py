@@ -1,0 +1,103 @@
+"""Judge throughput: concurrent + rate-limited vs one request at a time, against the local test server.
+
+    python bench/bench_judge.py [--items 1000] [--latency-ms 100] [--concurrency 64] [--rpm 15000]
+
+Starts tests/openai_server.py in its own process (latency per request = --latency-ms), judges the same
+items twice with fresh caches: once as configured (concurrency, requests-per-minute limit), once with
+concurrency 1. Prints both wall times, the ratio (target >= 20x), and the request rate the server
+observed (it must not exceed the limit).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lorafull.config import RunConfig, save_run_config  # noqa: E402
+from lorafull.judge import judge_run  # noqa: E402
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "openai_server.py"), "--latency-ms", str(latency_ms)],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().split()
+    return proc, f"http://127.0.0.1:{int(line[1])}"
+
+
+def make_run(root: Path, name: str, n: int, base_url: str, **judge) -> Path:
+    run_dir = root / "study" / "runs" / name
+    run = RunConfig(name=name)
+    j = run.eval.judge
+    j.base_url, j.cache = f"{base_url}/v1", str(root / f"{name}.sqlite")
+    for k, v in judge.items():
+        setattr(j, k, v)
+    save_run_config(run, run_dir, "bench")
+    with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": i, "class": ["open qa", "rewrite", "math"][i % 3], "question": f"question {i}",
+                                "std_answer": "ref", "response": f"ITEM-{name}-{i} answer"}) + "\n")
+    return run_dir
+
+
+def arrivals(base_url: str, tag: str) -> list[float]:
+    with urllib.request.urlopen(f"{base_url}/stats", timeout=30) as r:
+        stats = json.loads(r.read())
+    return sorted(t for key, times in stats["times"].items() if key.startswith(f"ITEM-{tag}-") for t in times)
+
+
+def peak_in_window(times: list[float], window_s: float) -> int:
+    best, lo = 0, 0
+    for hi in range(len(times)):
+        while times[hi] - times[lo] > window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--items", type=int, default=1000)
+    p.add_argument("--latency-ms", type=float, default=100.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--rpm", type=int, default=15000)
+    args = p.parse_args()
+    proc, base_url = start_server(args.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            fast = make_run(root, "fast", args.items, base_url, concurrency=args.concurrency,
+                            requests_per_minute=args.rpm)
+            t0 = time.perf_counter()
+            s_fast = judge_run(fast, progress=False)
+            fast_s = time.perf_counter() - t0
+            slow = make_run(root, "slow", args.items, base_url, concurrency=1)
+            t0 = time.perf_counter()
+            s_slow = judge_run(slow, progress=False)
+            slow_s = time.perf_counter() - t0
+            times = arrivals(base_url, "fast")
+    finally:
+        proc.terminate()
+        proc.wait()
+    span = times[-1] - times[0]
+    mean_rpm = (len(times) - 1) / span * 60 if span > 0 else float("inf")
+    burst = max(1, args.rpm // 60)  # the limiter's bucket holds one second of requests
+    print(f"items={args.items} latency={args.latency_ms:g}ms concurrency={args.concurrency} rpm_limit={args.rpm}")
+    print(f"concurrent: {fast_s:8.2f} s  ({args.items / fast_s:7.1f} items/s, scored {s_fast['scored']}, "
+          f"unscored {s_fast['unscored']})")
+    print(f"one-at-a-time: {slow_s:8.2f} s  ({args.items / slow_s:7.1f} items/s, scored {s_slow['scored']})")
+    print(f"speed-up: {slow_s / fast_s:.1f}x (target >= 20x)")
+    print(f"observed: {len(times)} requests in {span:.2f} s = {mean_rpm:,.0f} rpm (limit {args.rpm:,}); "
+          f"busiest 1 s window {peak_in_window(times, 1.0)} requests (allowed {args.rpm / 60 + burst:.0f}: "
+          f"rate + one second of burst)")
+
+
+if __name__ == "__main__":
+    main()

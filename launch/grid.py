@@ -1,0 +1,195 @@
+"""Plan, submit, watch, retry and cancel every run of a study.
+
+    python -m launch.grid CONFIG [dotted.key=value ...] [--dry-run | --status | --retry | --cancel]
+                                 [--executor slurm|local|debug]
+
+    python -m launch.grid configs/demo.yaml --dry-run     # the plan table; submits nothing, needs no Slurm
+    python -m launch.grid configs/demo.yaml               # submit what is not done, queued or running
+    python -m launch.grid configs/demo.yaml --status      # each run's state: run folder + squeue/sacct
+    python -m launch.grid configs/demo.yaml --retry       # also resubmit the failed runs
+    python -m launch.grid configs/demo.yaml --cancel      # scancel the study's queued and running jobs
+
+Executors: slurm (default when `sbatch` is on PATH): one training job array per resource shape, the
+evaluations after their training, one report after all evaluations; local (default otherwise): the same
+stages one after another on this machine, in subprocesses; debug: the same, in this process.
+Re-running is always safe: a run folder is named by the run and holds its signature; done, queued and
+running runs are never submitted again, and a folder whose signature differs is never overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+
+from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
+from lorafull.runs import read_status, write_status
+
+from .jobs import Ledger, cancel_jobs, launch_dir, job_state, query_jobs, slurm_available, study_lock, wait_until_gone
+from .plan_table import estimates, plan_text, status_text
+from .planning import Plan, make_plan
+from .state import counts, study_views
+
+STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "report": "lorafull.report"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m launch.grid", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="study YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value (e.g. train.lr=2e-4, slurm.partition=gpu)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the plan; submit nothing, write no run folder")
+    mode.add_argument("--status", action="store_true", help="show each run's state")
+    mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
+    mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
+    p.add_argument("--executor", choices=("slurm", "local", "debug"), default=None,
+                   help="default: slurm when sbatch is on PATH, else local")
+    return p.parse_intermixed_args(argv)
+
+
+def missing_stages(plan: Plan) -> list[str]:
+    needed = (["train"] if plan.to_train else []) + (["evaluate"] if plan.to_eval else []) + \
+             (["report"] if plan.report else [])
+    return [STAGE_MODULES[s] for s in needed if importlib.util.find_spec(STAGE_MODULES[s]) is None]
+
+
+def _report_needed(study: Study, ledger: Ledger, infos: dict, views) -> bool:
+    """A study whose runs are all settled but has no table yet (e.g. its report job failed)."""
+    table = study.output_dir / "report" / "table.md"
+    report_job = job_state(infos, ledger.data.get("report"))
+    settled = all(v.state in ("done", "failed") for v in views) and any(v.state == "done" for v in views)
+    return settled and not table.exists() and not (report_job and report_job.active)
+
+
+def prepare(study: Study) -> None:
+    """study.prepare ("module:function") makes missing data files before planning (the demo's data)."""
+    try:
+        from lorafull.plan import prepare_study
+    except ImportError:
+        if study.study.prepare:
+            raise ConfigError(f"{study.path}: study.prepare is set but lorafull.plan is not installed") from None
+        return
+    prepare_study(study)
+
+
+def launch(study: Study, executor: str, dry_run: bool, retry: bool) -> int:
+    prepare(study)
+    ledger = Ledger(study.output_dir)
+    infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
+    views = study_views(study, ledger, infos)
+    plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
+    est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json", write=not dry_run)
+    print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
+    print(plan_text(plan, est, note))
+    if plan.conflicts:
+        for v in plan.conflicts:
+            print(f"error: run {v.name}: {v.detail}", file=sys.stderr)
+        print("0 jobs submitted: resolve the signature conflicts above first", file=sys.stderr)
+        return 3
+    failed = [v.name for v in views if v.state == "failed"]
+    if failed and not retry:
+        print(f"{len(failed)} failed run(s) not resubmitted (use --retry): {', '.join(failed)}")
+    if dry_run:
+        arrays = ", ".join(f"{len(a.runs)} (depth {a.depth}: {a.shape.describe()})" for a in plan.train_arrays)
+        print(f"dry run: would train {len(plan.to_train)} run(s) in {len(plan.train_arrays)} array(s)"
+              + (f" [{arrays}]" if arrays else "") + f", evaluate {len(plan.to_eval)}, report: "
+              + ("yes" if plan.report else "no") + "; nothing submitted")
+        missing = missing_stages(plan)
+        if missing:
+            print(f"note: not installed yet, a real launch would stop: {', '.join(missing)}")
+        return 0
+    if plan.empty():
+        print("0 jobs submitted: nothing to do (" + counts(views) + ")")
+        return 0
+    missing = missing_stages(plan)
+    if missing:
+        print(f"error: {', '.join(missing)} not found in this installation: its stage cannot run, so nothing "
+              "was submitted (python -m launch.grid ... --dry-run shows the plan)", file=sys.stderr)
+        return 2
+
+    save_study_settings(study)
+    for view in plan.to_eval:  # the settings each job reads; identical signature, so nothing is lost
+        save_run_config(view.run, view.run_dir, view.signature)
+    t0 = time.perf_counter()
+    if executor == "slurm":
+        from .executors import SlurmSubmitter
+
+        submitter = SlurmSubmitter(study, ledger)
+        submitter.submit(plan)
+        print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) "
+              f"({time.perf_counter() - t0:.1f}s); follow them with: python -m launch.grid {study.path} --status")
+        return 0
+    from .executors import LocalRunner
+
+    runner = LocalRunner(study, ledger, in_process=(executor == "debug"))
+    runner.submit(plan)
+    done = len(plan.to_eval) - len([n for n in runner.failed if n != "report"])
+    print(f"{executor}: {done}/{len(plan.to_eval)} run(s) finished in {time.perf_counter() - t0:.0f}s"
+          + (f"; failed: {', '.join(runner.failed)} (see status.json; --retry after fixing)" if runner.failed else ""))
+    return 1 if runner.failed else 0
+
+
+def show_status(study: Study, executor: str) -> int:
+    ledger = Ledger(study.output_dir)
+    infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
+    views = study_views(study, ledger, infos)
+    print(f"study {study.study.name}: {study.output_dir}")
+    print(status_text(views))
+    report_id = ledger.data.get("report")
+    report_info = job_state(infos, report_id)
+    table = study.output_dir / "report" / "table.md"
+    print(f"report: {'written' if table.exists() else 'not written'}"
+          + (f"; job {report_id} {report_info.state if report_info else '?'}" if report_id else ""))
+    print(counts(views))
+    return 0
+
+
+def cancel(study: Study, executor: str) -> int:
+    ledger = Ledger(study.output_dir)
+    if executor != "slurm":
+        print("nothing to cancel: the local executors run in the foreground (stop them with Ctrl-C)")
+        return 0
+    infos = query_jobs(ledger.job_ids())
+    active = [j for j in ledger.job_ids() if (i := job_state(infos, j)) is not None and i.active]
+    cancelled = cancel_jobs(active)
+    wait_until_gone(cancelled)
+    # runs left half-way are failed (resumable with --retry), not queued forever
+    marked = []
+    for view in study_views(study, ledger, query_jobs(ledger.job_ids())):
+        if not view.evaluated and read_status(view.run_dir).get("state") in ("queued", "running"):
+            write_status(view.run_dir, "failed", stage=view.status.get("stage", "train"),
+                         error="cancelled by launch.grid --cancel (resume with --retry)")
+            marked.append(view.name)
+    print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}; {len(marked)} run(s) marked failed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        study = load_study(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    executor = args.executor or ("slurm" if slurm_available() else "local")
+    if executor == "slurm" and not slurm_available() and not args.dry_run:
+        print("error: --executor slurm but sbatch is not on PATH (use --executor local, or --dry-run)", file=sys.stderr)
+        return 2
+    try:
+        if args.status:
+            return show_status(study, executor)
+        if args.dry_run:
+            return launch(study, executor, dry_run=True, retry=False)
+        study.output_dir.mkdir(parents=True, exist_ok=True)
+        with study_lock(study.output_dir):
+            if args.cancel:
+                return cancel(study, executor)
+            return launch(study, executor, dry_run=False, retry=args.retry)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The tables launch.grid prints: the plan (what each run is, what it costs, what happens to it) and
+the status (where each run stands in its folder and in the scheduler)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+from lorafull.config import RunConfig, Study, to_dict
+from lorafull.runs import write_json_atomic
+
+from .planning import Plan
+from .state import RunView
+
+
+ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
+                 "hours_per_epoch", "notes")
+
+
+def human_count(n: Optional[float]) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def _short_model(name_or_path: str) -> str:
+    if ":" in name_or_path.split("/")[0]:  # run:..., scratch:...
+        return name_or_path
+    return Path(name_or_path).name or name_or_path
+
+
+def _method(run: RunConfig) -> str:
+    return "full" if run.method.kind == "full" else f"lora r{run.method.r}"
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _estimate_key(run: RunConfig, study: Study) -> str:
+    """What an estimate depends on: the run and its ancestors (a chained run has its root's
+    architecture), the resources, the plan constants, and the data file's size and age."""
+    chain, seen = [], set()
+    while run is not None and run.name not in seen:
+        seen.add(run.name)
+        data = Path(run.data.train) if run.data.train else None
+        stat = data.stat() if data is not None and data.exists() else None
+        chain.append([to_dict(run), [stat.st_size, stat.st_mtime_ns] if stat else None])
+        run = next((r for r in study.runs if r.name == run.parent), None) if run.parent else None
+    body = json.dumps([chain, to_dict(study.slurm), to_dict(study.plan)], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) -> tuple[dict[str, dict], Optional[str]]:
+    """name -> lorafull.plan.estimate_run(...) (mem/GPU, fits, GPU-hours, params) when the plan module
+    is installed. Counting a 7B model's parameters on the meta device takes about a second per
+    (architecture, method), so estimates are kept in `cache` (a json file) by what they depend on:
+    a re-run or a resubmission plans without importing torch."""
+    stored = {}
+    if cache is not None and cache.exists():
+        try:
+            stored = json.loads(cache.read_text())
+        except json.JSONDecodeError:
+            stored = {}
+    keys = {run.name: _estimate_key(run, study) for run in study.runs}
+    out = {name: stored[key] for name, key in keys.items() if key in stored}
+    missing = [run for run in study.runs if run.name not in out]
+    if not missing:
+        return out, None
+    try:
+        from lorafull.plan import estimate_run
+    except ImportError:
+        return out, "no memory / GPU-hour estimates: lorafull.plan is not installed"
+    for run in missing:
+        try:
+            row = estimate_run(run, study)
+            out[run.name] = {k: row.get(k) for k in ESTIMATE_KEYS}
+        except Exception as e:  # an estimate is advice: show why it is missing, plan anyway
+            out[run.name] = {"error": f"{type(e).__name__}: {e}"}
+    if cache is not None and write:
+        fresh = {keys[r.name]: out[r.name] for r in missing if "error" not in out[r.name]}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache, {**stored, **fresh})
+    return out, None
+
+
+def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "signature", "method", "base", "data", "num_samples", "added", "state", "mem/GPU", "fits",
+              "GPU-h", "action"]
+    rows = []
+    submitting = {v.name for v in plan.to_eval}
+    trains = {v.name for v in plan.to_train}
+    for v in plan.views:
+        e = est.get(v.name, {})
+        mem = e.get("mem_per_gpu_gb")
+        fits = e.get("fits")
+        gpu_h = e.get("gpu_hours")
+        if v.name in trains:
+            action = "train+eval"
+        elif v.name in submitting:
+            action = "eval"
+        elif v.name in plan.blocked:
+            action = "blocked"
+        else:
+            action = "-"
+        rows.append([v.name, v.signature, _method(v.run), _short_model(v.run.model.name_or_path),
+                     Path(v.run.data.train).name if v.run.data.train else "-",
+                     str(v.run.data.num_samples) if v.run.data.num_samples is not None else "all",
+                     human_count(e.get("added_params")), v.state,
+                     f"{mem:.1f} GB" if isinstance(mem, (int, float)) else "?",
+                     ("yes" if fits else "NO") if fits is not None else "?",
+                     f"{gpu_h:.1f}" if isinstance(gpu_h, (int, float)) else "?", action])
+    return header, rows
+
+
+def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
+    header, rows = plan_rows(plan, est)
+    lines = [format_table(header, rows)]
+    gpu_h = [e.get("gpu_hours") for n, e in est.items() if isinstance(e.get("gpu_hours"), (int, float))]
+    to_train = {v.name for v in plan.to_train}
+    todo_h = sum(est.get(n, {}).get("gpu_hours") or 0 for n in to_train
+                 if isinstance(est.get(n, {}).get("gpu_hours"), (int, float)))
+    if gpu_h:
+        lines.append(f"GPU-hours: {sum(gpu_h):.1f} for the study, {todo_h:.1f} for the runs trained now")
+    misfits = [n for n, e in est.items() if e.get("fits") is False]
+    if misfits:
+        lines.append(f"WARNING: {len(misfits)} run(s) do not fit in GPU memory by the estimate: {', '.join(misfits)}")
+    errors = {n: e["error"] for n, e in est.items() if "error" in e}
+    for name, err in list(errors.items())[:5]:
+        lines.append(f"no estimate for {name}: {err}")
+    if note:
+        lines.append(f"({note})")
+    for name, why in plan.blocked.items():
+        lines.append(f"blocked: {name}: {why}")
+    return "\n".join(lines)
+
+
+def status_text(views: list[RunView]) -> str:
+    header = ["run", "signature", "state", "stage", "train job", "eval job", "detail"]
+    rows = []
+    for v in views:
+        tj = f"{v.train_job} {v.train_info.state}" if v.train_job and v.train_info else (v.train_job or "-")
+        ej = f"{v.eval_job} {v.eval_info.state}" if v.eval_job and v.eval_info else (v.eval_job or "-")
+        rows.append([v.name, v.signature, v.state, v.status.get("stage", "-"), tj, ej, v.detail[:160]])
+    return format_table(header, rows)

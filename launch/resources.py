@@ -1,0 +1,102 @@
+"""What one job of a run asks the scheduler for, computed from the study's settings in one place.
+
+The submitit path (executors.py) and the rendered sbatch scripts (render.py) both read these shapes,
+so a run gets the same allocation whichever way it is submitted.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from lorafull.config import RunConfig, SlurmConfig
+
+# The training stage exits with this code after saving a checkpoint on a preemption/time-limit signal
+# (EX_TEMPFAIL): the job wrapper requeues the task, and the requeued job resumes from the checkpoint.
+EXIT_REQUEUE = 75
+
+# Port range for the rendezvous of a job's ranks; derived from the job id because every node of a
+# (local) cluster may share one network namespace and two jobs on one node need different ports.
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The resources of one job. Runs with equal training shapes share one job array."""
+
+    nodes: int
+    tasks_per_node: int  # processes per node: one per GPU (or train.nproc / gpus_per_node on a CPU)
+    gpus_per_node: int  # 0 on a CPU partition (slurm.gres: null)
+    cpus_per_task: int
+    mem_gb: int  # per node
+    timeout_min: int
+
+    def describe(self) -> str:
+        gpus = f"{self.gpus_per_node} GPU" if self.gpus_per_node else "no GPU"
+        return (f"{self.nodes} node x {self.tasks_per_node} proc ({gpus}/node), {self.cpus_per_task} cpu/proc, "
+                f"{self.mem_gb} GB/node, {self.timeout_min} min")
+
+
+def processes_per_node(run: RunConfig, slurm: SlurmConfig) -> int:
+    if not run.train.deepspeed:  # the plain-torch loop is one process
+        return 1
+    return max(1, run.train.nproc or slurm.gpus_per_node)
+
+
+def train_shape(run: RunConfig, slurm: SlurmConfig) -> Shape:
+    procs = processes_per_node(run, slurm)
+    nodes = slurm.nodes if run.train.deepspeed else 1
+    gpus = procs if slurm.gres else 0  # one GPU per process (train.nproc may use fewer than gpus_per_node)
+    return Shape(nodes=nodes, tasks_per_node=procs, gpus_per_node=gpus, cpus_per_task=slurm.cpus_per_gpu,
+                 mem_gb=slurm.mem_per_gpu_gb * procs, timeout_min=slurm.timeout_min)
+
+
+def eval_shape(slurm: SlurmConfig) -> Shape:
+    gpus = max(1, slurm.eval_gpus)
+    return Shape(nodes=1, tasks_per_node=1, gpus_per_node=slurm.eval_gpus if slurm.gres else 0,
+                 cpus_per_task=slurm.cpus_per_gpu * gpus, mem_gb=slurm.mem_per_gpu_gb * gpus,
+                 timeout_min=slurm.eval_timeout_min)
+
+
+def report_shape(slurm: SlurmConfig) -> Shape:
+    # tables and plots from jsonl files: one CPU, no GPU
+    return Shape(nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=1, mem_gb=min(8, slurm.mem_per_gpu_gb),
+                 timeout_min=slurm.report_timeout_min)
+
+
+def gres(slurm: SlurmConfig, gpus: int) -> Optional[str]:
+    """'gpu:8' / 'gpu:a100:8'; None on a CPU partition or for a job without GPUs."""
+    return f"{slurm.gres}:{gpus}" if slurm.gres and gpus else None
+
+
+def python_command(slurm: SlurmConfig, rendered: bool = False) -> str:
+    """The interpreter of the jobs: slurm.python, else this interpreter (submitit jobs, which share
+    the launcher's file system) or `python` from the job's environment (hand-submitted scripts)."""
+    if slurm.python:
+        return slurm.python
+    return "python" if rendered else shlex.quote(sys.executable)
+
+
+def master_port(job_id: str | int) -> int:
+    return PORT_BASE + int(job_id) % PORT_SPAN
+
+
+def sbatch_time(timeout_min: int) -> str:
+    """Minutes -> Slurm's D-HH:MM:SS."""
+    d, rest = divmod(int(timeout_min), 24 * 60)
+    h, m = divmod(rest, 60)
+    return f"{d}-{h:02d}:{m:02d}:00"
+
+
+def study_job_prefix(study_name: str) -> str:
+    """Job names start with this, so `squeue -n` and sacct show which study a job belongs to."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in study_name)
+    return f"lf-{safe}"[:40]
+
+
+def current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

@@ -1,0 +1,147 @@
+"""Where each run of a study stands: its run folder (config.yaml, status.json, final/) joined with
+what the scheduler says about the jobs the ledger recorded for it.
+
+States shown and acted on:
+    new       never submitted (or stopped outside the launcher with a resumable checkpoint): submit
+    trained   training done, evaluation never submitted: submit the evaluation
+    queued    a job of the run waits in the queue            running   a job of the run runs
+    done      trained and evaluated                           failed    a stage failed or its job ended
+                                                                        badly: resubmitted with --retry
+    conflict  the folder holds another signature: never overwritten, never submitted
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from lorafull.config import RunConfig, Study, run_signature_from_folder, study_signatures
+from lorafull.runs import RunPaths, read_status
+
+from .jobs import JobInfo, Ledger, job_state, pid_alive
+
+# status.json stage names written by `python -m lorafull.evaluate` and the stages it runs
+EVAL_STAGES = ("evaluate", "generate", "judge", "analysis")
+
+
+def train_done(run_dir: Path, status: dict) -> bool:
+    final = RunPaths.of(run_dir).final
+    complete = (final / "config.json").exists() or (final / "adapter_config.json").exists()
+    return complete and status.get("stages", {}).get("train") == "done"
+
+
+def eval_done(status: dict) -> bool:
+    stages = status.get("stages", {})
+    if "evaluate" in stages:
+        return stages["evaluate"] == "done"
+    # an evaluate that records only its sub-stages: done when the last one it ran is done
+    return status.get("stage") in EVAL_STAGES[1:] and status.get("state") == "done" and stages.get("judge") == "done"
+
+
+@dataclass
+class RunView:
+    run: RunConfig
+    signature: str
+    run_dir: Path
+    status: dict
+    folder_signature: Optional[str]
+    state: str = "new"
+    detail: str = ""  # the error, or why a run is in its state
+    train_job: Optional[str] = None
+    eval_job: Optional[str] = None
+    train_info: Optional[JobInfo] = None
+    eval_info: Optional[JobInfo] = None
+    trained: bool = False
+    evaluated: bool = False
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def parent(self) -> Optional[str]:
+        return self.run.parent
+
+
+def _job_text(job_id: Optional[str], info: Optional[JobInfo]) -> str:
+    if not job_id:
+        return ""
+    return f"{job_id} {info.state}" if info else f"{job_id} ?"
+
+
+def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> None:
+    """Set view.state and view.detail from the folder and the scheduler."""
+    status = view.status
+    view.trained = train_done(view.run_dir, status)
+    view.evaluated = view.trained and eval_done(status)
+    view.train_job, view.eval_job = ledger_entry.get("train"), ledger_entry.get("eval")
+    view.train_info, view.eval_info = job_state(infos, view.train_job), job_state(infos, view.eval_job)
+    folder_state = status.get("state")
+
+    if view.folder_signature and view.folder_signature != view.signature:
+        view.state = "conflict"
+        view.detail = (f"{view.run_dir}/config.yaml has signature {view.folder_signature}, the study now gives "
+                       f"{view.signature}: its settings changed. Give the run a new name, or move the folder away")
+        return
+    active = [i for i in (view.train_info, view.eval_info) if i and i.active]
+    if active:
+        view.state = "running" if any(i.state == "RUNNING" for i in active) else "queued"
+        view.detail = ", ".join(filter(None, (_job_text(view.train_job, view.train_info) if view.train_info and
+                                              view.train_info.active else "",
+                                              _job_text(view.eval_job, view.eval_info) if view.eval_info and
+                                              view.eval_info.active else "")))
+        reason = next((i.reason for i in active if i.reason and i.reason != "None"), "")
+        if reason:
+            view.detail += f" ({reason})"
+        return
+    local_pid = ledger_entry.get("local_pid")
+    if local_pid and folder_state in ("queued", "running") and pid_alive(int(local_pid)) and not view.evaluated:
+        view.state, view.detail = folder_state, f"local launcher pid {local_pid}"
+        return
+    if view.evaluated:
+        view.state = "done"
+        return
+    if folder_state == "failed":
+        view.state, view.detail = "failed", f"{status.get('stage', '?')}: {status.get('error') or 'failed'}"
+        return
+    bad = [(j, i) for j, i in ((view.train_job, view.train_info), (view.eval_job, view.eval_info)) if i and i.bad]
+    if bad:
+        j, i = bad[0]
+        why = " (a job it depends on failed)" if i.state == "CANCELLED" and i.start in ("", "None", "Unknown") else ""
+        view.state, view.detail = "failed", f"job {j} ended {i.state}{why}"
+        return
+    if folder_state == "running":
+        view.state = "failed"
+        view.detail = f"status.json says {status.get('stage', '?')} is running, but no job of this study runs it"
+        return
+    if view.trained:
+        view.state, view.detail = "trained", "evaluation not submitted yet"
+        return
+    view.state = "new"
+    if folder_state == "queued" and status.get("preempted"):
+        view.detail = f"stopped at step {status.get('step', '?')}: resumes from its checkpoint"
+
+
+def study_views(study: Study, ledger: Ledger, infos: dict[str, JobInfo]) -> list[RunView]:
+    """One RunView per run, parents first (the study's order)."""
+    sigs = study_signatures(study)
+    views: list[RunView] = []
+    by_name: dict[str, RunView] = {}
+    for run in study.runs:
+        run_dir = study.run_dir(run)
+        view = RunView(run=run, signature=sigs[run.name], run_dir=run_dir, status=read_status(run_dir),
+                       folder_signature=run_signature_from_folder(run_dir))
+        classify(view, ledger.run(run.name), infos)
+        views.append(view)
+        by_name[run.name] = view
+    for view in views:
+        if view.parent in by_name:
+            by_name[view.parent].children.append(view.name)
+    return views
+
+
+def counts(views: list[RunView]) -> str:
+    order = ("done", "running", "queued", "trained", "new", "failed", "conflict")
+    c = {s: sum(v.state == s for v in views) for s in order}
+    return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "no runs"

@@ -1,0 +1,60 @@
+"""Analyses of one run folder, from the command line.
+
+    python -m lorafull.analysis spectrum RUN_DIR [--device cpu|cuda]   # -> RUN_DIR/analysis/spectrum.json, .png
+    python -m lorafull.analysis tasks RUN_DIR       # all the study asks: tasks.json (+ spectrum, instability)
+    python -m lorafull.analysis instability RUN_DIR [--recompute]      # -> RUN_DIR/analysis/instability.json
+
+On failure: exit 1 with one line on stderr naming the file or key at fault.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lorafull.analysis", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_spec = sub.add_parser("spectrum", help="singular values / rank90 of the weight change")
+    p_spec.add_argument("run_dir")
+    p_spec.add_argument("--device", default=None)
+    p_tasks = sub.add_parser("tasks", help="every analysis the study's analysis section asks for")
+    p_tasks.add_argument("run_dir")
+    p_inst = sub.add_parser("instability", help="loss spikes, NaNs, divergence, grad-norm explosions")
+    p_inst.add_argument("run_dir")
+    p_inst.add_argument("--recompute", action="store_true", help="ignore events recorded during training")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "spectrum":
+            from .spectrum import analyse_run
+
+            out = analyse_run(args.run_dir, device=args.device)
+            summary = json.loads(out.read_text())["summary"]
+            print(f"{out}: {summary['modules']} matrices, median rank90 {summary.get('median_rank90')} "
+                  f"(random baseline {summary.get('median_baseline_rank90')})")
+        elif args.command == "tasks":
+            from .forgetting import run_analyses
+
+            print(run_analyses(args.run_dir))
+        else:
+            from ..config import load_study_settings, study_dir_of_run
+            from ..runs import RunPaths, write_json_atomic
+            from .instability import scan_metrics, summarise
+
+            factor = load_study_settings(study_dir_of_run(args.run_dir)).analysis.spike_factor
+            events = scan_metrics(RunPaths.of(args.run_dir).metrics, spike_factor=factor, recompute=args.recompute)
+            result = {"summary": summarise(events), "events": events}
+            write_json_atomic(RunPaths.of(args.run_dir).analysis / "instability.json", result)
+            print(json.dumps(result["summary"]))
+    except Exception as e:  # one line for the job log; the traceback is noise for a bad input
+        from ..runs import error_line
+
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

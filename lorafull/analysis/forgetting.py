@@ -1,0 +1,272 @@
+"""Learning vs forgetting (Biderman et al. 2024): how much a run gained on its target domain and
+how much it lost on source tasks, both measured against the model it started from.
+
+    python -m lorafull.analysis tasks RUN_DIR       # what `python -m lorafull.evaluate` calls last
+
+learning   = mean over target tasks of (run score - base score)
+forgetting = mean source score of the base - mean source score of the run (positive = forgot)
+
+The base model is evaluated once per study: its results are cached in
+STUDY_DIR/analysis/base_<hash>.json, keyed by the base weights, tokenizer, template and task files.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from statistics import mean
+from typing import Optional
+
+import torch
+
+from ..config import AnalysisConfig, RunConfig, load_run_config, load_study_settings, study_dir_of_run, to_dict
+from ..runs import RunPaths, write_json_atomic
+from .weights import base_folder_of_run
+
+
+def learning_forgetting(run_scores: dict[str, Optional[float]], base_scores: dict[str, Optional[float]],
+                        target: list[str], source: list[str]) -> dict:
+    """{"target_mean", "source_mean", "base_target_mean", "base_source_mean", "learning", "forgetting"};
+    a mean over no tasks (or a task scored None) is None."""
+
+    def avg(scores, names):
+        vals = [scores.get(n) for n in names]
+        return mean(vals) if vals and all(v is not None for v in vals) else None
+
+    t, s = avg(run_scores, target), avg(run_scores, source)
+    bt, bs = avg(base_scores, target), avg(base_scores, source)
+    gains = [run_scores.get(n) - base_scores.get(n) for n in target
+             if run_scores.get(n) is not None and base_scores.get(n) is not None]
+    return {"target_mean": t, "source_mean": s, "base_target_mean": bt, "base_source_mean": bs,
+            "learning": mean(gains) if target and len(gains) == len(target) else None,
+            "forgetting": bs - s if s is not None and bs is not None else None}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated when learning is maximised and forgetting minimised,
+    sorted by forgetting (the order to draw the frontier in)."""
+    front = []
+    for i, (li, fi) in enumerate(points):
+        dominated = any((lj >= li and fj <= fi) and (lj > li or fj < fi) for j, (lj, fj) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][1], points[i][0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Base-model cache
+# ---------------------------------------------------------------------------------------------
+def _fingerprint(folder: Path) -> list:
+    """Identity of a weight folder: small files by content (scratch inits differ by seed under the same
+    name), big ones by size and modification time (hashing 13 GB per eval job is not worth it)."""
+    out = []
+    for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        st = p.stat()
+        if st.st_size <= 64 << 20:
+            out.append([p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]])
+        else:
+            out.append([p.name, st.st_size, int(st.st_mtime)])
+    return out
+
+
+def _task_key(spec) -> dict:
+    p = Path(spec.path)
+    st = p.stat() if p.exists() else None
+    return {**to_dict(spec), "size": st.st_size if st else None, "mtime": int(st.st_mtime) if st else None}
+
+
+def base_cache_path(study_dir: Path, base: Path, tokenizer_src: str, cfg: RunConfig, analysis: AnalysisConfig,
+                    dtype: str) -> Path:
+    key = {"base": str(base), "weights": _fingerprint(base), "tokenizer": tokenizer_src,
+           "template": cfg.data.template, "max_new_tokens": cfg.eval.max_new_tokens, "dtype": dtype,
+           "tasks": [_task_key(s) for s in analysis.target_tasks + analysis.source_tasks]}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(study_dir) / "analysis" / f"base_{digest}.json"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Eval jobs of one study run in parallel: the first to reach the base evaluates it, the others
+    wait for its cache file instead of evaluating the same base again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock (some network file systems): duplicate work, still correct
+            pass
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluating a run, its base and its checkpoints
+# ---------------------------------------------------------------------------------------------
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _free(model) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _load_folder(folder: Path, dtype: str):
+    """A plain HF model folder, or a peft adapter folder merged into its base."""
+    from transformers import AutoModelForCausalLM
+
+    from ..model import torch_dtype
+
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftConfig, PeftModel
+
+        base = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype(dtype))
+        return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype))
+
+
+def _evaluate_model(model, tokenizer, cfg: RunConfig, analysis: AnalysisConfig, items_dir: Optional[Path]) -> dict:
+    """Every target and source task on `model` (freed afterwards)."""
+    from .tasks import evaluate_tasks
+
+    model.to(_device()).eval()
+    try:
+        return evaluate_tasks(model, tokenizer, analysis.target_tasks + analysis.source_tasks, cfg.data.template,
+                              cfg.eval.max_new_tokens, items_dir)
+    finally:
+        _free(model)
+
+
+def evaluate_base(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, tokenizer, dtype: str) -> dict:
+    """Task results of the run's base model, from the study's cache or evaluated (and cached) now."""
+    base = base_folder_of_run(run_dir, cfg.model.name_or_path)
+    tokenizer_src = cfg.model.tokenizer or str(base)
+    cache = base_cache_path(study_dir_of_run(run_dir), base, tokenizer_src, cfg, analysis, dtype)
+    with _file_lock(cache.with_suffix(".lock")):
+        if cache.exists():
+            return json.loads(cache.read_text())["tasks"]
+        tasks = _evaluate_model(_load_folder(base, dtype), tokenizer, cfg, analysis, None)
+        write_json_atomic(cache, {"base": str(base), "tokenizer": tokenizer_src, "tasks": tasks})
+        return tasks
+
+
+def run_analyses(run_dir: str | os.PathLike) -> Optional[Path]:
+    """Every analysis the study's `analysis` section asks for, on one finished run:
+    tasks (+ base, + checkpoints) -> RUN_DIR/analysis/tasks.json; spectrum -> spectrum.json;
+    instability -> instability.json. Returns the analysis folder (None when nothing was asked)."""
+    run_dir = Path(run_dir).resolve()
+    settings = load_study_settings(study_dir_of_run(run_dir))
+    analysis = settings.analysis
+    paths = RunPaths.of(run_dir)
+    from .instability import run_instability
+
+    write_json_atomic(paths.analysis / "instability.json", run_instability(run_dir, analysis.spike_factor))
+    specs = analysis.target_tasks + analysis.source_tasks
+    if specs:
+        write_json_atomic(paths.analysis / "tasks.json", evaluate_run_tasks(run_dir, analysis))
+    if analysis.spectrum:
+        from .spectrum import analyse_run
+
+        analyse_run(run_dir)
+    return paths.analysis
+
+
+def evaluate_run_tasks(run_dir: Path, analysis: AnalysisConfig) -> dict:
+    from ..model import load_tokenizer
+
+    cfg = load_run_config(run_dir)
+    paths = RunPaths.of(run_dir)
+    dtype = cfg.model.dtype
+    # the tokenizer training used (final/ carries a copy) scores the run, its base and its checkpoints
+    tokenizer = load_tokenizer(str(paths.final))
+    target = [s.name for s in analysis.target_tasks]
+    source = [s.name for s in analysis.source_tasks]
+    run_tasks = _evaluate_model(_load_folder(paths.final, dtype), tokenizer, cfg, analysis, paths.analysis / "items")
+    try:
+        base_tasks = evaluate_base(run_dir, cfg, analysis, tokenizer, dtype)
+        base_error = None
+    except (FileNotFoundError, OSError) as e:  # no base weights here: scores still useful alone
+        base_tasks, base_error = {}, str(e).splitlines()[0]
+        print(f"warning: {run_dir.name}: base model not evaluated: {base_error}", file=sys.stderr)
+    run_scores = {k: v["score"] for k, v in run_tasks.items()}
+    base_scores = {k: v["score"] for k, v in base_tasks.items()}
+    result = {"run": run_dir.name, "method": cfg.method.kind, "target_tasks": target, "source_tasks": source,
+              "tasks": run_tasks, "base": base_tasks, "base_error": base_error,
+              **learning_forgetting(run_scores, base_scores, target, source), "checkpoints": []}
+    if analysis.checkpoints:
+        result["checkpoints"] = _evaluate_checkpoints(run_dir, cfg, analysis, tokenizer, dtype, base_scores)
+    return result
+
+
+def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, tokenizer, dtype: str,
+                          base_scores: dict) -> list[dict]:
+    """Learning/forgetting at each intermediate checkpoint the trainer kept (train.keep_checkpoints);
+    the one at the last step is the final model, already evaluated. An unreadable checkpoint is noted
+    and skipped: the final model's analysis stands without it."""
+    from .checkpoints import list_checkpoints, load_checkpoint_model, total_steps_of
+
+    target = [s.name for s in analysis.target_tasks]
+    source = [s.name for s in analysis.source_tasks]
+    out = []
+    for step, ckpt in list_checkpoints(run_dir):
+        if total_steps_of(ckpt) is not None and step >= total_steps_of(ckpt):
+            continue
+        try:
+            model = load_checkpoint_model(run_dir, ckpt, cfg, dtype)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            print(f"warning: {ckpt}: not evaluated: {e}", file=sys.stderr)
+            out.append({"step": step, "error": str(e).splitlines()[0]})
+            continue
+        ck = _evaluate_model(model, tokenizer, cfg, analysis, None)
+        scores = {k: v["score"] for k, v in ck.items()}
+        out.append({"step": step, "tasks": ck, **learning_forgetting(scores, base_scores, target, source)})
+    return out
+
+
+def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path]:
+    """One point per run (or checkpoint): x = forgetting, y = learning; full FT as circles, LoRA as
+    triangles; the Pareto frontier (most learning for the least forgetting) as a dashed line."""
+    pts = [p for p in points if p.get("learning") is not None and p.get("forgetting") is not None]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.5))
+    marks = {"full": ("o", "tab:blue"), "lora": ("^", "tab:orange")}
+    for method in sorted({p["method"] for p in pts}):
+        mine = [p for p in pts if p["method"] == method]
+        marker, color = marks.get(method, ("s", "tab:green"))
+        finals = [p for p in mine if p.get("step") is None]
+        ckpts = [p for p in mine if p.get("step") is not None]
+        if finals:
+            ax.scatter([p["forgetting"] for p in finals], [p["learning"] for p in finals], marker=marker, s=48,
+                       color=color, label=f"{method} (final)")
+        if ckpts:
+            ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=18,
+                       facecolors="none", edgecolors=color, label=f"{method} (checkpoints)")
+        for p in finals:
+            ax.annotate(p["label"], (p["forgetting"], p["learning"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    front = pareto_front([(p["learning"], p["forgetting"]) for p in pts])
+    ax.plot([pts[i]["forgetting"] for i in front], [pts[i]["learning"] for i in front], "k--", lw=1,
+            drawstyle="steps-post", label="Pareto frontier")
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("forgetting (source-task drop from base)")
+    ax.set_ylabel("learning (target-task gain over base)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

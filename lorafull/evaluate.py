@@ -1,0 +1,76 @@
+"""Evaluate one run: generate -> judge -> analyses (what the launcher's eval job calls).
+
+    python -m lorafull.evaluate RUN_DIR
+
+Checks what can fail cheaply first (the eval set reads, the judge has a key and a prompt for every
+class) so a typo never costs a generation pass. Each step is resumable on its own, so a rerun after
+preemption or a crash continues with the first unfinished one. The analyses run when the study's
+analysis section asks for any (STUDY_DIR/study.yaml) and lorafull.analysis is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import load_run_config, load_study_settings, study_dir_of_run
+from .generate import generate_run, read_eval_set
+from .judge import check_judge_setup, judge_run
+from .runs import error_line, read_status, write_status
+
+
+def wants_analyses(run_dir: Path) -> bool:
+    a = load_study_settings(study_dir_of_run(run_dir)).analysis
+    return bool(a.target_tasks or a.source_tasks or a.spectrum or a.checkpoints)
+
+
+def run_analyses_if_asked(run_dir: Path) -> bool:
+    if not wants_analyses(run_dir):
+        return False
+    try:
+        from .analysis import run_analyses
+    except ImportError as e:
+        print(f"warning: the study asks for analyses but lorafull.analysis is unavailable ({e}); skipped",
+              file=sys.stderr)
+        return False
+    run_analyses(run_dir)
+    return True
+
+
+def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    if not cfg.eval.eval_set:
+        raise ValueError(f"{run_dir / 'config.yaml'}: eval.eval_set: not set")
+    items = read_eval_set(cfg.eval.eval_set, cfg.eval.num_items)
+    check_judge_setup(cfg.eval.judge, {it["class"] for it in items})
+    generated = generate_run(run_dir, progress=progress)
+    summary = judge_run(run_dir, progress=progress)
+    analysed = run_analyses_if_asked(run_dir)
+    write_status(run_dir, "done", stage="evaluate")
+    return {"generate": generated, "judge": summary, "analyses": analysed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lorafull.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs of batch jobs)")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate_run(args.run_dir, progress=not args.no_progress)
+    except Exception as e:  # noqa: BLE001 -- one line on stderr, the status says which stage failed
+        msg = error_line(e)
+        if (args.run_dir / "config.yaml").exists():
+            status = read_status(args.run_dir)  # a step that started and did not finish is the culprit
+            stage = status.get("stage") if status.get("state") == "running" else "evaluate"
+            write_status(args.run_dir, "failed", stage=stage, error=msg)
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    avg = result["judge"]["average"]
+    print(f"{args.run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'}, "
+          f"{result['judge']['unscored']} unscored, analyses {'run' if result['analyses'] else 'not asked'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

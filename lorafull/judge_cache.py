@@ -1,0 +1,60 @@
+"""A persistent cache of judge replies (SQLite in WAL mode), so a rerun or a crash never pays twice.
+
+Key = sha256 of (judge model, the full prompt messages, sample index, attempt): the same question
+asked of the same judge is answered once, whichever run or process asks. WAL lets several processes
+(e.g. the eval jobs of a study's runs) read and write the one file at the same time; a busy timeout
+makes a writer wait for another instead of failing. Every reply is committed as soon as it arrives,
+before anything else is done with it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+def cache_key(model: str, messages: list[dict], sample: int, attempt: int = 0, extra: Optional[dict] = None) -> str:
+    payload = {"model": model, "messages": messages, "sample": sample, "attempt": attempt, **(extra or {})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class CachedReply:
+    reply: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class JudgeCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode (isolation_level=None): each INSERT is its own transaction, durable at once
+        self.db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL survives a killed process (the WAL is on disk); only an OS crash may lose the tail
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
+            "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+
+    def get(self, key: str) -> Optional[CachedReply]:
+        row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM replies WHERE key = ?",
+                              (key,)).fetchone()
+        return CachedReply(*row) if row else None
+
+    def put(self, key: str, model: str, reply: str, prompt_tokens: int, completion_tokens: int) -> None:
+        # OR IGNORE: if another process stored the same key meanwhile, its reply stays (first one wins)
+        self.db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, model, reply, prompt_tokens, completion_tokens, time.time()))
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,243 @@
+"""launch.grid without a scheduler: planning, states, conflicts, missing stages, dry runs of every
+shipped config, and the local and debug executors running the real stages.
+
+    pytest tests/test_grid.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import runpy
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_jsonl
+from test_grid_support import grid, make_data, status, study_dict, write_study
+
+from launch import grid as grid_cli
+from launch.jobs import JobInfo, Ledger
+from launch.planning import make_plan
+from launch.state import study_views
+from lorafull.config import load_study, save_run_config, study_signatures
+from lorafull.runs import write_status
+
+
+@pytest.fixture()
+def files(tmp_path, tiny_tokenizer_dir) -> dict:
+    return make_data(tmp_path, tiny_tokenizer_dir)
+
+
+def _views(study, infos=None, ledger=None):
+    return study_views(study, ledger or Ledger(study.output_dir), infos or {})
+
+
+def _finish(run_dir: Path, signature: str, evaluated: bool = True) -> None:
+    """A run folder as training (and evaluation) leave it."""
+    (run_dir / "final").mkdir(parents=True, exist_ok=True)
+    (run_dir / "final" / "adapter_config.json").write_text("{}")
+    write_status(run_dir, "done", stage="train", signature=signature)
+    if evaluated:
+        write_status(run_dir, "done", stage="evaluate")
+
+
+def test_plan_groups_training_arrays_by_depth_and_shape(tmp_path, files):
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
+        {"name": "a"}, {"name": "b", "method.kind": "full"},
+        {"name": "c", "train.deepspeed": True, "train.nproc": 2},  # another resource shape
+        {"name": "a_child", "model.name_or_path": "run:a"},
+        {"name": "a_grandchild", "model.name_or_path": "run:a_child"}]))
+    study = load_study(cfg)
+    plan = make_plan(study, _views(study))
+    shapes = [(a.depth, a.shape.tasks_per_node, [v.name for v in a.runs]) for a in plan.train_arrays]
+    assert shapes == [(0, 1, ["a", "b"]), (0, 2, ["c"]), (1, 1, ["a_child"]), (2, 1, ["a_grandchild"])]
+    assert plan.parent_dep["a_child"][1] is plan.train_arrays[0]
+    assert plan.parent_dep["a_grandchild"][1] is plan.train_arrays[2]
+    assert plan.report and not plan.eval_only and not plan.blocked
+
+
+def test_plan_skips_done_queued_running_and_retries_failed(tmp_path, files):
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
+        {"name": n} for n in ("done", "trained", "failed", "running", "new")] + [
+        {"name": "child_of_failed", "model.name_or_path": "run:failed"},
+        {"name": "child_of_running", "model.name_or_path": "run:running"}]))
+    study = load_study(cfg)
+    sigs = study_signatures(study)
+    d = lambda name: study.run_dir(study.run(name))  # noqa: E731
+    _finish(d("done"), sigs["done"])
+    _finish(d("trained"), sigs["trained"], evaluated=False)
+    write_status(d("failed"), "failed", stage="train", error="data.jsonl:3: malformed JSON line")
+    write_status(d("running"), "running", stage="train")
+    ledger = Ledger(study.output_dir)
+    ledger.set_job("running", "train", "41_2", eval="42_2")
+    infos = {"41_2": JobInfo("RUNNING"), "42_2": JobInfo("PENDING", "Dependency")}
+    views = _views(study, infos, ledger)
+    states = {v.name: v.state for v in views}
+    assert states == {"done": "done", "trained": "trained", "failed": "failed", "running": "running", "new": "new",
+                      "child_of_failed": "new", "child_of_running": "new"}
+    assert "malformed JSON line" in next(v for v in views if v.name == "failed").detail
+
+    plan = make_plan(study, views)
+    assert [v.name for v in plan.to_train] == ["new", "child_of_running"]
+    assert [v.name for v in plan.eval_only] == ["trained"]
+    assert plan.parent_dep["child_of_running"] == ("job", "41_2")  # waits for the earlier job
+    assert "child_of_failed" in plan.blocked
+
+    retry = make_plan(study, views, retry=True)
+    assert sorted(v.name for v in retry.to_train) == ["child_of_failed", "child_of_running", "failed", "new"]
+    assert retry.parent_dep["child_of_failed"][1].runs[0].name == "failed"
+
+
+def test_a_job_that_ended_badly_makes_its_run_failed(tmp_path, files):
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "x"}, {"name": "y"}]))
+    study = load_study(cfg)
+    for name in ("x", "y"):
+        write_status(study.run_dir(study.run(name)), "queued", stage="train")
+    ledger = Ledger(study.output_dir)
+    ledger.set_job("x", "train", "7_0", eval="8_0")
+    ledger.set_job("y", "train", "7_1", eval="8_1")
+    infos = {"7_0": JobInfo("COMPLETED"), "8_0": JobInfo("CANCELLED", start="None"), "7_1": JobInfo("TIMEOUT")}
+    views = {v.name: v for v in _views(study, infos, ledger)}
+    assert views["x"].state == "failed" and "8_0 ended CANCELLED" in views["x"].detail
+    assert views["y"].state == "failed" and "7_1 ended TIMEOUT" in views["y"].detail
+
+
+def test_changed_settings_are_reported_and_never_overwritten(tmp_path, files, capsys):
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "x"}, {"name": "y"}]))
+    study = load_study(cfg)
+    run_dir = study.run_dir(study.run("x"))
+    save_run_config(study.run("x"), run_dir, "0ldsig00")
+    before = (run_dir / "config.yaml").read_text()
+    assert grid_cli.main([str(cfg), "--executor", "local"]) == 3
+    err = capsys.readouterr().err
+    assert "run x" in err and "0ldsig00" in err and study_signatures(study)["x"] in err
+    assert "0 jobs submitted" in err
+    assert (run_dir / "config.yaml").read_text() == before
+    assert not (study.run_dir(study.run("y")) / "status.json").exists()  # nothing else started either
+
+
+def test_a_missing_stage_is_an_error_before_anything_runs(tmp_path, files, monkeypatch, capsys):
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "x"}]))
+    monkeypatch.setitem(grid_cli.STAGE_MODULES, "evaluate", "lorafull.no_such_stage")
+    assert grid_cli.main([str(cfg), "--executor", "local"]) == 2
+    assert "lorafull.no_such_stage not found" in capsys.readouterr().err
+    assert not (tmp_path / "gridtest" / "runs" / "x" / "status.json").exists()
+    # the dry run still plans, and says what a real launch would miss
+    assert grid_cli.main([str(cfg), "--dry-run", "--executor", "local"]) == 0
+    assert "lorafull.no_such_stage" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_dry_run_of_every_shipped_config_needs_no_slurm(tmp_path, monkeypatch, capsys):
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds no study"
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    monkeypatch.setenv("PATH", str(empty_bin))  # no sbatch, squeue, sacct: nothing to find
+    monkeypatch.chdir(tmp_path)  # relative output_dirs land here, not in the repository
+    for cfg in configs:
+        assert grid_cli.main([str(cfg), "--dry-run"]) == 0, cfg
+        out = capsys.readouterr().out
+        study = load_study(cfg)
+        assert "executor local" in out and "nothing submitted" in out, out
+        for run in study.runs:
+            assert run.name in out, (cfg, run.name)
+        assert not (study.output_dir / "runs").exists(), f"{cfg}: a dry run wrote run folders"
+        assert not (study.output_dir / "launch" / "jobs.json").exists()
+
+
+@pytest.mark.slow
+def test_local_executor_trains_chains_reports_and_retries(tmp_path, files):
+    """A laptop without Slurm: parent -> chained child -> report in subprocesses; a run with bad data
+    fails alone with its error in status.json, and --retry reruns only it once the data is fixed."""
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "Say hi.", "input": "", "output": "hi"}] * 8)
+    with open(bad, "a") as f:
+        f.write('{"instruction": "broken\n')
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
+        {"name": "parent"}, {"name": "child", "model.name_or_path": "run:parent", "method.kind": "full"},
+        {"name": "bad", "data.train": str(bad)}]))
+    out = grid(cfg, "--executor", "local", check=False, timeout_s=900)
+    assert out.returncode == 1, out.stdout + out.stderr
+    study_dir = tmp_path / "gridtest"
+    runs = study_dir / "runs"
+    assert status(runs / "parent")["state"] == "done" and status(runs / "child")["state"] == "done"
+    assert (runs / "parent" / "merged" / "config.json").exists()  # the LoRA parent merged for its child
+    failed = status(runs / "bad")
+    assert failed["state"] == "failed" and "bad.jsonl:9" in failed["error"], failed
+    assert (study_dir / "report" / "table.md").exists()
+    order = out.stdout.index("lorafull.train " + str(runs / "parent")), out.stdout.index(
+        "lorafull.train " + str(runs / "child"))
+    assert order[0] < order[1]
+
+    again = grid(cfg, "--executor", "local")
+    assert "0 jobs submitted" in again.stdout and "use --retry" in again.stdout
+
+    write_jsonl(bad, [{"instruction": "Say hi.", "input": "", "output": "hi"}] * 8)
+    retried = grid(cfg, "--executor", "local", "--retry", timeout_s=600)
+    assert "lorafull.train " + str(runs / "bad") in retried.stdout
+    assert "lorafull.train " + str(runs / "parent") not in retried.stdout
+    assert status(runs / "bad")["state"] == "done"
+    st = grid(cfg, "--status", "--executor", "local").stdout
+    assert "3 done" in st
+
+
+def test_debug_executor_runs_the_stages_in_this_process(tmp_path, files, monkeypatch, capsys):
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "only"}],
+                                                      base={"train": {"max_steps": 2}}))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm: the default would be local
+    seen = []
+    real_run_module = runpy.run_module
+
+    def spy(module, **kw):  # every stage runs here, not in a subprocess
+        seen.append((module, os.getpid()))
+        return real_run_module(module, **kw)
+
+    monkeypatch.setattr("launch.executors.runpy.run_module", spy)
+    assert grid_cli.main([str(cfg), "--executor", "debug"]) == 0, capsys.readouterr()
+    assert [m for m, _ in seen] == ["lorafull.train", "lorafull.evaluate", "lorafull.report"]
+    assert {pid for _, pid in seen} == {os.getpid()}
+    assert status(tmp_path / "gridtest" / "runs" / "only")["state"] == "done"
+
+
+def test_job_bodies_pickle_without_processes_or_environment(tmp_path, monkeypatch):
+    import cloudpickle
+
+    from launch.job_bodies import StageJob, TrainJob, _this_job
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-pickled-123")
+    job = TrainJob(str(tmp_path), sys.executable, nodes=2, tasks_per_node=4, cpus_per_task=3)
+    cmd = job.command()
+    assert cmd[:5] == ["srun", "--nodes=2", "--ntasks-per-node=4", "--cpus-per-task=3", "--unbuffered"]
+    assert cmd[-3:] == ["-m", "lorafull.train", str(tmp_path)]
+    job._child = types.SimpleNamespace(returncode=0, proc=object())  # a process handle: never pickled
+    delayed = job.checkpoint()
+    blob = cloudpickle.dumps(delayed) + cloudpickle.dumps(job) + cloudpickle.dumps(StageJob("python", "m", "p", "s"))
+    assert b"sk-never-pickled-123" not in blob
+    assert pickle.loads(cloudpickle.dumps(job))._child is None
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "12")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert _this_job() == "12_3"  # never the bare array id: that would signal every task
+
+
+def test_resources_follow_the_slurm_section(tmp_path, files):
+    from launch.resources import eval_shape, gres, train_shape
+
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
+        {"name": "gpu8", "train.deepspeed": True, "train.nproc": None}, {"name": "cpu2", "train.deepspeed": True,
+                                                                          "train.nproc": 2}],
+        slurm={"gres": "gpu:a100", "gpus_per_node": 8, "nodes": 2, "cpus_per_gpu": 6, "mem_per_gpu_gb": 50}))
+    study = load_study(cfg)
+    s8 = train_shape(study.run("gpu8"), study.slurm)
+    assert (s8.nodes, s8.tasks_per_node, s8.gpus_per_node, s8.cpus_per_task, s8.mem_gb) == (2, 8, 8, 6, 400)
+    assert gres(study.slurm, s8.gpus_per_node) == "gpu:a100:8"
+    s2 = train_shape(study.run("cpu2"), study.slurm)
+    assert (s2.tasks_per_node, s2.gpus_per_node, s2.mem_gb) == (2, 2, 100)
+    study.slurm.gres = None  # a CPU partition: processes from train.nproc / gpus_per_node, no GPUs asked
+    s8 = train_shape(study.run("gpu8"), study.slurm)
+    assert (s8.tasks_per_node, s8.gpus_per_node) == (8, 0) and gres(study.slurm, 0) is None
+    assert eval_shape(study.slurm).gpus_per_node == 0
+    assert json.dumps(s8.describe())

@@ -1,0 +1,97 @@
+"""The study report from run folders built by hand: tables, hand-computed averages, empty cells, plots."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_jsonl
+from lorafull.config import RunConfig, save_run_config
+from lorafull.report import build_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_study(root: Path) -> Path:
+    study = root / "study"
+    specs = {
+        "full_2m": {"kind": "full", "device": "cpu", "world": 2, "wall": 7200.0, "added": 0,
+                    "scores": [("open qa", 1.0), ("open\u00a0qa", 0.5), ("rewrite", 0.25), ("math", 1.0),
+                               ("code", 0.0), ("code", None)]},
+        "lora_2m": {"kind": "lora", "device": "NVIDIA A100-SXM4-40GB", "world": 8, "wall": 3600.0, "added": 19520,
+                    "scores": [("open qa", 0.5), ("rewrite", 1.0), ("math", 0.0)]},
+        "lora_4m": {"kind": "lora"},  # queued: no metrics, no scores yet
+    }
+    for name, spec in specs.items():
+        run_dir = study / "runs" / name
+        run = RunConfig(name=name)
+        run.method.kind = spec["kind"]
+        save_run_config(run, run_dir, "sig")
+        if "wall" in spec:
+            steps = [{"step": s, "epoch": s / 10, "loss": 3.0 - 0.1 * s, "lr": 1e-4, "grad_norm": 1.0,
+                      "tokens_per_s": 100.0, "step_time_s": 0.1, "peak_mem_gb": 1.0 + s / 100} for s in range(1, 11)]
+            summary = {"summary": True, "wall_time_s": spec["wall"], "hours_per_epoch": spec["wall"] / 3600 / 2,
+                       "tokens_seen": 360000, "trainable_params": 1000, "total_params": 5000,
+                       "added_params": spec["added"], "world_size": spec["world"], "device": spec["device"]}
+            write_jsonl(run_dir / "metrics.jsonl", steps + [{"event": "loss_spike", "step": 4}, summary])
+        if "scores" in spec:
+            write_jsonl(run_dir / "scores.jsonl", [
+                {"id": i, "class": c, "score": s, "judge": "gpt-3.5-turbo", "reply": "r", "tokens": 100,
+                 "cost": 0.001} for i, (c, s) in enumerate(spec["scores"])])
+    return study
+
+
+def read_table(path: Path) -> dict[str, dict]:
+    with open(path, encoding="utf-8") as f:
+        return {row["run"]: row for row in csv.DictReader(f)}
+
+
+def test_report_tables_and_plots(tmp_path):
+    study = make_study(tmp_path)
+    report = build_report(study)
+    table = read_table(report / "table.csv")
+    assert set(table) == {"full_2m", "lora_2m", "lora_4m"}
+    full, lora, queued = table["full_2m"], table["lora_2m"], table["lora_4m"]
+    # full_2m by hand: open qa (1 + 0.5)/2 = 0.75, rewrite 0.25, others = math 1 + code 0 pooled = 0.5
+    assert float(full["open qa"]) == pytest.approx(0.75) and float(full["others"]) == pytest.approx(0.5)
+    assert float(full["score"]) == pytest.approx((0.75 + 0.25 + 0.5) / 3)
+    assert float(full["math"]) == 1.0 and float(full["code"]) == 0.0 and full["unscored"] == "1"
+    assert float(lora["score"]) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert lora["method"] == "lora r=8" and full["method"] == "full"
+    assert float(full["cpu_hours"]) == pytest.approx(4.0) and full["gpu_hours"] == ""
+    assert float(lora["gpu_hours"]) == pytest.approx(8.0) and int(lora["added_params"]) == 19520
+    assert float(full["hours_per_epoch"]) == pytest.approx(1.0)
+    assert float(full["tokens_per_s"]) == pytest.approx(50.0) and float(full["peak_mem_gb"]) == pytest.approx(1.1)
+    assert float(full["judge_cost_usd"]) == pytest.approx(0.006)
+    assert queued["score"] == "" and queued["others"] == "" and queued["hours_per_epoch"] == ""
+    md = (report / "table.md").read_text(encoding="utf-8")
+    assert md.splitlines()[0].startswith("| run | method |") and "| lora_4m |" in md
+    for png in ("score_per_run.png", "score_vs_cost.png", "category_scores.png", "loss_curves.png"):
+        assert (report / png).read_bytes()[:8] == PNG_MAGIC, png
+
+
+def test_report_cli_and_analysis_columns(tmp_path):
+    study = make_study(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-m", "lorafull.report", str(study)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    header = (study / "report" / "table.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    for col in ("run", "method", "score", "others", "open qa", "rewrite", "added_params", "hours_per_epoch",
+                "tokens_per_s", "peak_mem_gb", "judge_cost_usd", "unscored"):
+        assert col in header, col
+    try:
+        import lorafull.analysis  # noqa: F401
+    except ImportError:
+        return
+    assert "unstable" in header  # a column added by lorafull.analysis.extend_report
+
+
+def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "lorafull.report", str(tmp_path)],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "no runs/ folder" in done.stderr and done.stderr.strip().count("\n") == 0
