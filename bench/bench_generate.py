@@ -38,8 +38,13 @@ def main() -> None:
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    # one thread: on a shared 2-core machine OpenMP threads spin-wait on each other and the timings
+    # measure the neighbours' load rather than batching (both sides use the same setting)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     import torch
+
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_tokenizer(SAMPLE_TEXTS * 5, Path(tmp), vocab_size=512)

@@ -68,6 +68,10 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=100.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rpm", type=int, default=15000)
+    p.add_argument("--sequential-items", type=int, default=None,
+                   help="time one-at-a-time on this many items and scale to --items (it is latency-bound, linear)")
+    p.add_argument("--binding-rpm", type=int, default=3000, help="a third pass whose limit binds (0 = skip)")
+    p.add_argument("--binding-items", type=int, default=1000)
     args = p.parse_args()
     proc, base_url = start_server(args.latency_ms)
     try:
@@ -78,11 +82,17 @@ def main() -> None:
             t0 = time.perf_counter()
             s_fast = judge_run(fast, progress=False)
             fast_s = time.perf_counter() - t0
-            slow = make_run(root, "slow", args.items, base_url, concurrency=1)
+            n_slow = min(args.sequential_items or args.items, args.items)
+            slow = make_run(root, "slow", n_slow, base_url, concurrency=1)
             t0 = time.perf_counter()
             s_slow = judge_run(slow, progress=False)
-            slow_s = time.perf_counter() - t0
+            slow_s = (time.perf_counter() - t0) * args.items / n_slow
             times = arrivals(base_url, "fast")
+            if args.binding_rpm:
+                tight = make_run(root, "tight", args.binding_items, base_url, concurrency=args.concurrency,
+                                 requests_per_minute=args.binding_rpm)
+                judge_run(tight, progress=False)
+                tight_times = arrivals(base_url, "tight")
     finally:
         proc.terminate()
         proc.wait()
@@ -92,11 +102,18 @@ def main() -> None:
     print(f"items={args.items} latency={args.latency_ms:g}ms concurrency={args.concurrency} rpm_limit={args.rpm}")
     print(f"concurrent: {fast_s:8.2f} s  ({args.items / fast_s:7.1f} items/s, scored {s_fast['scored']}, "
           f"unscored {s_fast['unscored']})")
-    print(f"one-at-a-time: {slow_s:8.2f} s  ({args.items / slow_s:7.1f} items/s, scored {s_slow['scored']})")
+    scaled = f", measured on {n_slow} items and scaled" if n_slow < args.items else ""
+    print(f"one-at-a-time: {slow_s:8.2f} s  ({args.items / slow_s:7.1f} items/s, scored {s_slow['scored']}{scaled})")
     print(f"speed-up: {slow_s / fast_s:.1f}x (target >= 20x)")
     print(f"observed: {len(times)} requests in {span:.2f} s = {mean_rpm:,.0f} rpm (limit {args.rpm:,}); "
           f"busiest 1 s window {peak_in_window(times, 1.0)} requests (allowed {args.rpm / 60 + burst:.0f}: "
           f"rate + one second of burst)")
+    if args.binding_rpm:
+        t_span = tight_times[-1] - tight_times[0]
+        burst = max(1, args.binding_rpm // 60)
+        print(f"binding limit {args.binding_rpm:,} rpm: {len(tight_times)} requests in {t_span:.2f} s = "
+              f"{(len(tight_times) - 1) / t_span * 60:,.0f} rpm; busiest 10 s window {peak_in_window(tight_times, 10.0)} "
+              f"requests (allowed {args.binding_rpm / 6 + burst:.0f}: rate + one second of burst)")
 
 
 if __name__ == "__main__":

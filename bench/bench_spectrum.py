@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,24 @@ def build(out: Path, arch: str, layers: int) -> Path:
     return run_dir
 
 
+def svd_seconds(shape: tuple[int, int], device: str, repeat: int = 3) -> float:
+    """Median seconds of one torch.linalg.svdvals of a float32 matrix of `shape` on `device`."""
+    import statistics
+
+    x = torch.randn(*shape, device=device)
+    torch.linalg.svdvals(x)  # warm-up (cuSOLVER handles, LAPACK workspaces)
+    times = []
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.linalg.svdvals(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def folder_gb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2 ** 30
 
@@ -65,7 +82,6 @@ def main() -> int:
               f"{folder_gb(Path(tmp) / 'base'):.2f} GB + tuned {folder_gb(run_dir / 'final'):.2f} GB (bf16)")
         per_matrix = {}
         for device in args.devices.split(","):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "lorafull.analysis", "spectrum", str(run_dir),
                                    "--device", device], cwd=REPO, capture_output=True, text=True)
@@ -73,16 +89,23 @@ def main() -> int:
             if done.returncode:
                 print(f"{device}: failed: {done.stderr.strip().splitlines()[-1]}")
                 continue
-            rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
             data = json.loads((run_dir / "analysis" / "spectrum.json").read_text())
             n = data["summary"]["modules"]
-            per_matrix[device] = wall / n
-            print(f"{device}: {n} matrices in {wall:.1f} s ({wall / n:.2f} s/matrix incl. process start), peak RSS "
-                  f"{rss_gb:.2f} GB{' (max over children so far)' if before else ''}; median rank90 "
-                  f"{data['summary']['median_rank90']} (random {data['summary']['median_baseline_rank90']})")
+            per_matrix[device] = data["seconds"] / n
+            print(f"{device}: {n} matrices in {data['seconds']:.1f} s ({data['seconds'] / n:.2f} s/matrix; "
+                  f"{wall:.1f} s with process start), peak RSS of the analysis process {data['peak_rss_gb']:.2f} GB; "
+                  f"median rank90 {data['summary']['median_rank90']} "
+                  f"(random {data['summary']['median_baseline_rank90']})")
         if len(per_matrix) == 2:
             a, b = per_matrix
             print(f"ratio {b}/{a} seconds per matrix: {per_matrix[b] / per_matrix[a]:.1f}x")
+        from lorafull.tiny import arch_config
+
+        cfg = arch_config(args.arch)
+        shape = (cfg["hidden_size"], cfg["intermediate_size"])
+        svd = {d: svd_seconds(shape, d) for d in args.devices.split(",")}
+        print("svdvals of one " + "x".join(map(str, shape)) + " fp32 matrix: "
+              + ", ".join(f"{d} {t:.2f} s" for d, t in svd.items()))
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python bench/bench_tokenize.py                      # 1,000,000 synthetic samples (a few minutes)
     python bench/bench_tokenize.py --samples 200000 --baseline-samples 50000
+    python bench/bench_tokenize.py --answer-words 3 30     # short, alpaca-like answers
 
 Both sides start from the same jsonl file on disk and end with token ids + labels (-100 on the
 prompt) on disk, with the same BELLE prompt layout, the same tokenizer and the same max_length:
@@ -22,6 +23,7 @@ tokens per sample are realistic for a LLaMA-size vocabulary. Needs `pip install 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -51,31 +53,33 @@ class SyntheticText:
     """Words drawn from Zipf-distributed vocabularies (English and Chinese, half the samples each),
     with punctuation, so the tokenizer sees repeated common words and rarer ones as in real text."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, answer_words: tuple[int, int] = (10, 150)):
         self.rng = rng = random.Random(seed)
+        self.answer_words = answer_words
         letters = "abcdefghijklmnopqrstuvwxyz"
         self.en = EN + ["".join(rng.choices(letters, k=rng.randint(3, 10))) for _ in range(5000)]
         self.zh = ["".join(rng.choices(ZH_CHARS, k=rng.randint(1, 3))) for _ in range(5000)]
-        self.en_w = [1 / (i + 1) for i in range(len(self.en))]
-        self.zh_w = [1 / (i + 1) for i in range(len(self.zh))]
+        # cumulative Zipf weights, computed once (choices() would redo the sum on every call)
+        self.en_cw = list(itertools.accumulate(1 / (i + 1) for i in range(len(self.en))))
+        self.zh_cw = list(itertools.accumulate(1 / (i + 1) for i in range(len(self.zh))))
 
     def words(self, n: int, zh: bool) -> str:
         rng = self.rng
         if zh:
             return "".join(w + (rng.choice(ZH_PUNCT) if rng.random() < 0.15 else "")
-                           for w in rng.choices(self.zh, self.zh_w, k=n))
-        return " ".join(w + ("," if rng.random() < 0.08 else "") for w in rng.choices(self.en, self.en_w, k=n))
+                           for w in rng.choices(self.zh, cum_weights=self.zh_cw, k=n))
+        return " ".join(w + ("," if rng.random() < 0.08 else "") for w in rng.choices(self.en, cum_weights=self.en_cw, k=n))
 
     def record(self) -> dict:
         """An instruction sample of roughly BELLE's shape: a short instruction, an optional input, a longer answer."""
         rng, zh = self.rng, self.rng.random() < 0.5
         return {"instruction": rng.choice(INSTRUCTIONS).format(self.words(rng.randint(2, 12), zh)),
                 "input": self.words(rng.randint(5, 30), zh) if rng.random() < 0.4 else "",
-                "output": self.words(rng.randint(10, 150), zh)}
+                "output": self.words(rng.randint(*self.answer_words), zh)}
 
 
-def write_data(path: Path, n: int, seed: int = 0) -> None:
-    gen = SyntheticText(seed)
+def write_data(path: Path, n: int, answer_words: tuple[int, int], seed: int = 0) -> None:
+    gen = SyntheticText(seed, answer_words)
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(n):
             f.write(json.dumps(gen.record(), ensure_ascii=False) + "\n")
@@ -215,6 +219,8 @@ def main() -> None:
                         "its time is extrapolated to --samples")
     p.add_argument("--baseline-procs", type=int, default=1, help="num_proc of the baseline's datasets.map")
     p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--answer-words", type=int, nargs=2, default=[10, 150], metavar=("MIN", "MAX"),
+                   help="answer length range in words (BELLE-like default; e.g. 3 30 for short alpaca-like answers)")
     p.add_argument("--workdir", default=None, help="where data and caches go (default: a temporary folder)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
@@ -240,7 +246,7 @@ def _bench(root: Path, n: int, n_base: int, small: int, base_small: int, args) -
     t0 = time.perf_counter()
     files = {k: root / f"data-{k}.jsonl" for k in sorted({n, n_base, small, base_small})}
     biggest = max(files)
-    write_data(files[biggest], biggest)
+    write_data(files[biggest], biggest, tuple(args.answer_words))
     for k, f in files.items():
         if k != biggest:
             head_lines(files[biggest], f, k)
@@ -252,7 +258,8 @@ def _bench(root: Path, n: int, n_base: int, small: int, base_small: int, args) -
     tok_dir = root / "tokenizer"
     build_tokenizer(sample_texts, tok_dir, vocab_size=args.vocab_size)
     size_mb = files[n].stat().st_size / 2**20
-    print(f"data: {n:,} synthetic samples ({size_mb:.0f} MB jsonl), byte-level BPE vocab {args.vocab_size}, "
+    print(f"data: {n:,} synthetic samples ({size_mb:.0f} MB jsonl, answers of {args.answer_words[0]}-"
+          f"{args.answer_words[1]} words), byte-level BPE vocab {args.vocab_size}, "
           f"max_length {MAX_LENGTH}; setup {time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPUs", flush=True)
 
     plan = [("ours", small), ("ours", n), ("baseline", base_small), ("baseline", n_base), ("floor", n_base)]

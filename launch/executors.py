@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lorafull.config import Study, SlurmConfig
-from lorafull.runs import write_status
+from lorafull.runs import read_status, write_status
 
 from .jobs import Ledger, launch_dir
 from .planning import Plan, TrainArray
@@ -199,12 +199,11 @@ class LocalRunner:
                 rc = self._stage("lorafull.evaluate", view.run_dir)
                 if rc != 0:
                     self._fail(view, "evaluate", f"evaluation exited with code {rc}")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # runs left queued/running would look busy forever: failed, resumable
             for view in order:
-                from lorafull.runs import read_status
-
-                if read_status(view.run_dir).get("state") in ("queued", "running"):
-                    write_status(view.run_dir, "failed", stage=read_status(view.run_dir).get("stage", "train"),
+                st = read_status(view.run_dir)
+                if st.get("state") in ("queued", "running"):
+                    write_status(view.run_dir, "failed", stage=st.get("stage", "train"),
                                  error="interrupted (Ctrl-C): resume with --retry")
             raise
         if plan.report:
@@ -214,8 +213,6 @@ class LocalRunner:
                 self.log(f"report failed (exit {rc})")
 
     def _fail(self, view: RunView, stage: str, message: str) -> None:
-        from lorafull.runs import read_status
-
         if read_status(view.run_dir).get("state") != "failed":
             write_status(view.run_dir, "failed", stage=stage, error=message)
         self.failed.append(view.name)

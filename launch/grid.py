@@ -25,7 +25,8 @@ import time
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
 from lorafull.runs import read_status, write_status
 
-from .jobs import Ledger, cancel_jobs, launch_dir, job_state, query_jobs, slurm_available, study_lock, wait_until_gone
+from .jobs import (Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids,
+                   wait_until_gone)
 from .plan_table import estimates, plan_text, status_text
 from .planning import Plan, make_plan
 from .state import counts, study_views
@@ -39,7 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("config", help="study YAML file")
     p.add_argument("overrides", nargs="*", help="dotted.key=value (e.g. train.lr=2e-4, slurm.partition=gpu)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="print the plan; submit nothing, write no run folder")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print the plan; submit nothing, write no run folder (only the estimates' cache)")
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
@@ -79,7 +81,10 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool) -> int:
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)
     plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
-    est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json", write=not dry_run)
+    t_est = time.perf_counter()
+    # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
+    est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
+    t_est = time.perf_counter() - t_est
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
     print(plan_text(plan, est, note))
     if plan.conflicts:
@@ -117,8 +122,8 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool) -> int:
 
         submitter = SlurmSubmitter(study, ledger)
         submitter.submit(plan)
-        print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) "
-              f"({time.perf_counter() - t0:.1f}s); follow them with: python -m launch.grid {study.path} --status")
+        print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) (estimates {t_est:.1f}s, "
+              f"submission {time.perf_counter() - t0:.1f}s); follow them: python -m launch.grid {study.path} --status")
         return 0
     from .executors import LocalRunner
 
@@ -152,16 +157,18 @@ def cancel(study: Study, executor: str) -> int:
         return 0
     infos = query_jobs(ledger.job_ids())
     active = [j for j in ledger.job_ids() if (i := job_state(infos, j)) is not None and i.active]
+    hit = {name for name, entry in ledger.data["runs"].items() if {entry.get("train"), entry.get("eval")} & set(active)}
     cancelled = cancel_jobs(active)
     wait_until_gone(cancelled)
-    # runs left half-way are failed (resumable with --retry), not queued forever
+    # runs stopped half-way are failed (resumable with --retry), not queued forever; written after the
+    # jobs are gone, so that a stage dying of the cancel does not overwrite it
     marked = []
-    for view in study_views(study, ledger, query_jobs(ledger.job_ids())):
-        if not view.evaluated and read_status(view.run_dir).get("state") in ("queued", "running"):
-            write_status(view.run_dir, "failed", stage=view.status.get("stage", "train"),
+    for view in study_views(study, ledger, {}):
+        if view.name in hit and not view.evaluated:
+            write_status(view.run_dir, "failed", stage=read_status(view.run_dir).get("stage", "train"),
                          error="cancelled by launch.grid --cancel (resume with --retry)")
             marked.append(view.name)
-    print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}; {len(marked)} run(s) marked failed")
+    print(f"cancelled {len(cancelled)} job(s): {summarize_ids(cancelled)}; {len(marked)} run(s) marked failed")
     return 0
 
 

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -115,6 +116,19 @@ def _base_ids(job_ids: Iterable[str]) -> list[str]:
     return sorted({j.split("_")[0] for j in job_ids if j})
 
 
+def expand_job_id(job_id: str) -> list[str]:
+    """sacct/squeue print array tasks that never started folded, e.g. "89_[0-3%2]" or "89_[1,4]":
+    unfold them into "89_0", ... so that every task can be looked up by its own id."""
+    m = re.fullmatch(r"(\d+)_\[([0-9,\-]+)(%\d+)?\]", job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
 def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
     """State of each job id ("123" or "123_4"): squeue for jobs still queued or running (one call),
     sacct for the ones that ended. Ids the scheduler does not know are absent from the result."""
@@ -132,13 +146,15 @@ def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
         info[jid.strip()] = JobInfo(state=state.strip(), reason=reason.strip())
     missing = [j for j in job_ids if j not in info and not any(k.startswith(j + "_") for k in info)]
     if missing and shutil.which("sacct"):
-        out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Start,End", "-j", ",".join(_base_ids(missing))])
+        out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Start,End", "-j",
+                    ",".join(_base_ids(missing))])
         for line in (out or "").splitlines():
             parts = line.split("|")
             if len(parts) < 5 or parts[0] in info:
                 continue
             state = parts[1].split()[0] if parts[1] else "UNKNOWN"
-            info[parts[0]] = JobInfo(state=state, reason=parts[2], start=parts[3], end=parts[4])
+            for jid in expand_job_id(parts[0]):
+                info.setdefault(jid, JobInfo(state=state, reason=parts[2], start=parts[3], end=parts[4]))
     return info
 
 
@@ -153,6 +169,28 @@ def job_state(info: dict[str, JobInfo], job_id: Optional[str]) -> Optional[JobIn
         return None
     active = [t for t in tasks if t.active]
     return active[0] if active else tasks[-1]
+
+
+def summarize_ids(job_ids: Iterable[str]) -> str:
+    """["97_0", "97_1", "98_0", "99"] -> "97_[0-1] 98_[0] 99" (for messages)."""
+    tasks: dict[str, list[int]] = {}
+    plain = []
+    for j in job_ids:
+        base, _, task = j.partition("_")
+        if task.isdigit():
+            tasks.setdefault(base, []).append(int(task))
+        else:
+            plain.append(j)
+    parts = []
+    for base, ids in sorted(tasks.items()):
+        ids.sort()
+        ranges, start = [], ids[0]
+        for a, b in zip(ids, ids[1:] + [None]):
+            if b != a + 1:
+                ranges.append(f"{start}-{a}" if a != start else f"{a}")
+                start = b
+        parts.append(f"{base}_[{','.join(ranges)}]")
+    return " ".join(parts + sorted(plain)) or "-"
 
 
 def cancel_jobs(job_ids: Iterable[str]) -> list[str]:

@@ -117,7 +117,7 @@ def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[st
                      human_count(e.get("added_params")), v.state,
                      f"{mem:.1f} GB" if isinstance(mem, (int, float)) else "?",
                      ("yes" if fits else "NO") if fits is not None else "?",
-                     f"{gpu_h:.1f}" if isinstance(gpu_h, (int, float)) else "?", action])
+                     f"{gpu_h:.3g}" if isinstance(gpu_h, (int, float)) else "?", action])
     return header, rows
 
 
@@ -129,7 +129,7 @@ def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
     todo_h = sum(est.get(n, {}).get("gpu_hours") or 0 for n in to_train
                  if isinstance(est.get(n, {}).get("gpu_hours"), (int, float)))
     if gpu_h:
-        lines.append(f"GPU-hours: {sum(gpu_h):.1f} for the study, {todo_h:.1f} for the runs trained now")
+        lines.append(f"GPU-hours: {sum(gpu_h):.4g} for the study, {todo_h:.4g} for the runs trained now")
     misfits = [n for n, e in est.items() if e.get("fits") is False]
     if misfits:
         lines.append(f"WARNING: {len(misfits)} run(s) do not fit in GPU memory by the estimate: {', '.join(misfits)}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings, study_signatures
 
 from .jobs import launch_dir
-from .planning import Plan, TrainArray, make_plan
+from .planning import Plan, make_plan
 from .resources import (EXIT_REQUEUE, PORT_BASE, PORT_SPAN, Shape, eval_shape, gres, python_command, report_shape,
                         sbatch_time, study_job_prefix)
 from .state import RunView
@@ -85,7 +85,8 @@ def render_study(study: Study) -> dict[str, str]:
     prefix = study_job_prefix(study.study.name)
     python = python_command(study.slurm, rendered=True)
     setup = "\n".join(["# slurm.setup"] + list(study.slurm.setup)) if study.slurm.setup else ""
-    common = {"study": study.study.name, "setup": setup, "python": python, "study_dir": shlex.quote(str(study.output_dir))}
+    common = {"study": study.study.name, "setup": setup, "python": python,
+              "study_dir": shlex.quote(str(study.output_dir))}
     files: dict[str, str] = {}
     lines = [
         "#!/bin/bash",

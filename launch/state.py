@@ -64,12 +64,6 @@ class RunView:
         return self.run.parent
 
 
-def _job_text(job_id: Optional[str], info: Optional[JobInfo]) -> str:
-    if not job_id:
-        return ""
-    return f"{job_id} {info.state}" if info else f"{job_id} ?"
-
-
 def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> None:
     """Set view.state and view.detail from the folder and the scheduler."""
     status = view.status
@@ -87,13 +81,11 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
     active = [i for i in (view.train_info, view.eval_info) if i and i.active]
     if active:
         view.state = "running" if any(i.state == "RUNNING" for i in active) else "queued"
-        view.detail = ", ".join(filter(None, (_job_text(view.train_job, view.train_info) if view.train_info and
-                                              view.train_info.active else "",
-                                              _job_text(view.eval_job, view.eval_info) if view.eval_info and
-                                              view.eval_info.active else "")))
-        reason = next((i.reason for i in active if i.reason and i.reason != "None"), "")
-        if reason:
-            view.detail += f" ({reason})"
+        # squeue's reason: Dependency, BeginTime (requeued), Priority, Resources, ...
+        view.detail = next((i.reason for i in active if i.reason and i.reason != "None"), "")
+        if status.get("preempted"):
+            reason = f" ({view.detail})" if view.detail else ""
+            view.detail = f"preempted at step {status.get('step', '?')}, requeued{reason}"
         return
     local_pid = ledger_entry.get("local_pid")
     if local_pid and folder_state in ("queued", "running") and pid_alive(int(local_pid)) and not view.evaluated:

@@ -66,6 +66,8 @@ class DataConfig:
     num_samples: Optional[int] = None  # deterministic subset (by train.seed); null = all
     max_length: int = 1024
     template: str = "belle"  # belle | chat (the tokenizer's chat template)
+    # concatenate samples into max_length blocks (labels keep their masks; attention crosses
+    # sample boundaries; long samples are split across blocks instead of truncated)
     packing: bool = False
     cache_dir: Optional[str] = None  # tokenized cache; default STUDY_DIR/cache/tokenized
 

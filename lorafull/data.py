@@ -12,6 +12,7 @@ num_samples (subset), max_length, template (belle | chat), packing, cache_dir.
 Subsets: `num_samples: k` takes the first k entries of one fixed permutation of the file's usable
 samples (seeded by train.seed), so with the same seed the 0.6M subset lies inside the 2M subset,
 which lies inside the 4M one -- the scales of a study differ only by how much data they see.
+The chosen samples keep their file order (the training loop shuffles).
 
 Packing (`packing: true`): the subset's samples are concatenated (each ending in EOS) and cut into
 max_length blocks; labels keep their masks. Attention is NOT reset at sample boundaries: a token
@@ -21,7 +22,6 @@ than truncated.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -147,6 +147,10 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
         lineno, record = first_record(path)
         fmt = detect_format(record, f"{path}:{lineno}")
     cache_dir = Path(data.cache_dir) if data.cache_dir else Path.home() / ".cache" / "lorafull" / "tokenized"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"data.cache_dir: cannot create {cache_dir}: {e.strerror}") from None
     key = cache_key(file_sha256(path, cache_dir), tokenizer_fingerprint(tokenizer), data.template,
                     data.max_length, fmt, bool(data.packing))
     folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key)

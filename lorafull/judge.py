@@ -26,8 +26,7 @@ from pathlib import Path
 from .config import JudgeConfig, load_run_config
 from .judge_cache import JudgeCache
 from .judge_client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
-from .judge_limits import FatalJudgeError
-from .judge_prompts import PromptError, build_messages, check_classes, load_prompts, normalize_class
+from .judge_prompts import build_messages, check_classes, load_prompts, normalize_class
 from .judge_summary import summarize
 from .runs import (JsonlWriter, RunPaths, error_line, read_jsonl, repair_jsonl_tail, write_json_atomic,
                    write_status)
@@ -91,7 +90,12 @@ def load_responses(run_dir: Path) -> list[dict]:
     paths = RunPaths.of(run_dir)
     if not paths.responses.exists():
         raise FileNotFoundError(f"{paths.responses}: no responses (run python -m lorafull.generate {run_dir} first)")
-    return list(read_jsonl(paths.responses))
+    rows = list(read_jsonl(paths.responses))
+    for lineno, row in enumerate(rows, 1):
+        for key in ("id", "class", "response"):
+            if key not in row:
+                raise ValueError(f"{paths.responses}:{lineno}: {key}: missing (expected the fields generation writes)")
+    return rows
 
 
 def resume_scores(scores_path: Path) -> set[str]:

@@ -4,7 +4,8 @@ Key = sha256 of (judge model, the full prompt messages, sample index, attempt): 
 asked of the same judge is answered once, whichever run or process asks. WAL lets several processes
 (e.g. the eval jobs of a study's runs) read and write the one file at the same time; a busy timeout
 makes a writer wait for another instead of failing. Every reply is committed as soon as it arrives,
-before anything else is done with it.
+before anything else is done with it. Temperature and max_tokens are not part of the key: to judge
+again under other settings, point eval.judge.cache at a new file.
 """
 from __future__ import annotations
 

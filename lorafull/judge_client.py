@@ -136,6 +136,9 @@ class OpenAIJudge:
             self.cache.put(key, self.cfg.model, reply, pt, ct)  # stored before anything else can fail
             future.set_result((reply, pt, ct, True))
             return reply, pt, ct, True
+        except asyncio.CancelledError:
+            future.cancel()  # a cancelled future cannot carry CancelledError as its exception
+            raise
         except BaseException as e:
             future.set_exception(e)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to

@@ -76,6 +76,19 @@ def test_analyses_of_real_full_and_lora_runs(tmp_path, tiny_tokenizer_dir):
     for png in ("learning_forgetting.png", "spectrum_full_vs_lora.png"):
         assert (study.output_dir / "report" / png).exists()
 
+    # the report stage calls extend_report itself: the columns reach table.csv
+    import csv
+
+    from lorafull.report import build_report
+
+    report = build_report(study.output_dir)
+    table = list(csv.DictReader(open(report / "table.csv", encoding="utf-8")))
+    assert {"unstable", "instability_events", "learning", "forgetting", "rank90"} <= set(table[0])
+    by_run = {r["run"]: r for r in table}
+    assert by_run["lora"]["unstable"] == "no"
+    assert int(by_run["full"]["rank90"]) == spec["full"]["summary"]["median_rank90"]
+    assert float(by_run["full"]["learning"]) == pytest.approx(res["full"]["learning"], abs=1e-4)
+
 
 @pytest.mark.slow
 def test_deepspeed_checkpoints_load_as_the_final_model(tmp_path, tiny_tokenizer_dir):

@@ -8,6 +8,7 @@ import json
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -295,35 +296,51 @@ def test_cache_is_reused_and_keyed_by_settings(tok, tmp_path):
 
 
 _BUILD_SCRIPT = """
-import json, sys
+import hashlib, json, sys, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from lorafull.config import RunConfig
 from lorafull.data import build_dataset
 from lorafull.model import load_tokenizer
 run = RunConfig(name="t")
 run.data.train, run.data.cache_dir, run.data.max_length = sys.argv[2], sys.argv[3], 64
-ds = build_dataset(run, load_tokenizer(sys.argv[4]))
-items = [[ds[i]["input_ids"].tolist(), ds[i]["labels"].tolist()] for i in range(len(ds))]
-print(json.dumps({"build_id": ds.meta["build_id"], "folder": str(ds.folder), "items": items, "stats": ds.stats}))
+tok = load_tokenizer(sys.argv[4])
+Path(sys.argv[5] + ".ready-" + sys.argv[6]).touch()
+while not Path(sys.argv[5]).exists():  # start line: both processes reach the cache at the same moment
+    time.sleep(0.005)
+ds = build_dataset(run, tok)
+h = hashlib.sha256()
+for i in range(len(ds)):
+    h.update(ds[i]["input_ids"].tobytes() + ds[i]["labels"].tobytes())
+print(json.dumps({"build_id": ds.meta["build_id"], "folder": str(ds.folder), "digest": h.hexdigest(),
+                  "stats": ds.stats}))
 """
 
 
 def test_two_processes_building_one_cache_tokenize_once(tok, tiny_tokenizer_dir, tmp_path):
-    f = write_jsonl(tmp_path / "a.jsonl", alpaca_records(20000))  # large enough for the builds to overlap
-    cache = tmp_path / "cache"
-    cmd = [sys.executable, "-c", _BUILD_SCRIPT, str(REPO), str(f), str(cache), str(tiny_tokenizer_dir)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = []
+    f = write_jsonl(tmp_path / "a.jsonl", alpaca_records(5000))
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, str(REPO), str(f), str(cache),
+                               str(tiny_tokenizer_dir), str(go), str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.monotonic() + 240
+    while not all(Path(f"{go}.ready-{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "builders did not start"
+        time.sleep(0.05)
+    go.touch()
+    outs, errs = [], []
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
         outs.append(json.loads(out))
-    assert outs[0]["build_id"] == outs[1]["build_id"]  # one process tokenized, the other mapped its result
-    assert outs[0]["items"] == outs[1]["items"] and outs[0]["stats"] == outs[1]["stats"]
-    assert outs[0]["stats"]["samples"] == 20000
+        errs.append(err)
+    assert sum(e.count("tokenized 5000 samples") for e in errs) == 1  # one process tokenized ...
+    assert outs[0]["build_id"] == outs[1]["build_id"]  # ... and the other mapped its result
+    assert outs[0]["digest"] == outs[1]["digest"] and outs[0]["stats"] == outs[1]["stats"]
+    assert outs[0]["stats"]["samples"] == 5000
     assert [p.name for p in cache.iterdir() if p.is_dir() and p.name != "file-hashes"] == [Path(outs[0]["folder"]).name]
     here = build_dataset(make_run(f, cache, max_length=64), tok)
-    assert here.meta["build_id"] == outs[0]["build_id"] and here[123]["labels"].tolist() == outs[0]["items"][123][1]
+    assert here.meta["build_id"] == outs[0]["build_id"]
 
 
 def test_json_array_streams_across_chunk_boundaries(monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from conftest import REPO, alpaca_records, write_jsonl
+from launch.jobs import expand_job_id
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -134,7 +135,8 @@ def sacct_rows(job_ids: list[str], timeout_s: float = 60) -> dict[str, dict]:
         rows = {}
         for line in out.splitlines():
             jid, state, start, end = line.split("|")
-            rows[jid] = {"state": state.split()[0], "start": _epoch(start), "end": _epoch(end)}
+            for one in expand_job_id(jid):  # "89_[0-1%2]": tasks that never started
+                rows[one] = {"state": state.split()[0], "start": _epoch(start), "end": _epoch(end)}
         ended = all(jid in rows and rows[jid]["end"] is not None for jid in job_ids)
         if ended or time.monotonic() > deadline:
             return rows
@@ -149,8 +151,9 @@ def _epoch(text: str) -> Optional[float]:
 
 def job_log_text(study_dir: Path) -> str:
     """Every submitit log of the study (for assertion messages)."""
-    logs = sorted((study_dir / "launch" / "slurm").rglob("*.err")) + sorted((study_dir / "launch" / "slurm").rglob("*.out"))
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs[-12:])
+    folder = study_dir / "launch" / "slurm"
+    logs = sorted(folder.rglob("*.err")) + sorted(folder.rglob("*.out"))
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
 
 
 def final_state_dict(run_dir: Path) -> dict:

@@ -77,3 +77,28 @@ def test_token_bucket_refills_at_its_rate():
     bucket.take(10)
     assert bucket.wait_s(5) == pytest.approx(0.5, abs=0.05)
     assert estimate_tokens([{"content": "你好" * 10}], max_tokens=16) >= 36
+
+
+def test_tokens_per_minute_limit_holds_back_requests():
+    import asyncio
+    import time
+
+    from lorafull.judge_limits import RateLimiter
+
+    async def admit_all() -> float:
+        limiter = RateLimiter(concurrency=32, tokens_per_minute=60_000)  # 1,000 tokens/s, burst 10,000
+        t0 = time.monotonic()
+        for _ in range(12):  # 12,000 tokens: 10,000 from the burst, 2,000 more need 2 s of refill
+            await limiter.acquire(1_000)
+        return time.monotonic() - t0
+
+    assert asyncio.run(admit_all()) >= 1.9
+
+
+def test_settling_returns_unused_tokens():
+    from lorafull.judge_limits import RateLimiter
+
+    limiter = RateLimiter(concurrency=1, tokens_per_minute=60_000)
+    limiter.tokens.take(10_000)
+    limiter.settle(est_tokens=5_000, used_tokens=1_000)  # the request used less than estimated
+    assert limiter.tokens.wait_s(4_000) == pytest.approx(0.0, abs=0.01)

@@ -53,3 +53,24 @@ def test_killed_judge_resumes_and_pays_only_for_the_rest(tmp_path):
     assert paid_twice <= concurrency
     assert sum(stats["served"].values()) <= n + concurrency
     assert sum(served_at_kill.values()) >= len(before)
+
+
+def test_two_processes_share_one_cache(tmp_path):
+    with FakeJudgeServer(latency_s=0.05) as server:
+        shared_cache = tmp_path / "shared.sqlite"
+        runs = []
+        for name in ("a", "b"):
+            responses = [{"id": i, "class": "rewrite", "question": "q", "response": f"ITEM-{name}{i}"} for i in range(30)]
+            runs.append(make_run(tmp_path / name, responses, server.base_url, cache=str(shared_cache)))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        procs = [subprocess.Popen([sys.executable, "-m", "lorafull.judge", str(r), "--no-progress"], env=env,
+                                  stderr=subprocess.PIPE, text=True) for r in runs]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+    from lorafull.judge_cache import JudgeCache
+
+    cache = JudgeCache(shared_cache)
+    assert len(cache) == 60  # both writers committed everything, no "database is locked"
+    cache.close()
+    for run_dir in runs:
+        assert len(scores_by_id(run_dir)) == 30

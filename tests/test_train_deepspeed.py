@@ -42,15 +42,48 @@ def final_weights(run_dir: Path) -> dict:
     return load_file(str(final / name))
 
 
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (torchrun starts its workers in their own sessions, so killing a
+    process group would miss them; Slurm kills the job's whole cgroup, which this imitates)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
 def ds(kind: str, stage: int, **more) -> dict:
     return {"method.kind": kind, "train.deepspeed": True, "train.nproc": 2, "train.zero_stage": stage, **more}
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_tokenizer_dir):
+    """(kind, stage) -> run folder of an uninterrupted 2-process run, trained once per module."""
+    root, done = tmp_path_factory.mktemp("ds"), {}
+
+    def get(kind: str, stage: int) -> Path:
+        if (kind, stage) not in done:
+            run_dir = write_run_config(root, f"{kind}-z{stage}", tiny_tokenizer_dir, **ds(kind, stage))
+            result = run_job(run_dir)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[kind, stage] = run_dir
+        return done[kind, stage]
+
+    return get
+
+
 @pytest.mark.parametrize("kind,stage", [("full", 2), ("lora", 2), ("full", 3), ("lora", 3)])
-def test_deepspeed_two_processes_train(tmp_path, tiny_tokenizer_dir, kind, stage):
-    run_dir = write_run_config(tmp_path, f"{kind}-z{stage}", tiny_tokenizer_dir, **ds(kind, stage))
-    result = run_job(run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_deepspeed_two_processes_train(tmp_path, tiny_tokenizer_dir, trained, kind, stage):
+    run_dir = trained(kind, stage)
     steps = step_lines(run_dir)
     assert [r["step"] for r in steps] == list(range(1, 41))
     first, last = np.mean([r["loss"] for r in steps[:5]]), np.mean([r["loss"] for r in steps[-5:]])
@@ -79,25 +112,23 @@ def test_deepspeed_two_processes_train(tmp_path, tiny_tokenizer_dir, kind, stage
     assert torch.isfinite(model(ids).logits).all()
 
 
-def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_tokenizer_dir):
-    settings = ds("lora", 2)
-    reference = write_run_config(tmp_path, "reference", tiny_tokenizer_dir, **settings)
-    assert run_job(reference).returncode == 0
-
-    run_dir = write_run_config(tmp_path, "interrupted", tiny_tokenizer_dir, **settings)
+def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_tokenizer_dir, trained):
+    reference = trained("lora", 2)
+    run_dir = write_run_config(tmp_path, "interrupted", tiny_tokenizer_dir, **ds("lora", 2))
     env = {**os.environ, "PYTHONPATH": str(REPO), "LORAFULL_FAULT_STEP_SLEEP_S": "0.1"}
     cmd = [sys.executable, "-m", "lorafull.train", str(run_dir)]
 
+    log = open(tmp_path / "job.log", "w")  # a file, not a pipe: a full pipe would block the job
+
     def launch():
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
 
     def wait_for(proc, step):
         deadline = time.time() + 300
         while time.time() < deadline:
             if step_lines(run_dir) and step_lines(run_dir)[-1]["step"] >= step:
                 return
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
             time.sleep(0.05)
         raise AssertionError(f"step {step} not reached")
 
@@ -105,8 +136,8 @@ def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_to
     proc = launch()
     wait_for(proc, 5)
     proc.send_signal(signal.SIGUSR2)
-    err = proc.communicate(timeout=300)[1]
-    assert proc.returncode == 75, err[-3000:]
+    proc.wait(timeout=300)
+    assert proc.returncode == 75, (tmp_path / "job.log").read_text()[-3000:]
     status = read_status(run_dir)
     assert status["state"] == "queued" and status["preempted"] and 5 <= status["step"] < 40
     assert (run_dir / "checkpoints" / f"step-{status['step']:08d}" / "rng" / "rank-00001.pkl").exists()
@@ -114,13 +145,18 @@ def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_to
     # 2) requeued, then SIGKILL of the whole job (parent, torchrun, both ranks) after the step-20 checkpoint
     proc = launch()
     wait_for(proc, 22)
-    os.killpg(proc.pid, signal.SIGKILL)
+    tree = descendants(proc.pid)
+    assert len(tree) >= 4  # this process, torchrun, 2 ranks
+    for pid in tree:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
+    time.sleep(0.5)
+    assert read_status(run_dir)["state"] == "running" and not (run_dir / "final").exists()
 
     # 3) requeued again: finishes, bit for bit the uninterrupted run
     result = run_job(run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_status(run_dir)["resumed_from"] >= 20
+    assert read_status(run_dir)["resumed_from"] >= 20, (read_status(run_dir), (tmp_path / "job.log").read_text()[-3000:])
     a, b = final_weights(run_dir), final_weights(reference)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert [r["loss"] for r in step_lines(run_dir)] == [r["loss"] for r in step_lines(reference)]

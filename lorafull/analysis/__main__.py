@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -44,6 +43,8 @@ def main(argv=None) -> int:
             from .instability import scan_metrics, summarise
 
             factor = load_study_settings(study_dir_of_run(args.run_dir)).analysis.spike_factor
+            if not RunPaths.of(args.run_dir).metrics.exists():
+                raise FileNotFoundError(f"{RunPaths.of(args.run_dir).metrics}: no such file (has the run trained?)")
             events = scan_metrics(RunPaths.of(args.run_dir).metrics, spike_factor=factor, recompute=args.recompute)
             result = {"summary": summarise(events), "events": events}
             write_json_atomic(RunPaths.of(args.run_dir).analysis / "instability.json", result)

@@ -157,10 +157,10 @@ def evaluate_base(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, token
         return tasks
 
 
-def run_analyses(run_dir: str | os.PathLike) -> Optional[Path]:
+def run_analyses(run_dir: str | os.PathLike) -> Path:
     """Every analysis the study's `analysis` section asks for, on one finished run:
     tasks (+ base, + checkpoints) -> RUN_DIR/analysis/tasks.json; spectrum -> spectrum.json;
-    instability -> instability.json. Returns the analysis folder (None when nothing was asked)."""
+    instability -> instability.json (always: it only reads metrics.jsonl). Returns the analysis folder."""
     run_dir = Path(run_dir).resolve()
     settings = load_study_settings(study_dir_of_run(run_dir))
     analysis = settings.analysis

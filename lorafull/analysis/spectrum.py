@@ -101,13 +101,29 @@ def summarise(modules: list[dict]) -> dict:
     by_type: dict[str, list[int]] = {}
     for m in modules:
         by_type.setdefault(m["type"], []).append(m["rank90"])
-    return {"modules": len(modules), "median_rank90": statistics.median(m["rank90"] for m in modules),
-            "median_baseline_rank90": statistics.median(m["baseline_rank90"] for m in modules),
-            "median_rank90_by_type": {t: statistics.median(v) for t, v in sorted(by_type.items())}}
+    # median_low: a rank stays a whole number of directions
+    return {"modules": len(modules), "median_rank90": statistics.median_low(m["rank90"] for m in modules),
+            "median_baseline_rank90": statistics.median_low(m["baseline_rank90"] for m in modules),
+            "median_rank90_by_type": {t: statistics.median_low(v) for t, v in sorted(by_type.items())}}
+
+
+def peak_rss_gb() -> Optional[float]:
+    """Peak resident memory of this process image (VmHWM). Not ru_maxrss: Linux carries that across
+    exec, so a child started by a big parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2 ** 20, 3)  # kB -> GB
+    except OSError:
+        pass
+    return None
 
 
 def analyse_run(run_dir: str | os.PathLike, device: Optional[str] = None, progress: bool = True) -> Path:
     """Spectrum of one finished run -> RUN_DIR/analysis/spectrum.json (+ spectrum.png)."""
+    import time
+
+    t0 = time.perf_counter()
     run_dir = Path(run_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     paths = RunPaths.of(run_dir)
@@ -123,7 +139,10 @@ def analyse_run(run_dir: str | os.PathLike, device: Optional[str] = None, progre
         raise FileNotFoundError(f"{paths.final}: no finished model (run python -m lorafull.train {run_dir} first)")
     result = {"run": run_dir.name, "kind": kind, "method": cfg.method.kind,
               "r": cfg.method.r if kind == "lora" else None, "base": str(base) if base else None,
-              "variance_fraction": VARIANCE_FRACTION, "summary": summarise(modules), "modules": modules}
+              "variance_fraction": VARIANCE_FRACTION, "device": device,
+              "seconds": round(time.perf_counter() - t0, 3),
+              "peak_rss_gb": peak_rss_gb(),
+              "summary": summarise(modules), "modules": modules}
     out = paths.analysis / "spectrum.json"
     write_json_atomic(out, result)
     plot_spectrum([result], paths.analysis / "spectrum.png")

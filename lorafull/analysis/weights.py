@@ -20,39 +20,69 @@ LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 LORA_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
 
 
+# safetensors dtype names -> torch dtypes (the ones model weights use)
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def read_header(path: Path) -> dict:
+    """The JSON header of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}}."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header
+
+
 class WeightFolder:
-    """Tensors of an HF model folder (model.safetensors or sharded *.safetensors + index)."""
+    """Tensors of an HF model folder (model.safetensors or sharded *.safetensors + index).
+
+    Each tensor is read with plain file reads at its offset, never through a memory map: pages of a
+    mapped file stay resident in the process while it is open (and safetensors' mapping can keep a
+    whole shard alive through one tensor), so reading two 7B models that way ends with both counted in
+    the job's memory. Here only the tensor being analysed is in memory."""
 
     def __init__(self, folder: str | os.PathLike):
-        from safetensors import safe_open
-
         self.folder = Path(folder)
         index = self.folder / "model.safetensors.index.json"
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(weight_map.values()))
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         else:
             files = sorted(p.name for p in self.folder.glob("*.safetensors"))
-            weight_map = None
         if not files:
             raise FileNotFoundError(f"{self.folder}: no *.safetensors weights (a .bin checkpoint? re-save it with "
                                     f"save_pretrained(safe_serialization=True))")
-        self._handles = {f: safe_open(str(self.folder / f), framework="pt") for f in files}
-        if weight_map is None:
-            weight_map = {k: f for f, h in self._handles.items() for k in h.keys()}
-        self._where = weight_map
+        self._entries: dict[str, tuple[str, dict, int]] = {}  # name -> (file, header entry, data start)
+        for f in files:
+            path = self.folder / f
+            with open(path, "rb") as fh:
+                data_start = 8 + int.from_bytes(fh.read(8), "little")
+            for name, entry in read_header(path).items():
+                self._entries[name] = (f, entry, data_start)
 
     def names(self) -> list[str]:
-        return list(self._where)
+        return list(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._where
+        return name in self._entries
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handles[self._where[name]].get_slice(name).get_shape())
+        return tuple(self._entries[name][1]["shape"])
 
     def get(self, name: str) -> torch.Tensor:
-        return self._handles[self._where[name]].get_tensor(name)
+        f, entry, data_start = self._entries[name]
+        if entry["dtype"] not in _DTYPES:
+            raise ValueError(f"{self.folder / f}: {name}: unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        buf = bytearray(end - begin)
+        with open(self.folder / f, "rb") as fh:
+            fh.seek(data_start + begin)
+            if fh.readinto(buf) != len(buf):
+                raise ValueError(f"{self.folder / f}: {name}: file ends inside the tensor (a torn copy?)")
+        if not buf:
+            return torch.empty(entry["shape"], dtype=_DTYPES[entry["dtype"]])
+        return torch.frombuffer(buf, dtype=_DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
 
 def layer_of(name: str) -> Optional[int]:

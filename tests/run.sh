@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: a virtual environment with the package and its test extras, then every test,
+# Slurm-marked ones included (they need a Slurm cluster: .ci/run starts a local one first; without
+# one they skip, except under CI=true where a missing cluster fails them).
+#
+#   bash tests/run.sh                      # the whole suite
+#   bash tests/run.sh -m "not slurm" -x    # extra arguments go to pytest
+#   VENV=/path/to/venv bash tests/run.sh   # another environment (default: .venv in the repository)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${VENV:-$REPO/.venv}
+PYTHON=${PYTHON:-python3}
+
+if [[ ! -x $VENV/bin/python ]]; then
+  echo "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+# torch first and pinned: resolving it through the other requirements could fetch a multi-GB CUDA build
+pip install -q torch==2.13.0
+pip install -q -e "$REPO[test]"
+
+cd "$REPO"
+# CPU defaults the tests expect (the conftest sets them too, for runs started by hand)
+export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+exec python -m pytest -ra --durations=15 "$@"

@@ -1,0 +1,77 @@
+"""Every study file in configs/ loads, plans, and dry-runs through the real command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from lorafull.config import load_study
+from lorafull.plan import estimate_study
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+SEED_STUDIES = {"belle_comparative.yaml": 8, "lora_learns_less.yaml": 100, "peft_sweep.yaml": 23}
+
+
+def test_the_seed_studies_and_the_demo_are_all_here():
+    assert {p.name for p in CONFIGS} >= set(SEED_STUDIES) | {"demo.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_a_config_opens_with_its_command_loads_and_plans(path, tmp_path):
+    assert path.read_text().splitlines()[0] == f"# python -m launch.grid configs/{path.name}"
+    study = load_study(path, [f"study.output_dir={tmp_path / 'study'}"])
+    rows, totals = estimate_study(study)
+    assert len(rows) == len(study.runs) == SEED_STUDIES.get(path.name, len(rows))
+    for row in rows:  # every run's architecture is known without its weights, and it fits its GPUs
+        assert row["trainable_params"] and row["total_params"], (row["run"], row["notes"])
+        assert row["fits"] is True, (row["run"], row["notes"])
+    if path.name in SEED_STUDIES:  # the seed studies know their sizes before their data is here
+        assert not totals["unknown"], totals["unknown"]
+        assert totals["gpu_hours"] > 0
+
+
+def test_belle_comparative_has_the_papers_eight_rows():
+    study = load_study(REPO / "configs" / "belle_comparative.yaml")
+    by = {r.name: r for r in study.runs}
+    full, lora = by["ft_2m"], by["lora_2m"]
+    assert (full.method.kind, full.model.dtype, full.train.epochs, full.train.global_batch_size, full.train.lr,
+            full.train.warmup_ratio, full.train.scheduler, full.data.max_length) == \
+        ("full", "bf16", 3, 32, 5e-6, 0.03, "cosine", 1024)
+    assert (lora.method.kind, lora.method.r, lora.method.target_modules, lora.model.dtype, lora.train.epochs,
+            lora.train.global_batch_size, lora.train.lr, lora.train.warmup_steps) == \
+        ("lora", 8, "all-linear", "fp16", 4, 128, 2e-4, 100)
+    assert sorted(r.data.num_samples for r in study.runs if r.model.arch == "llama-7b" and r.parent is None) == \
+        [600_000, 600_000, 2_000_000, 2_000_000, 4_000_000]
+    assert by["lora_13b_2m"].model.arch == "llama-13b"
+    for name, kind in (("ft_2m_math_full", "full"), ("ft_2m_math_lora", "lora")):
+        assert by[name].parent == "ft_2m" and by[name].method.kind == kind
+    assert by["ft_2m_math_full"].train.lr == 5e-7 and by["ft_2m_math_full"].train.epochs == 2
+    assert full.eval.judge.model == "gpt-3.5-turbo" and full.eval.judge.temperature == 0
+    assert study.slurm.gpus_per_node == 8 and study.slurm.gpu_mem_gb == 40
+
+
+def test_lora_learns_less_covers_ranks_targets_and_epochs():
+    study = load_study(REPO / "configs" / "lora_learns_less.yaml")
+    lora = [r for r in study.runs if r.method.kind == "lora"]
+    assert {r.method.r for r in lora} == {16, 64, 256}
+    assert all(r.method.alpha == 2 * r.method.r for r in lora)
+    assert {str(r.method.target_modules) for r in lora} == {"attention", "mlp", "all-linear"}
+    assert {r.train.epochs for r in study.runs} == {1, 2, 4, 8, 16}
+    assert {r.data.max_length for r in study.runs} == {4096, 1024}
+    assert [t.name for t in study.analysis.source_tasks] == ["hellaswag", "arc_challenge", "winogrande"]
+    assert study.analysis.spectrum
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_launch_grid_dry_runs_every_config(path, tmp_path):
+    out = tmp_path / "study"
+    proc = subprocess.run([sys.executable, "-m", "launch.grid", str(path), "--dry-run", "--executor", "local",
+                           f"study.output_dir={out}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dry run" in proc.stdout and "nothing submitted" in proc.stdout
+    assert not (out / "runs").exists()  # a dry run writes no run folder
