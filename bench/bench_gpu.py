@@ -46,7 +46,7 @@ def write_study(work: Path, arch_path: str, tokenizer: Path, data: Path, args, c
 study: {{name: bench_gpu, output_dir: {work / 'study'}}}
 base:
   model: {{name_or_path: "scratch:{arch_path}", tokenizer: {tokenizer}, dtype: {dtype}}}
-  method: {{kind: lora, r: 8, alpha: 16, dropout: 0.05, target_modules: all-linear}}
+  method: {{kind: lora, r: 8, alpha: 16, dropout: {args.lora_dropout}, target_modules: all-linear}}
   data: {{train: {data}, max_length: {args.seq}}}
   train: {{max_steps: {args.steps}, global_batch_size: {args.global_batch}, micro_batch_size: {args.micro},
           lr: 1.0e-4, warmup_steps: 2, zero_stage: 2, save_every_steps: 100000, log_every_steps: 1,
@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--gpu-mem-gb", type=float, default=80.0)
     ap.add_argument("--methods", default="full,lora")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--lora-dropout", type=float, default=0.05)
     args = ap.parse_args()
 
     import torch

@@ -1,11 +1,14 @@
 """Judge throughput: concurrent + rate-limited vs one request at a time, against the local test server.
 
     python bench/bench_judge.py [--items 1000] [--latency-ms 100] [--concurrency 64] [--rpm 15000]
+                                [--sequential-items N] [--binding-rpm 3000] [--binding-items 1000]
 
 Starts tests/openai_server.py in its own process (latency per request = --latency-ms), judges the same
 items twice with fresh caches: once as configured (concurrency, requests-per-minute limit), once with
 concurrency 1. Prints both wall times, the ratio (target >= 20x), and the request rate the server
-observed (it must not exceed the limit).
+observed. A third pass (--binding-rpm) sets a limit low enough to bind and shows the server never saw
+more than the limit allows. The concurrent side is CPU-bound (the openai client costs a few ms of CPU
+per request) while one-at-a-time is latency-bound, so the ratio drops when the machine is loaded.
 """
 from __future__ import annotations
 
@@ -96,24 +99,25 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    span = times[-1] - times[0]
-    mean_rpm = (len(times) - 1) / span * 60 if span > 0 else float("inf")
-    burst = max(1, args.rpm // 60)  # the limiter's bucket holds one second of requests
     print(f"items={args.items} latency={args.latency_ms:g}ms concurrency={args.concurrency} rpm_limit={args.rpm}")
     print(f"concurrent: {fast_s:8.2f} s  ({args.items / fast_s:7.1f} items/s, scored {s_fast['scored']}, "
           f"unscored {s_fast['unscored']})")
     scaled = f", measured on {n_slow} items and scaled" if n_slow < args.items else ""
     print(f"one-at-a-time: {slow_s:8.2f} s  ({args.items / slow_s:7.1f} items/s, scored {s_slow['scored']}{scaled})")
     print(f"speed-up: {slow_s / fast_s:.1f}x (target >= 20x)")
-    print(f"observed: {len(times)} requests in {span:.2f} s = {mean_rpm:,.0f} rpm (limit {args.rpm:,}); "
-          f"busiest 1 s window {peak_in_window(times, 1.0)} requests (allowed {args.rpm / 60 + burst:.0f}: "
-          f"rate + one second of burst)")
+    print("observed (concurrent): " + rate_line(times, args.rpm))
     if args.binding_rpm:
-        t_span = tight_times[-1] - tight_times[0]
-        burst = max(1, args.binding_rpm // 60)
-        print(f"binding limit {args.binding_rpm:,} rpm: {len(tight_times)} requests in {t_span:.2f} s = "
-              f"{(len(tight_times) - 1) / t_span * 60:,.0f} rpm; busiest 10 s window {peak_in_window(tight_times, 10.0)} "
-              f"requests (allowed {args.binding_rpm / 6 + burst:.0f}: rate + one second of burst)")
+        print(f"observed (limit {args.binding_rpm:,} rpm): " + rate_line(tight_times, args.binding_rpm))
+
+
+def rate_line(times: list[float], rpm: int) -> str:
+    """What the server saw against what the limiter allows: one second of burst + the rate."""
+    span = times[-1] - times[0]
+    burst = max(1, rpm // 60)
+    window = min(10.0, span)
+    return (f"{len(times)} requests in {span:.2f} s = {(len(times) - 1) / span * 60:,.0f} rpm; busiest "
+            f"{window:.1f} s window {peak_in_window(times, window)} requests, the limit allows "
+            f"{burst + rpm / 60 * window:.0f}")
 
 
 if __name__ == "__main__":

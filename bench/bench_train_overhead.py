@@ -79,8 +79,8 @@ def time_bare(run_dir: Path, base: str) -> float:
 
     from lorafull.data import build_dataset, collate
     from lorafull.model import apply_method, load_tokenizer
-    from lorafull.train import BatchOrder
     from lorafull.train_engine import lr_lambda
+    from lorafull.train_order import BatchOrder
 
     run = load_run_config(run_dir)
     tok = load_tokenizer(run.model.tokenizer)

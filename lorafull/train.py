@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import shutil
 import signal
 import sys
@@ -29,42 +28,9 @@ from .checkpoint import Checkpoints, load_rng, read_state, save_rng
 from .config import RunConfig, load_run_config, load_study_settings, run_signature_from_folder, study_dir_of_run
 from .runs import RunPaths, error_detail, error_line, read_status, write_status
 from .train_metrics import peak_mem_gb
+from .train_order import BatchOrder, seed_everything
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" -- the wrapper requeues
-
-
-class BatchOrder:
-    """Which samples each rank reads at each optimizer step: a pure function of (seed, step), so a
-    resumed job continues mid-epoch exactly where the checkpoint was, with no sampler state to save.
-    Epoch e is a permutation seeded by seed + e; its last partial global batch is dropped."""
-
-    def __init__(self, lengths: np.ndarray, global_batch: int, micro_batch: int, world: int, rank: int, seed: int):
-        self.lengths, self.n = lengths, len(lengths)
-        self.global_batch, self.micro_batch, self.world, self.rank, self.seed = global_batch, micro_batch, world, rank, seed
-        self.steps_per_epoch = self.n // global_batch
-        self._perm_epoch, self._perm = -1, None
-
-    def global_indices(self, step: int) -> np.ndarray:
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        if epoch != self._perm_epoch:
-            self._perm, self._perm_epoch = np.random.default_rng(self.seed + epoch).permutation(self.n), epoch
-        return self._perm[pos * self.global_batch:(pos + 1) * self.global_batch]
-
-    def micro_batches(self, step: int) -> list[np.ndarray]:
-        idx = self.global_indices(step)
-        per_round = self.micro_batch * self.world
-        return [idx[a * per_round + self.rank * self.micro_batch:a * per_round + (self.rank + 1) * self.micro_batch]
-                for a in range(len(idx) // per_round)]
-
-    def tokens(self, step: int) -> int:
-        """Tokens of the whole global batch (all ranks): known everywhere without communication."""
-        return int(self.lengths[self.global_indices(step)].sum())
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
 
 
 class Trainer:

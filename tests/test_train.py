@@ -12,6 +12,7 @@ from lorafull import train
 from lorafull.distributed import grad_accumulation
 from lorafull.runs import read_jsonl, read_status
 from lorafull.train_engine import lr_lambda
+from lorafull.train_order import BatchOrder
 
 
 def metrics_of(run_dir):
@@ -98,8 +99,8 @@ def test_lr_lambda_shapes():
 
 def test_batch_order_is_the_same_global_batch_for_any_world_size():
     lengths = np.arange(1, 101)
-    one = train.BatchOrder(lengths, global_batch=8, micro_batch=2, world=1, rank=0, seed=1)
-    ranks = [train.BatchOrder(lengths, global_batch=8, micro_batch=2, world=2, rank=r, seed=1) for r in (0, 1)]
+    one = BatchOrder(lengths, global_batch=8, micro_batch=2, world=1, rank=0, seed=1)
+    ranks = [BatchOrder(lengths, global_batch=8, micro_batch=2, world=2, rank=r, seed=1) for r in (0, 1)]
     assert one.steps_per_epoch == 12
     for step in (0, 5, 11, 12, 30):
         mine = np.concatenate(one.micro_batches(step))
@@ -111,7 +112,7 @@ def test_batch_order_is_the_same_global_batch_for_any_world_size():
     epoch1 = np.concatenate([one.global_indices(s) for s in range(12, 24)])
     assert len(set(epoch0)) == 96 and not np.array_equal(epoch0, epoch1)
     # a fresh order (a resumed job) starts mid-epoch at the same samples
-    fresh = train.BatchOrder(lengths, 8, 2, 1, 0, seed=1)
+    fresh = BatchOrder(lengths, 8, 2, 1, 0, seed=1)
     assert np.array_equal(fresh.global_indices(17), one.global_indices(17))
 
 
@@ -150,3 +151,15 @@ def test_bad_target_module_fails_before_training(make_run, capsys):
     err = capsys.readouterr().err
     assert "query_key_value" in err and "down_proj, gate_proj, k_proj, lm_head" in err
     assert not (run_dir / "metrics.jsonl").exists() and read_status(run_dir)["state"] == "failed"
+
+
+def test_multi_process_job_checks_inputs_before_starting_processes(make_run, capsys, monkeypatch):
+    """nproc 2 would start torchrun; a bad data line must fail first, in the parent, in one line."""
+    run_dir = make_run("bad2", **{"train.deepspeed": True, "train.nproc": 2})
+    data = run_dir.parents[2] / "train.jsonl"
+    data.write_text(data.read_text() + "not json\n")
+    monkeypatch.setattr("lorafull.distributed.run_torchrun", lambda *a, **k: pytest.fail("torchrun started"))
+    assert train.main([str(run_dir)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "train.jsonl:257" in err[0], err
+    assert read_status(run_dir)["state"] == "failed"

@@ -160,3 +160,21 @@ def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_to
     a, b = final_weights(run_dir), final_weights(reference)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert [r["loss"] for r in step_lines(run_dir)] == [r["loss"] for r in step_lines(reference)]
+
+
+@pytest.mark.slurm
+def test_srun_tasks_are_the_ranks(tmp_path, tiny_tokenizer_dir):
+    """Mode (c): two srun tasks (one per node when the cluster has two) find each other from SLURM_*."""
+    import shutil
+
+    if shutil.which("srun") is None:
+        pytest.skip("no srun on this machine")
+    run_dir = write_run_config(tmp_path, "srun", tiny_tokenizer_dir,
+                               **ds("lora", 3, **{"train.nproc": 1, "train.max_steps": 12}))
+    result = subprocess.run(["srun", "-n2", "--time=10", "--export=ALL,OMP_NUM_THREADS=1", sys.executable, "-m",
+                             "lorafull.train", str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(run_dir)
+    assert summary["world_size"] == 2 and summary["steps"] == 12
+    assert (run_dir / "checkpoints" / "step-00000012" / "rng" / "rank-00001.pkl").exists()
