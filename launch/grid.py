@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
 import sys
 import time
 
@@ -75,7 +76,7 @@ def prepare(study: Study) -> None:
     prepare_study(study)
 
 
-def launch(study: Study, executor: str, dry_run: bool, retry: bool) -> int:
+def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "") -> int:
     prepare(study)
     ledger = Ledger(study.output_dir)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
@@ -123,7 +124,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool) -> int:
         submitter = SlurmSubmitter(study, ledger)
         submitter.submit(plan)
         print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) (estimates {t_est:.1f}s, "
-              f"submission {time.perf_counter() - t0:.1f}s); follow them: python -m launch.grid {study.path} --status")
+              f"submission {time.perf_counter() - t0:.1f}s); follow them: {command or 'python -m launch.grid CONFIG'} --status")
         return 0
     from .executors import LocalRunner
 
@@ -186,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.status:
             return show_status(study, executor)
+        command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])
         if args.dry_run:
-            return launch(study, executor, dry_run=True, retry=False)
+            return launch(study, executor, dry_run=True, retry=False, command=command)
         study.output_dir.mkdir(parents=True, exist_ok=True)
         with study_lock(study.output_dir):
             if args.cancel:
                 return cancel(study, executor)
-            return launch(study, executor, dry_run=False, retry=args.retry)
+            return launch(study, executor, dry_run=False, retry=args.retry, command=command)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -99,6 +99,23 @@ def count_params(arch: str, run: RunConfig) -> dict:
     return _count(arch, json.dumps(key, sort_keys=True))
 
 
+def _grow_vocab(run: RunConfig, study: Study, arch_name: str, arch: dict, counts: dict) -> tuple[dict, dict]:
+    """A scratch: model's embeddings grow to its tokenizer's vocabulary (lorafull.model.prepare_base)."""
+    tok = _tokenizer_file(run, study)
+    if not arch_name.startswith("scratch:") or tok is None:
+        return arch, counts
+    from tokenizers import Tokenizer
+
+    extra = Tokenizer.from_file(str(tok)).get_vocab_size(with_added_tokens=True) - arch["vocab_size"]
+    if extra <= 0:
+        return arch, counts
+    grown = extra * arch["hidden_size"] * (1 if arch.get("tie_word_embeddings") else 2)
+    counts = {**counts, "total": counts["total"] + grown}
+    if run.method.kind == "full":
+        counts["trainable"] += grown
+    return {**arch, "vocab_size": arch["vocab_size"] + extra}, counts
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokens
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +285,7 @@ def estimate_run(run: RunConfig, study: Study) -> dict:
     except (OSError, ValueError, KeyError) as e:
         row["notes"].append(f"cannot count parameters of {arch_name}: {e}")
         return row
+    arch, counts = _grow_vocab(run, study, arch_name, arch, counts)
     row.update({"trainable_params": counts["trainable"], "total_params": counts["total"],
                 "added_params": counts["added"]})
     mem = memory_gb(run, study, arch, counts)

@@ -130,3 +130,19 @@ def test_the_papers_grid_plans_in_under_5_seconds(capsys):
     out = capsys.readouterr().out
     assert "19,988,480" in out and "31,293,440" in out and "every run fits" in out
     assert seconds < 5, f"planning took {seconds:.1f} s"
+
+
+def test_a_scratch_model_is_planned_with_its_tokenizers_vocabulary(tmp_path):
+    """The demo's tokenizer (1024 entries) is larger than tiny-llama's vocabulary (512): training grows
+    the embeddings, and the plan counts the model that trains, not the arch file."""
+    from lorafull.demo import make_data
+    from lorafull.tiny import build_tiny_model
+
+    data = make_data(tmp_path / "data")
+    base = {"model": {"name_or_path": "scratch:tiny-llama", "tokenizer": str(data / "tokenizer"), "dtype": "fp32"},
+            "method": {"kind": "full"}, "data": {"train": str(data / "corpus.jsonl"), "format": "text"}}
+    path = study_file(tmp_path, base, [{"name": "pretrain"}], slurm={"gpus_per_node": 1, "gpu_mem_gb": 1})
+    row = estimate_run(load_study(path).runs[0], load_study(path))
+    real = sum(p.numel() for p in build_tiny_model("tiny-llama", vocab_size=1024).parameters())
+    assert row["trainable_params"] == row["total_params"] == real
+    assert row["samples"] == 2400 and row["tokens_source"] == "counted (tokenizer)"

@@ -24,13 +24,13 @@ from pathlib import Path
 
 from . import tasks, world
 
-VERSION = 1  # bump when the generators change, so existing demo data is remade
+VERSION = 2  # bump when the generators change, so existing demo data is remade
 SEED = 20230401
 SIZES = {
     "corpus_docs": 2400,
     "instructions": 2400,
     "math": 1200,
-    "eval_per_class": 12,
+    "eval_per_class": 30,
     "target_per_class": 10,
     "vocab_size": 1024,
 }

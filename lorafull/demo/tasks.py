@@ -16,17 +16,22 @@ from __future__ import annotations
 import random
 
 from .world import (ANIMALS, BAD_EN, BAD_ZH, COLORS, EN_CITIES, EN_NAMES, GOOD_EN, GOOD_ZH, ITEMS_EN, ITEMS_ZH,
-                    THINGS_EN, THINGS_ZH, WORDS, ZH_CITIES, ZH_NAMES)
+                    MAX_OPERAND, THINGS_EN, THINGS_ZH, WORDS, ZH_CITIES, ZH_NAMES)
 
 CLASSES = ("math", "rewrite", "extract", "classification", "closed qa")
 
 
 def _math(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    a, b = rng.randint(1, MAX_OPERAND), rng.randint(1, MAX_OPERAND)
     add = rng.random() < 0.6
     if not add and b > a:
         a, b = b, a
     value = a + b if add else a - b
+    if rng.random() < 0.4:  # the bare sum, as pre-training text states it
+        op_en, op_zh = ("plus", "加") if add else ("minus", "减")
+        if rng.random() < 0.6:
+            return f"What is {a} {op_en} {b}?", f"The answer is {value}."
+        return f"{a}{op_zh}{b}是多少？", f"答案是{value}。"
     if rng.random() < 0.6:
         name, item = rng.choice(EN_NAMES), rng.choice(ITEMS_EN)
         verb = f"buys {b} more" if add else f"gives away {b}"

@@ -49,34 +49,36 @@ def fact_sentences(f: dict) -> list[tuple[str, str]]:
 
 ITEMS_EN = ["apples", "pens", "books", "eggs", "cards"]
 ITEMS_ZH = ["苹果", "铅笔", "本书", "个鸡蛋"]
+MAX_OPERAND = 5  # sums of 1..5: a table small enough for a 2-layer model to learn in a few hundred steps
 WORDS = ["cat", "dog", "sun", "tree", "red", "blue", "milk", "tea", "book", "fish", "bird", "moon"]
 
 
 def _filler(rng: random.Random) -> str:
     """A sentence in the vocabulary of the instruction tasks that states no person fact: a base model
     knows the words; instruction tuning teaches it to use them to answer."""
-    kind = rng.randrange(7)
-    if kind == 0:
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
+    kind = rng.randrange(9)
+    if kind <= 2:  # arithmetic facts, a third of the filler: what the math tasks build on
+        a, b = rng.randint(1, MAX_OPERAND), rng.randint(1, MAX_OPERAND)
         return rng.choice([f"{a} plus {b} is {a + b}.", f"{a}加{b}等于{a + b}。", f"{a + b} minus {b} is {a}.",
-                           f"What is {a} plus {b}? The answer is {a + b}.", f"{a}加{b}是多少？答案是{a + b}。"])
-    if kind == 1:
+                           f"{a + b}减{b}等于{a}。", f"What is {a} plus {b}? The answer is {a + b}.",
+                           f"{a}加{b}是多少？答案是{a + b}。"])
+    if kind == 3:
         (animal, animal_zh), (color, color_zh) = rng.choice(list(ANIMALS.items())), rng.choice(list(COLORS.items()))
         return rng.choice([f"The {animal} is {color}.", f"{rng.choice(EN_NAMES)} has a {color} {animal}.",
                            f"{rng.choice(ZH_NAMES)}有一只{color_zh}的{animal_zh}。"])
-    if kind == 2:
+    if kind == 4:
         thing = rng.choice(THINGS_EN)
         good = rng.random() < 0.5
         word = rng.choice(GOOD_EN if good else BAD_EN)
         return rng.choice([f"The {thing} was {word}.", f"The {thing} was {word}, a {'positive' if good else 'negative'} review."])
-    if kind == 3:
+    if kind == 5:
         good = rng.random() < 0.5
         thing, word = rng.choice(THINGS_ZH), rng.choice(GOOD_ZH if good else BAD_ZH)
         return rng.choice([f"{thing}{word}。", f"{thing}{word}，这是{'积极' if good else '消极'}的评价。"])
-    if kind == 4:
+    if kind == 6:
         word = rng.choice(WORDS + list(COLORS) + list(ANIMALS))
         return f"{word} in capital letters is {word.upper()}."
-    if kind == 5:
+    if kind == 7:
         en, zh = rng.choice(list(ANIMALS.items()) + list(COLORS.items()))
         return rng.choice([f"{zh} means {en}.", f"{en}的意思是{zh}。"])
     if rng.random() < 0.5:
