@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .runs import iter_json_lines
+
 FORMATS = ("alpaca", "conversations", "text")
 _HUMAN_ROLES = {"human": "human", "user": "human", "assistant": "assistant", "gpt": "assistant",
                 "system": "system"}
@@ -65,23 +67,10 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict, int]]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict, int]]:
-    done_bytes = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            done_bytes += len(raw)
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec, done_bytes
+    for lineno, rec, done_bytes in iter_json_lines(path, DataError):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        yield lineno, rec, done_bytes
 
 
 def _iter_json_array(path: Path) -> Iterator[tuple[int, dict, int]]:

@@ -9,14 +9,13 @@ analysis section asks for any (STUDY_DIR/study.yaml) and lorafull.analysis is in
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from .config import load_run_config, load_study_settings, study_dir_of_run
-from .generate import generate_run, read_eval_set
+from .generate import generate_run, run_eval_items
 from .judge import check_judge_setup, judge_run
-from .runs import error_line, read_status, write_status
+from .runs import read_status, run_stage_cli, write_status
 
 
 def wants_analyses(run_dir: Path) -> bool:
@@ -40,9 +39,7 @@ def run_analyses_if_asked(run_dir: Path) -> bool:
 def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    if not cfg.eval.eval_set:
-        raise ValueError(f"{run_dir / 'config.yaml'}: eval.eval_set: not set")
-    items = read_eval_set(cfg.eval.eval_set, cfg.eval.num_items)
+    items = run_eval_items(run_dir, cfg)
     check_judge_setup(cfg.eval.judge, {it["class"] for it in items})
     generated = generate_run(run_dir, progress=progress)
     summary = judge_run(run_dir, progress=progress)
@@ -51,25 +48,20 @@ def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
     return {"generate": generated, "judge": summary, "analyses": analysed}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs of batch jobs)")
-    args = parser.parse_args(argv)
-    try:
-        result = evaluate_run(args.run_dir, progress=not args.no_progress)
-    except Exception as e:  # noqa: BLE001 -- one line on stderr, the status says which stage failed
-        msg = error_line(e)
-        if (args.run_dir / "config.yaml").exists():
-            status = read_status(args.run_dir)  # a step that started and did not finish is the culprit
-            stage = status.get("stage") if status.get("state") == "running" else "evaluate"
-            write_status(args.run_dir, "failed", stage=stage, error=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+def failed_stage(run_dir: Path) -> str:
+    """The step to blame: one that started and did not finish, else evaluate itself."""
+    status = read_status(run_dir)
+    return status.get("stage") if status.get("state") == "running" else "evaluate"
+
+
+def describe(run_dir: Path, result: dict) -> str:
     avg = result["judge"]["average"]
-    print(f"{args.run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'}, "
-          f"{result['judge']['unscored']} unscored, analyses {'run' if result['analyses'] else 'not asked'}")
-    return 0
+    return (f"{run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'}, "
+            f"{result['judge']['unscored']} unscored, analyses {'run' if result['analyses'] else 'not asked'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage_cli("evaluate", __doc__, evaluate_run, describe, argv, failed_stage=failed_stage)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ vLLM's LoRARequest; otherwise Hugging Face generate in length-sorted, left-padde
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .config import RunConfig, load_run_config
-from .runs import JsonlWriter, RunPaths, error_line, read_jsonl, repair_jsonl_tail, write_status
+from .runs import (JsonlWriter, RunPaths, iter_json_lines, read_jsonl, repair_jsonl_tail, run_stage_cli,
+                   write_status)
 
 GREEDY_BELOW = 0.01  # temperatures at or below this decode greedily
 REQUIRED_FIELDS = ("question", "class")
@@ -51,14 +51,7 @@ def read_eval_set(path: str | Path, num_items: Optional[int] = None) -> list[dic
         except json.JSONDecodeError as e:
             raise EvalSetError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
     else:
-        objects = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                objects.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise EvalSetError(f"{path}:{lineno}: malformed JSON line: {e.msg}") from None
+        objects = [(lineno, obj) for lineno, obj, _ in iter_json_lines(path, EvalSetError)]
     items, seen = [], set()
     for lineno, obj in objects:
         if not isinstance(obj, dict):
@@ -75,6 +68,13 @@ def read_eval_set(path: str | Path, num_items: Optional[int] = None) -> list[dic
         if num_items is not None and len(items) >= num_items:
             break
     return items
+
+
+def run_eval_items(run_dir: Path, cfg: RunConfig) -> list[dict]:
+    """The items a run is evaluated on: eval.eval_set, its first eval.num_items."""
+    if not cfg.eval.eval_set:
+        raise EvalSetError(f"{run_dir / 'config.yaml'}: eval.eval_set: not set")
+    return read_eval_set(cfg.eval.eval_set, cfg.eval.num_items)
 
 
 def pending_items(run_dir: Path, items: list[dict]) -> list[dict]:
@@ -213,9 +213,7 @@ def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    if not cfg.eval.eval_set:
-        raise EvalSetError(f"{run_dir / 'config.yaml'}: eval.eval_set: not set")
-    items = read_eval_set(cfg.eval.eval_set, cfg.eval.num_items)
+    items = run_eval_items(run_dir, cfg)
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
     write_status(run_dir, "running", stage="generate")
@@ -238,21 +236,12 @@ def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
     return stats
 
 
+def describe(run_dir: Path, stats: dict) -> str:
+    return f"{run_dir.name}: {stats['generated']} new responses ({stats['items']} items, {stats['backend']})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs of batch jobs)")
-    args = parser.parse_args(argv)
-    try:
-        stats = generate_run(args.run_dir, progress=not args.no_progress)
-    except Exception as e:  # noqa: BLE001 -- one line on stderr, the status says failed
-        msg = error_line(e)
-        if (args.run_dir / "config.yaml").exists():
-            write_status(args.run_dir, "failed", stage="generate", error=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
-    print(f"{args.run_dir.name}: {stats['generated']} new responses ({stats['items']} items, {stats['backend']})")
-    return 0
+    return run_stage_cli("generate", __doc__, generate_run, describe, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ eval.judge.cache (SQLite), so nothing already paid for is requested again.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,8 +27,8 @@ from .judge_cache import JudgeCache
 from .judge_client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from .judge_prompts import build_messages, check_classes, load_prompts, normalize_class
 from .judge_summary import summarize
-from .runs import (JsonlWriter, RunPaths, error_line, read_jsonl, repair_jsonl_tail, write_json_atomic,
-                   write_status)
+from .runs import (JsonlWriter, RunPaths, read_jsonl, repair_jsonl_tail, run_stage_cli,
+                   write_json_atomic, write_status)
 
 SUMMARY_FILE = "judge_summary.json"
 
@@ -213,23 +212,14 @@ def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.judge", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs of batch jobs)")
-    args = parser.parse_args(argv)
-    try:
-        summary = judge_run(args.run_dir, progress=not args.no_progress)
-    except Exception as e:  # noqa: BLE001 -- one line on stderr, the status says failed
-        msg = error_line(e)
-        if (args.run_dir / "config.yaml").exists():
-            write_status(args.run_dir, "failed", stage="judge", error=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+def describe(run_dir: Path, summary: dict) -> str:
     avg = summary["average"]
-    print(f"{args.run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'} over {summary['scored']} scored "
-          f"items, {summary['unscored']} unscored, cost {summary['cost']}")
-    return 0
+    return (f"{run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'} over {summary['scored']} scored "
+            f"items, {summary['unscored']} unscored, cost {summary['cost']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage_cli("judge", __doc__, judge_run, describe, argv)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ BELLE's eval set and its prompt file spell the same class differently.
 """
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from .runs import iter_json_lines
 
 DEFAULT_PROMPTS = Path(__file__).parent / "prompts" / "judge_default.jsonl"
 _REFERENCE_WORDS = re.compile(r"reference|标准答案|参考答案|标准回答", re.IGNORECASE)
@@ -46,13 +47,7 @@ def load_prompts(path: Optional[str | Path] = None) -> dict[str, CategoryPrompt]
     if not path.exists():
         raise PromptError(f"{path}: judge prompt file not found (eval.judge.prompts)")
     prompts: dict[str, CategoryPrompt] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PromptError(f"{path}:{lineno}: malformed JSON line: {e.msg}") from None
+    for lineno, obj, _ in iter_json_lines(path, PromptError):
         if not isinstance(obj, dict) or not isinstance(obj.get("class"), str) or not isinstance(obj.get("prompt"), str):
             raise PromptError(f"{path}:{lineno}: expected {{\"class\": str, \"prompt\": str}}")
         category = normalize_class(obj["class"])

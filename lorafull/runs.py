@@ -6,13 +6,16 @@ Every stage reads and writes a run folder through these helpers, so the layout l
 """
 from __future__ import annotations
 
+import argparse
+import codecs
 import json
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 STATES = ("queued", "running", "done", "failed")
 
@@ -102,23 +105,41 @@ class JsonlWriter:
         self.close()
 
 
+def iter_json_lines(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError,
+                    skip_torn_tail: bool = False) -> Iterator[tuple[int, Any, int]]:
+    """Yield (line number, parsed value, bytes of the file read so far) for each non-blank line of a
+    JSON-lines file; the byte count feeds progress bars over big files. A UTF-8 BOM is ignored (some
+    editors write one). A line that is not UTF-8 or not JSON raises `error` naming file:line --
+    unless skip_torn_tail and it lacks its newline: only the last line can, and such a line is a
+    write cut short by a crash, so it is dropped (the writer will write it again)."""
+    path = Path(path)
+    bytes_read = 0
+    with open(path, "rb") as f:  # bytes: lines split on \n only, never on U+2028 inside a JSON string
+        for lineno, raw in enumerate(f, 1):
+            bytes_read += len(raw)
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                if skip_torn_tail and not raw.endswith(b"\n"):
+                    return
+                if isinstance(e, UnicodeDecodeError):
+                    raise error(f"{path}:{lineno}: not UTF-8 text ({e.reason})") from None
+                raise error(f"{path}:{lineno}: malformed JSON line: {e.msg} (column {e.colno})") from None
+            yield lineno, value, bytes_read
+
+
 def read_jsonl(path: str | os.PathLike, skip_torn_tail: bool = True) -> Iterator[dict]:
-    """Yield objects from a jsonl file this package wrote. A last line cut by a crash is skipped
-    (it will be written again); a bad line elsewhere is an error naming file:line."""
+    """Yield objects from a jsonl file this package wrote (none when the file does not exist yet).
+    A last line cut by a crash is skipped; a bad line elsewhere is an error naming file:line."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            if skip_torn_tail and i == len(lines) and not line.endswith("\n"):
-                return
-            raise ValueError(f"{path}:{i}: malformed JSON line: {e.msg}") from None
+    for _, obj, _ in iter_json_lines(path, skip_torn_tail=skip_torn_tail):
+        yield obj
 
 
 def repair_jsonl_tail(path: str | os.PathLike) -> None:
@@ -131,3 +152,27 @@ def repair_jsonl_tail(path: str | os.PathLike) -> None:
         cut = data.rfind(b"\n") + 1
         with open(path, "r+b") as f:
             f.truncate(cut)
+
+
+def run_stage_cli(stage: str, doc: str, run: Callable[..., Any], describe: Callable[[Path, Any], str],
+                  argv: Optional[list[str]] = None,
+                  failed_stage: Optional[Callable[[Path], str]] = None) -> int:
+    """The command line shared by the stages that work on one run folder:
+    `python -m lorafull.<stage> RUN_DIR [--no-progress]`. Calls run(RUN_DIR, progress=...) and prints
+    describe(RUN_DIR, its result). On any error: status.json says failed (for `stage`, or for
+    failed_stage(RUN_DIR) when given), ONE line on stderr, exit code 1 -- the launcher shows that line."""
+    parser = argparse.ArgumentParser(prog=f"python -m lorafull.{stage}", description=doc.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs of batch jobs)")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.run_dir, progress=not args.no_progress)
+    except Exception as e:  # noqa: BLE001 -- one line on stderr, the status says failed
+        msg = error_line(e)
+        if RunPaths.of(args.run_dir).config.exists():  # a mistyped RUN_DIR gets no status.json
+            write_status(args.run_dir, "failed", stage=failed_stage(args.run_dir) if failed_stage else stage,
+                         error=msg)
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    print(describe(args.run_dir, result))
+    return 0

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from ..config import TaskSpec
+from ..runs import iter_json_lines
 
 KINDS = ("choice", "generation")
 
@@ -41,19 +42,12 @@ def load_task(spec: TaskSpec) -> list[dict]:
     if not path.exists():
         raise TaskError(f"{path}: no such task file (analysis task {spec.name!r})")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{path}:{i}: malformed JSON line: {e.msg}") from None
-            _check_item(item, spec.kind, f"{path}:{i}")
-            item.setdefault("id", len(items))
-            items.append(item)
-            if spec.num_items and len(items) >= spec.num_items:
-                break
+    for i, item, _ in iter_json_lines(path, TaskError):
+        _check_item(item, spec.kind, f"{path}:{i}")
+        item.setdefault("id", len(items))
+        items.append(item)
+        if spec.num_items and len(items) >= spec.num_items:
+            break
     if not items:
         raise TaskError(f"{path}: no items (analysis task {spec.name!r})")
     return items
