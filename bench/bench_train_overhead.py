@@ -5,7 +5,7 @@
 The bare loop is the least a loop can do: collate the same micro-batches, forward, backward (with
 accumulation), clip, AdamW step, schedule step. Ours is lorafull.train.Trainer with train.deepspeed:
 false (and, with --deepspeed, DeepSpeed ZeRO-2 with 1 process), logging every 10 steps, no checkpoint.
-Repeats alternate between the variants so machine load hits all alike; each repeat's mean step time
+Repeats interleave the variants (order reversed every other repeat) so machine load hits all alike; each repeat's mean step time
 is one sample, the median over repeats is reported. One torch thread by default: on a shared machine
 more threads than free cores make every step time noise. Target: plain-torch path <= 1.10x the bare loop.
 """
@@ -35,7 +35,8 @@ def records(n: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         a, b = rng.randint(0, 99), rng.randint(0, 99)
-        out.append({"instruction": f"What is {a} plus {b}? Show the sum.", "input": "", "output": f"{a} + {b} = {a + b}."})
+        out.append({"instruction": f"What is {a} plus {b}? Show the sum.", "input": "",
+                    "output": f"{a} + {b} = {a + b}."})
     return out
 
 
@@ -126,7 +127,8 @@ def main() -> int:
         time_ours(warm)  # tokenizer cache, imports, first-call kernels
         time_bare(warm, base)
         for r in range(args.repeats):
-            for variant in samples:
+            variants = list(samples) if r % 2 == 0 else list(samples)[::-1]  # no variant always goes first
+            for variant in variants:
                 if variant == "bare":
                     samples[variant].append(time_bare(make_run_dir(root, f"bare{r}", args.method, False, args.steps),
                                                       base))

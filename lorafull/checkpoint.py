@@ -105,7 +105,8 @@ def save_rng(folder: Path, rank: int) -> None:
 def load_rng(folder: Path, rank: int) -> None:
     path = folder / "rng" / f"rank-{rank:05d}.pkl"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no RNG state for rank {rank} (was the checkpoint written by fewer processes?)")
+        raise FileNotFoundError(f"{path}: no RNG state for rank {rank} "
+                                "(was the checkpoint written by fewer processes?)")
     with open(path, "rb") as f:
         state = pickle.load(f)  # our own file, written by save_rng
     random.setstate(state["python"])

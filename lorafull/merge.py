@@ -3,7 +3,7 @@
     python -m lorafull.merge RUN_DIR
 
 Chained runs (model.name_or_path: run:<lora run>) and generation backends that want one model folder
-(vLLM) use it. The merge is computed in fp32 and saved in the run's model.dtype, with the tokenizer.
+(vLLM) use it. Saved in the run's model.dtype, with the tokenizer.
 A full fine-tune has nothing to merge: its final/ already is such a folder (and is what merge_run returns).
 """
 from __future__ import annotations
@@ -29,12 +29,13 @@ def merge_run(run_dir: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{paths.final}: no finished adapter (run python -m lorafull.train {run_dir} first)")
     if (paths.merged / "config.json").exists():
         return paths.merged
-    dtype = torch_dtype(load_run_config(run_dir).model.dtype)
-    model, tokenizer = load_final(run_dir, dtype="fp32", merge=True)
+    # the base in its own dtype (half the memory of fp32 for a 13B merge on a login node); peft adds
+    # the fp32 adapter product into it, one rounding as when the merged weights are saved
+    dtype = load_run_config(run_dir).model.dtype
+    model, tokenizer = load_final(run_dir, dtype=dtype, merge=True)
     tmp = paths.root / f".merged.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.to(dtype)
-    model.config.dtype = dtype
+    model.config.dtype = torch_dtype(dtype)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     try:

@@ -49,24 +49,30 @@ class Trainer:
 
     def setup(self) -> None:
         from .data import build_dataset, collate
-        from .model import apply_method, load_base, load_tokenizer, param_counts, prepare_base, resolve_base_path
+        from .model import (apply_method, load_base, load_tokenizer, param_counts, prepare_base, resolve_base_path,
+                            resolve_run_reference)
 
         run, env = self.run, self.env
         self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGUSR2, signal.SIGTERM)}
         self.use_ds = run.train.deepspeed
+        self.engine_name = f"deepspeed-zero{run.train.zero_stage}" if self.use_ds else "torch"
         if not self.use_ds and env.world_size > 1:
             raise ValueError(f"train.deepspeed: false trains in one process, but {env.world_size} were started "
                              "(set train.nproc: 1, or deepspeed: true)")
+        if self.is_main:
+            write_status(self.run_dir, "running", signature=run_signature_from_folder(self.run_dir), preempted=False,
+                         world_size=env.world_size)
+        self.device = dist.device_for(env)  # before the process group: NCCL binds to the current GPU
         if self.use_ds:
             dist.init_deepspeed_distributed()
-        self.device = dist.device_for(env)
         seed_everything(run.train.seed)
 
         if self.is_main:  # merges a LoRA parent / writes a scratch base once, before anyone loads it
             prepare_base(run.model, self.run_dir, run.train.seed)
         dist.barrier()
         self.base_path = resolve_base_path(run.model, self.run_dir)
-        self.tokenizer = load_tokenizer(run.model.tokenizer or self.base_path)
+        self.tokenizer = load_tokenizer(resolve_run_reference(run.model.tokenizer, self.run_dir)
+                                        if run.model.tokenizer else self.base_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.collate = collate
         if not self.is_main:
@@ -82,7 +88,8 @@ class Trainer:
         if self.order.steps_per_epoch == 0:
             raise ValueError(f"train.global_batch_size: {tc.global_batch_size} is more than the "
                              f"{len(self.dataset)} training samples of {run.data.train}")
-        self.total_steps = tc.max_steps if tc.max_steps is not None else math.ceil(tc.epochs * self.order.steps_per_epoch)
+        self.total_steps = (tc.max_steps if tc.max_steps is not None
+                            else math.ceil(tc.epochs * self.order.steps_per_epoch))
         if self.total_steps <= 0:
             raise ValueError("train.epochs / train.max_steps: no optimizer step to take")
 
@@ -122,6 +129,10 @@ class Trainer:
         self.step, self.tokens_seen, self.time_before_s, self.resumed_from = 0, 0, 0.0, None
         if latest is not None:
             state = read_state(latest)
+            if state.get("engine") != self.engine_name:
+                raise ValueError(f"{latest}: written by the {state.get('engine')} engine, this job runs "
+                                 f"{self.engine_name} (restore train.deepspeed / train.zero_stage, or remove "
+                                 f"{self.paths.checkpoints} to start over)")
             if self.use_ds and state.get("world_size") != self.env.world_size:
                 raise ValueError(f"{latest}: written by {state.get('world_size')} processes, this job has "
                                  f"{self.env.world_size} (set train.nproc / the Slurm tasks to match)")
@@ -151,7 +162,6 @@ class Trainer:
         # fault injection for tests: slow steps down so a signal or a kill lands mid-run
         self._step_sleep_s = float(os.environ.get("LORAFULL_FAULT_STEP_SLEEP_S", "0"))
         window_losses, window_tokens, window_t0 = [], 0, time.perf_counter()
-        self.t_train0 = time.time()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="train",
                    dynamic_ncols=True, mininterval=1.0)
         while self.step < self.total_steps:
@@ -168,7 +178,8 @@ class Trainer:
             bar.update(1)
             if self.step % tc.log_every_steps == 0 or self.step == self.total_steps:
                 elapsed = time.perf_counter() - window_t0
-                loss = float(dist.all_reduce_sum(torch.stack(window_losses).mean().float()).item()) / self.env.world_size
+                window_loss = torch.stack(window_losses).mean().float()
+                loss = float(dist.all_reduce_sum(window_loss).item()) / self.env.world_size
                 record = {"step": self.step, "epoch": round(self.step / spe, 4), "loss": loss, "lr": lr,
                           "grad_norm": None if grad_norm is None else float(grad_norm),
                           "tokens_per_s": window_tokens / elapsed, "step_time_s": elapsed / len(window_losses),
@@ -194,8 +205,7 @@ class Trainer:
         save_rng(tmp, self.env.rank)
         state = {"step": self.step, "epoch": self.step / self.order.steps_per_epoch, "tokens_seen": self.tokens_seen,
                  "wall_time_s": self._elapsed_s(), "world_size": self.env.world_size, "method": self.run.method.kind,
-                 "engine": f"deepspeed-zero{self.run.train.zero_stage}" if self.use_ds else "torch",
-                 "total_steps": self.total_steps}
+                 "engine": self.engine_name, "total_steps": self.total_steps}
         self.ckpts.commit(tmp, self.step, state)
         self.last_saved = self.step
 
@@ -210,13 +220,12 @@ class Trainer:
         if self.is_main:
             final, tmp = self.paths.final, self.run_dir / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            model = self.engine.model
+            model = self.engine.model  # PeftModel (saves only the adapter) or the HF model
             if lora:
                 model.peft_config["default"].base_model_name_or_path = self.base_path
-                model.save_pretrained(str(tmp), state_dict=state)
             else:
                 model.config.dtype = dtype
-                model.save_pretrained(str(tmp), state_dict=state)
+            model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
             self.tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -232,8 +241,8 @@ class Trainer:
                 "steps": self.step, "epochs": round(epochs, 4), "tokens_seen": self.tokens_seen,
                 "trainable_params": self.counts["trainable"], "total_params": self.counts["total"],
                 "added_params": self.counts["added"], "world_size": self.env.world_size,
-                "device": device_name(self.device), "engine": f"deepspeed-zero{self.run.train.zero_stage}" if self.use_ds
-                else "torch", "dtype": self.run.model.dtype, "resumed_from": self.resumed_from,
+                "device": device_name(self.device), "engine": self.engine_name, "dtype": self.run.model.dtype,
+                "resumed_from": self.resumed_from,
                 "truncated": stats.get("truncated"), "skipped_empty": stats.get("skipped_empty"), "data": stats}
 
     def cleanup(self) -> None:
@@ -291,10 +300,11 @@ def _fail(run_dir: Path, exc: BaseException, env: dist.DistEnv) -> int:
 def _precheck(run_dir: Path, run: RunConfig) -> None:
     """Before starting N processes: the bad data line or target module fails here, in one line."""
     from .data import build_dataset
-    from .model import count_params_meta, load_tokenizer, prepare_base
+    from .model import count_params_meta, load_tokenizer, prepare_base, resolve_run_reference
 
     base = prepare_base(run.model, run_dir, run.train.seed)
-    build_dataset(run, load_tokenizer(run.model.tokenizer or base))
+    tokenizer = resolve_run_reference(run.model.tokenizer, run_dir) if run.model.tokenizer else base
+    build_dataset(run, load_tokenizer(tokenizer))
     count_params_meta(base, run.method)
 
 
@@ -312,6 +322,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"{run_dir}: already done", file=sys.stderr)
             return 0
         nproc = run.train.nproc or dist.default_nproc()
+        if not run.train.deepspeed and nproc > 1 and env.is_main:
+            print(f"note: train.deepspeed is false: one process (train.nproc {nproc} not used)", file=sys.stderr)
         if env.launcher == "single" and run.train.deepspeed and nproc > 1:
             _precheck(run_dir, run)
             rc = dist.run_torchrun(["lorafull.train", str(run_dir)], nproc)

@@ -82,7 +82,8 @@ class TorchEngine:
         self.model.train()
 
     def forward_backward(self, batch: dict) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
             loss = self.model(**batch).loss
         self.scaler.scale(loss / self.grad_accum).backward()
         return loss.detach()

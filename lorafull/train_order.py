@@ -19,7 +19,8 @@ class BatchOrder:
 
     def __init__(self, lengths: np.ndarray, global_batch: int, micro_batch: int, world: int, rank: int, seed: int):
         self.lengths, self.n = lengths, len(lengths)
-        self.global_batch, self.micro_batch, self.world, self.rank, self.seed = global_batch, micro_batch, world, rank, seed
+        self.global_batch, self.micro_batch, self.seed = global_batch, micro_batch, seed
+        self.world, self.rank = world, rank
         self.steps_per_epoch = self.n // global_batch
         self._perm_epoch, self._perm = -1, None
 

@@ -86,3 +86,12 @@ def write_run_config(root: Path, name: str, tokenizer_dir: Path, **dotted) -> Pa
 def make_run(tmp_path, tiny_tokenizer_dir):
     """Factory of run folders under tmp_path: make_run("r1", **{"method.kind": "full"}) (see write_run_config)."""
     return lambda name, **dotted: write_run_config(tmp_path, name, tiny_tokenizer_dir, **dotted)
+
+
+def job_env(**extra) -> dict:
+    """Environment for a `python -m lorafull.<stage>` subprocess: the package importable, and no rank
+    variables inherited from the test process (they would make a job think torchrun started it)."""
+    rank_vars = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "TORCHELASTIC_RUN_ID"}
+    env = {k: v for k, v in os.environ.items() if k not in rank_vars}
+    return {**env, "PYTHONPATH": str(REPO), **extra}

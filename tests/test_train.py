@@ -163,3 +163,16 @@ def test_multi_process_job_checks_inputs_before_starting_processes(make_run, cap
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "train.jsonl:257" in err[0], err
     assert read_status(run_dir)["state"] == "failed"
+
+
+def test_weight_decay_on_matrices_only():
+    from lorafull.config import TrainConfig
+    from lorafull.tiny import build_tiny_model
+    from lorafull.train_engine import build_optimizer
+
+    model = build_tiny_model("tiny-llama")
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1, lr=1e-4))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

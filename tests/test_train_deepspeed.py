@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, write_run_config
+from conftest import REPO, job_env, write_run_config
 from lorafull import train
 from lorafull.runs import read_jsonl, read_status
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def run_job(run_dir: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lorafull.train", str(run_dir)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+                          text=True, timeout=600, env=job_env(**env))
 
 
 def step_lines(run_dir: Path) -> list[dict]:
@@ -115,7 +115,7 @@ def test_deepspeed_two_processes_train(tmp_path, tiny_tokenizer_dir, trained, ki
 def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_tokenizer_dir, trained):
     reference = trained("lora", 2)
     run_dir = write_run_config(tmp_path, "interrupted", tiny_tokenizer_dir, **ds("lora", 2))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LORAFULL_FAULT_STEP_SLEEP_S": "0.1"}
+    env = job_env(LORAFULL_FAULT_STEP_SLEEP_S="0.1")
     cmd = [sys.executable, "-m", "lorafull.train", str(run_dir)]
 
     log = open(tmp_path / "job.log", "w")  # a file, not a pipe: a full pipe would block the job
@@ -156,7 +156,7 @@ def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_to
     # 3) requeued again: finishes, bit for bit the uninterrupted run
     result = run_job(run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_status(run_dir)["resumed_from"] >= 20, (read_status(run_dir), (tmp_path / "job.log").read_text()[-3000:])
+    assert read_status(run_dir)["resumed_from"] >= 20, (tmp_path / "job.log").read_text()[-3000:]
     a, b = final_weights(run_dir), final_weights(reference)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert [r["loss"] for r in step_lines(run_dir)] == [r["loss"] for r in step_lines(reference)]
@@ -173,7 +173,7 @@ def test_srun_tasks_are_the_ranks(tmp_path, tiny_tokenizer_dir):
                                **ds("lora", 3, **{"train.nproc": 1, "train.max_steps": 12}))
     result = subprocess.run(["srun", "-n2", "--time=10", "--export=ALL,OMP_NUM_THREADS=1", sys.executable, "-m",
                              "lorafull.train", str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env=job_env())
     assert result.returncode == 0, result.stderr[-3000:]
     summary = summary_of(run_dir)
     assert summary["world_size"] == 2 and summary["steps"] == 12

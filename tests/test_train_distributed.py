@@ -1,6 +1,8 @@
 """Launch modes and the DeepSpeed config (pure functions of the environment and the settings)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lorafull import distributed as dist
@@ -13,9 +15,12 @@ TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", 
 
 @pytest.fixture()
 def clean_env(monkeypatch):
+    saved = dict(os.environ)  # detect_env writes RANK/MASTER_* for srun tasks: none may leak out
     for v in SLURM_VARS + TORCH_VARS:
         monkeypatch.delenv(v, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.mark.parametrize("nodelist,first", [("n1", "n1"), ("n[1-2]", "n1"), ("gpu[07-09,12],cpu1", "gpu07"),
@@ -37,8 +42,6 @@ def test_under_torchrun(clean_env):
 
 
 def test_under_srun_sets_the_torch_variables(clean_env):
-    import os
-
     for k, v in {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
                  "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[03-04]"}.items():
         clean_env.setenv(k, v)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, write_run_config
+from conftest import REPO, job_env, write_run_config
 from lorafull import train
 from lorafull.checkpoint import Checkpoints, checkpoint_step, read_state
 from lorafull.runs import read_jsonl, read_status
@@ -54,8 +54,7 @@ def losses(run_dir):
 
 
 def start(run_dir: Path, **env) -> subprocess.Popen:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    return subprocess.Popen([sys.executable, "-m", "lorafull.train", str(run_dir)], cwd=REPO, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "lorafull.train", str(run_dir)], cwd=REPO, env=job_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
