@@ -11,9 +11,8 @@ For every run (launch.grid --dry-run prints the same table):
       gradients  T x bytes(dtype)                        / N at ZeRO-2 and 3
       optimizer  T x (4 fp32 master, unless fp32, + 4 m + 4 v) / N at ZeRO-1..3 (0 with offload)
       activations micro_batch x max_length x (20 h + 8 i) bytes per layer at 16 bit (attention by SDPA,
-                 O(s) memory), + LoRA dropout copies of each adapted input, + logits (10 bytes per
-                 vocab entry: bf16 logits, their fp32 copy and its gradient); with gradient
-                 checkpointing only each layer's input is kept, plus one layer being recomputed
+                 O(s) memory), + LoRA dropout copies of each adapted input, + logits (10 bytes per vocab
+                 entry: bf16 logits, fp32 copy, gradient); checkpointing: layer inputs + one layer
       overhead   plan.overhead_gb (CUDA context, communication buckets)
   and whether it fits slurm.gpu_mem_gb with plan.mem_margin kept free;
 - tokens = samples x tokens/sample x epochs (capped by train.max_steps), where samples =
@@ -49,14 +48,16 @@ FORMULA = ("GPU-h = tokens x FLOPs/token / (mfu x peak); FLOPs/token: full 6N, l
 # ---------------------------------------------------------------------------------------------
 # Architecture and parameter counts
 # ---------------------------------------------------------------------------------------------
+def _root_run(run: RunConfig, study: Study) -> RunConfig:
+    """The run a chain of run:<name> references starts from (load_study has ruled out cycles)."""
+    while run.parent is not None:
+        run = study.run(run.parent)
+    return run
+
+
 def resolve_arch(run: RunConfig, study: Study) -> Optional[str]:
     """What count_params_meta accepts for this run's base model, or None when nothing here names it."""
-    seen = set()
-    while run.parent is not None:  # a chained run has its root's architecture
-        if run.name in seen:
-            return None
-        seen.add(run.name)
-        run = study.run(run.parent)
+    run = _root_run(run, study)  # a chained run has its root's architecture
     path = run.model.name_or_path
     if path.startswith("scratch:"):
         return path
@@ -119,12 +120,6 @@ def _grow_vocab(run: RunConfig, study: Study, arch_name: str, arch: dict, counts
 # ---------------------------------------------------------------------------------------------
 # Tokens
 # ---------------------------------------------------------------------------------------------
-def _root_run(run: RunConfig, study: Study) -> RunConfig:
-    while run.parent is not None:
-        run = study.run(run.parent)
-    return run
-
-
 def _tokenizer_file(run: RunConfig, study: Study) -> Optional[Path]:
     root = _root_run(run, study)
     for cand in (run.model.tokenizer, root.model.tokenizer, root.model.name_or_path):
@@ -315,6 +310,7 @@ def estimate_study(study: Study) -> tuple[list[dict], dict]:
         "tokens": sum(r["tokens"] or 0 for r in rows),
         "not_fitting": [r["run"] for r in rows if r["fits"] is False],
         "unknown": [r["run"] for r in rows if r["gpu_hours"] is None or r["fits"] is None],
+        "assumed_tokens": [r["run"] for r in rows if r["tokens_source"].startswith("assumed")],
         "max_mem_per_gpu_gb": max((r["mem_per_gpu_gb"] or 0 for r in rows), default=0),
         "formula": FORMULA,
         "mfu": study.plan.mfu,
@@ -323,9 +319,6 @@ def estimate_study(study: Study) -> tuple[list[dict], dict]:
     return rows, totals
 
 
-# ---------------------------------------------------------------------------------------------
-# Text
-# ---------------------------------------------------------------------------------------------
 def _num(x, unit: str = "") -> str:
     if x is None:
         return "?"
@@ -335,10 +328,8 @@ def _num(x, unit: str = "") -> str:
     return f"{x:.3g}{unit}"
 
 
-def _hours(x) -> str:
-    if x is None:
-        return "?"
-    return f"{x:.3g}" if x >= 0.01 else f"{x * 3600:.2g}s"
+def _hours(x) -> str:  # short times in seconds: the demo's runs take seconds
+    return "?" if x is None else f"{x:.3g}" if x >= 0.01 else f"{x * 3600:.2g}s"
 
 
 COLUMNS = ("run", "method", "trainable", "total", "added", "tokens", "mem/GPU GB", "fits", "GPU-h", "h/epoch")
@@ -368,8 +359,10 @@ def format_plan(rows: list[dict], totals: dict) -> str:
                  f"at {totals['mfu']:g} MFU of {totals['gpu_tflops']:g} TFLOP/s"
                  + (f"; {len(totals['not_fitting'])} do not fit: {', '.join(totals['not_fitting'])}"
                     if totals["not_fitting"] else "; every run fits"))
-    lines.append(totals["formula"])
-    return "\n".join(lines)
+    if totals["assumed_tokens"]:
+        lines.append(f"tokens/sample assumed to be max_length/2 for {len(totals['assumed_tokens'])} run(s): set "
+                     f"plan.avg_tokens_per_sample, or plan where data.train is readable")
+    return "\n".join(lines + [totals["formula"]])
 
 
 def prepare_study(study: Study) -> None:

@@ -75,3 +75,56 @@ def test_launch_grid_dry_runs_every_config(path, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dry run" in proc.stdout and "nothing submitted" in proc.stdout
     assert not (out / "runs").exists()  # a dry run writes no run folder
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_zipped_grid_keys_vary_together_and_name_runs_by_their_first_key(tmp_path):
+    from lorafull.config import ConfigError
+
+    path = _write(tmp_path, """
+base: {model: {name_or_path: "scratch:tiny-llama", tokenizer: tok}}
+grid:
+  "method.r,method.alpha": [[16, 32], [64, 128]]
+  "data.train,data.max_length": [[/data/code.jsonl, 4096], [/data/math.jsonl, 1024]]
+""")
+    study = load_study(path)
+    points = sorted((r.method.r, r.method.alpha, r.data.train, r.data.max_length) for r in study.runs)
+    assert points == [(16, 32.0, "/data/code.jsonl", 4096), (16, 32.0, "/data/math.jsonl", 1024),
+                      (64, 128.0, "/data/code.jsonl", 4096), (64, 128.0, "/data/math.jsonl", 1024)]
+    # named by the first key of each group (a path by its file stem), then the signature
+    assert sorted(r.name.rsplit("-", 1)[0] for r in study.runs) == ["r16-code", "r16-math", "r64-code", "r64-math"]
+    bad = _write(tmp_path, 'base: {}\ngrid: {"method.r,method.alpha": [[16, 32], [64]]}\n')
+    with pytest.raises(ConfigError, match=r"s.yaml:2: grid.*method.r,method.alpha.*list of 2"):
+        load_study(bad)
+
+
+def test_a_chained_run_names_its_grid_parent_by_slug_and_follows_it(tmp_path):
+    from lorafull.config import study_signatures
+
+    text = """
+base: {model: {name_or_path: "scratch:tiny-llama", tokenizer: tok}}
+grid: {method.kind: [full, lora], train.seed: [SEED]}
+runs: [{name: child, model.name_or_path: "run:full-seedSEED", train.seed: 1}]
+"""
+    path = _write(tmp_path, text.replace("SEED", "7"))
+    study = load_study(path)
+    full = next(r for r in study.runs if r.name.startswith("full-seed7-"))
+    child = study.run("child")
+    assert child.model.name_or_path == f"run:{full.name}" and child.parent == full.name
+    sigs = study_signatures(study)  # recomputed after the renaming: the same signatures
+    assert full.name == f"full-seed7-{sigs[full.name]}"
+    # the child's own settings are the same; its parent's seed differs, so the child is another run
+    other = load_study(_write(tmp_path, text.replace("SEED", "8")))
+    assert study_signatures(other)["child"] != sigs["child"]
+
+
+def test_the_planning_hint_model_arch_is_not_part_of_a_signature(tmp_path):
+    from lorafull.config import study_signatures
+
+    path = _write(tmp_path, 'base: {model: {name_or_path: /PATH/TO/llama-7b-hf, arch: llama-7b}}\n')
+    assert study_signatures(load_study(path)) == study_signatures(load_study(path, ["model.arch=llama-13b"]))

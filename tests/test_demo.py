@@ -61,14 +61,15 @@ def test_demo_study_file_points_at_the_generated_data(tmp_path):
 @pytest.mark.slow
 def test_short_demo_runs_end_to_end_and_reports_every_run(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "launch.grid", "configs/demo.yaml", "--executor", "local",
-           f"study.output_dir={out}", "train.max_steps=6", "train.save_every_steps=4",
-           "eval.num_items=8", "eval.max_new_tokens=6"]
+    # a few steps per run, a few eval items: every stage runs, nothing learns (the full demo does)
+    overrides = [f"study.output_dir={out}", "train.max_steps=6", "train.save_every_steps=4", "eval.num_items=8",
+                 "eval.max_new_tokens=6"]
+    cmd = [sys.executable, "-m", "launch.grid", "configs/demo.yaml", "--executor", "local", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
 
-    study = load_study(REPO / "configs" / "demo.yaml", [f"study.output_dir={out}"])
+    study = load_study(REPO / "configs" / "demo.yaml", overrides)  # max_steps is in the grid runs' names
     for run in study.runs:
         status = json.loads((out / "runs" / run.name / "status.json").read_text())
         assert status["state"] == "done", (run.name, status)
