@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,10 +181,15 @@ def test_requests_per_minute_limit_spaces_requests(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": i, "class": "open qa", "question": "q", "response": f"ITEM-{i}"} for i in range(15)]
         run_dir = make_run(tmp_path, responses, server.base_url, requests_per_minute=300, concurrency=15)
+        started = time.time()
         judge_run(run_dir, progress=False)
         arrivals = sorted(server.stats.as_dict()["arrivals"])
-    # 300/min = 5/s with a burst of 5: the last 10 requests need at least 2 s of refill
-    assert len(arrivals) == 15 and arrivals[-1] - arrivals[0] >= 1.9
+    # 300/min = 5/s with a burst of 5: the last 10 requests need at least 2 s of refill. Measured from
+    # the judge's start, not the first arrival: opening 15 connections on a loaded machine can delay
+    # the first arrivals, which would shorten the spread without the limiter being wrong.
+    assert len(arrivals) == 15 and arrivals[-1] - started >= 1.9
+    # and no 1-second window holds more than the burst plus one second's rate (+1 for network jitter)
+    assert max(sum(1 for b in arrivals if a <= b < a + 1.0) for a in arrivals) <= 11
 
 
 def _hand_macro(rows: list[dict]) -> float:
