@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shlex
+import shutil
 import sys
 import time
+
+from submitit.core.utils import FailedJobError
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
 from lorafull.runs import read_status, write_status
@@ -180,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    executor = args.executor or ("slurm" if slurm_available() else "local")
-    if executor == "slurm" and not slurm_available() and not args.dry_run:
-        print("error: --executor slurm but sbatch is not on PATH (use --executor local, or --dry-run)", file=sys.stderr)
+    have_slurm = slurm_available()
+    executor = args.executor or ("slurm" if have_slurm else "local")
+    if not args.executor and not have_slurm and shutil.which("sbatch"):
+        print("note: sbatch is installed but no Slurm controller answers (scontrol ping): running locally")
+    if executor == "slurm" and not have_slurm and not args.dry_run:
+        why = "no Slurm controller answers (scontrol ping)" if shutil.which("sbatch") else "sbatch is not on PATH"
+        print(f"error: --executor slurm but {why} (use --executor local, or --dry-run)", file=sys.stderr)
         return 2
     try:
         if args.status:
@@ -198,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except FailedJobError as e:  # sbatch refused (bad partition, account, limits): its own words, one line
+        print(f"error: submission failed: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

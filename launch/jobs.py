@@ -101,7 +101,13 @@ class JobInfo:
 
 
 def slurm_available() -> bool:
-    return shutil.which("sbatch") is not None
+    """sbatch is installed and a controller answers: a laptop with Slurm's client tools but no
+    cluster (or a stopped local one) runs the study locally instead of failing at submission."""
+    return shutil.which("sbatch") is not None and slurm_controller_answers()
+
+
+def slurm_controller_answers() -> bool:
+    return shutil.which("scontrol") is not None and _run(["scontrol", "ping"], timeout_s=15) is not None
 
 
 def _run(cmd: list[str], timeout_s: float = 60) -> Optional[str]:
