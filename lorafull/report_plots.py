@@ -23,9 +23,11 @@ def _color(method: Optional[str]) -> str:
     return _COLORS.get(str(method or "").split()[0], "tab:gray")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Lay out, write the PNG (making its folder) and free the figure: every plot of the package ends here."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -40,7 +42,7 @@ def plot_scores(rows: list[dict], out: Path) -> Optional[Path]:
     ax.set_ylabel("average score (macro)")
     ax.set_ylim(0, 1)
     ax.set_title("score per run")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _hours(row: dict) -> Optional[float]:
@@ -59,7 +61,7 @@ def plot_score_vs_cost(rows: list[dict], out: Path) -> Optional[Path]:
     ax.set_xlabel(f"training {unit}-hours (wall time x processes)")
     ax.set_ylabel("average score (macro)")
     ax.set_title("quality vs training cost")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_categories(rows: list[dict], categories: list[str], out: Path) -> Optional[Path]:
@@ -76,7 +78,7 @@ def plot_categories(rows: list[dict], categories: list[str], out: Path) -> Optio
     ax.set_ylabel("mean score")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("score per category")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_losses(curves: dict[str, list[tuple[int, float]]], methods: dict[str, Optional[str]], out: Path) -> Optional[Path]:
@@ -91,4 +93,4 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], methods: dict[str, O
     ax.set_ylabel("training loss")
     ax.legend(fontsize=7)
     ax.set_title("training loss (solid: full, dashed: LoRA)")
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -241,6 +241,8 @@ def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report_plots import save_figure
+
     fig, ax = plt.subplots(figsize=(6.0, 4.5))
     marks = {"full": ("o", "tab:blue"), "lora": ("^", "tab:orange")}
     for method in sorted({p["method"] for p in pts}):
@@ -265,8 +267,4 @@ def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path
     ax.set_xlabel("forgetting (source-task drop from base)")
     ax.set_ylabel("learning (target-task gain over base)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=110)

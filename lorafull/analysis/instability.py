@@ -68,11 +68,10 @@ class StabilityMonitor:
 
     def _check_loss(self, step: int, loss: float) -> list[dict]:
         events = []
-        if len(self.losses) >= self.min_history:
-            median = statistics.median(self.losses)
-            if median > 0 and loss > self.spike_factor * median:
-                events.append({"event": "loss_spike", "step": step, "loss": loss, "median": median,
-                               "ratio": loss / median})
+        median = self._exceeded_median(self.losses, loss, self.spike_factor)
+        if median is not None:
+            events.append({"event": "loss_spike", "step": step, "loss": loss, "median": median,
+                           "ratio": loss / median})
         self.losses.append(loss)
         if len(self.losses) >= self.min_history:
             smoothed = statistics.median(self.losses)
@@ -90,13 +89,19 @@ class StabilityMonitor:
 
     def _check_grad(self, step: int, grad_norm: float) -> list[dict]:
         events = []
-        if len(self.grad_norms) >= self.min_history:
-            median = statistics.median(self.grad_norms)
-            if median > 0 and grad_norm > self.grad_factor * median:
-                events.append({"event": "grad_explosion", "step": step, "grad_norm": grad_norm, "median": median,
-                               "ratio": grad_norm / median})
+        median = self._exceeded_median(self.grad_norms, grad_norm, self.grad_factor)
+        if median is not None:
+            events.append({"event": "grad_explosion", "step": step, "grad_norm": grad_norm, "median": median,
+                           "ratio": grad_norm / median})
         self.grad_norms.append(grad_norm)
         return events
+
+    def _exceeded_median(self, history, value: float, factor: float):
+        """The running median when `value` exceeds factor x it (with enough history), else None."""
+        if len(history) < self.min_history:
+            return None
+        median = statistics.median(history)
+        return median if median > 0 and value > factor * median else None
 
 
 def _json_number(x):

@@ -76,6 +76,8 @@ def _plot(series: dict[str, list[tuple[float, float]]], xlabel: str, xscale: dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report_plots import save_figure
+
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for name, pts in sorted(series.items()):
         pts = sorted(pts)
@@ -86,11 +88,7 @@ def _plot(series: dict[str, list[tuple[float, float]]], xlabel: str, xscale: dic
     ax.set_ylabel("score (macro average)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=110)
 
 
 def sensitivity(entries: list[tuple[RunConfig, Optional[float]]], report_dir: str | os.PathLike) -> dict:
