@@ -18,9 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lorafull.data import encode_prompt  # noqa: E402
-from lorafull.generate import generate_batch  # noqa: E402
-from lorafull.tiny import SAMPLE_TEXTS, build_tiny_model, build_tokenizer  # noqa: E402
+from lorafull.data.dataset import encode_prompt  # noqa: E402
+from lorafull.generate.stage import generate_batch  # noqa: E402
+from lorafull.models.tiny import SAMPLE_TEXTS, build_tiny_model, build_tokenizer  # noqa: E402
 
 QUESTIONS = ["What is {a} plus {b}?", "Repeat the word {a} twice.", "Rewrite in upper case: hello world {a}",
              "Classify the sentiment: I love this movie number {a}. Answer positive or negative.",

@@ -79,9 +79,9 @@ def main() -> int:
     import torch
 
     from lorafull.config import load_study, save_run_config, study_signatures
-    from lorafull.plan import estimate_run
+    from lorafull.plan.estimate import estimate_run
     from lorafull.runs import read_jsonl
-    from lorafull.tiny import build_tokenizer
+    from lorafull.models.tiny import build_tokenizer
 
     cuda = torch.cuda.is_available()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_gpu_"))

@@ -36,7 +36,7 @@ TARGETS_S = {"plan+submit": 10.0, "no-op re-run": 5.0}
 
 def make_study(root: Path, runs: int) -> Path:
     from conftest import alpaca_records, write_jsonl  # the tests' tiny data, built offline
-    from lorafull.tiny import SAMPLE_TEXTS, build_tokenizer
+    from lorafull.models.tiny import SAMPLE_TEXTS, build_tokenizer
 
     tok = root / "tokenizer"
     build_tokenizer(SAMPLE_TEXTS * 5, tok, vocab_size=300)

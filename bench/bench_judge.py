@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lorafull.config import RunConfig, save_run_config  # noqa: E402
-from lorafull.judge import judge_run  # noqa: E402
+from lorafull.judge.stage import judge_run  # noqa: E402
 
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 def build(out: Path, arch: str, layers: int) -> Path:
     from lorafull.config import ModelConfig, MethodConfig, RunConfig, save_run_config
-    from lorafull.tiny import build_tiny_model
+    from lorafull.models.tiny import build_tiny_model
 
     model = build_tiny_model(arch, num_hidden_layers=layers).to(torch.bfloat16)
     base = out / "base"
@@ -99,7 +99,7 @@ def main() -> int:
         if len(per_matrix) == 2:
             a, b = per_matrix
             print(f"ratio {b}/{a} seconds per matrix: {per_matrix[b] / per_matrix[a]:.1f}x")
-        from lorafull.tiny import arch_config
+        from lorafull.models.tiny import arch_config
 
         cfg = arch_config(args.arch)
         shape = (cfg["hidden_size"], cfg["intermediate_size"])

@@ -100,8 +100,8 @@ def head_lines(src: Path, dst: Path, n: int) -> None:
 # ---------------------------------------------------------------------------------------------
 def child_ours(data: Path, tok_dir: Path, work: Path, procs: int):
     from lorafull.config import RunConfig
-    from lorafull.data import build_dataset
-    from lorafull.model import load_tokenizer
+    from lorafull.data.dataset import build_dataset
+    from lorafull.models.load import load_tokenizer
 
     tok = load_tokenizer(str(tok_dir))
     run = RunConfig(name="bench")
@@ -119,7 +119,7 @@ def child_baseline(data: Path, tok_dir: Path, work: Path, procs: int):
     import datasets
     from transformers import AutoTokenizer
 
-    from lorafull.data import format_prompt
+    from lorafull.data.dataset import format_prompt
 
     datasets.disable_progress_bars()
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -143,8 +143,8 @@ def child_baseline(data: Path, tok_dir: Path, work: Path, procs: int):
 
 def child_floor(data: Path, tok_dir: Path, work: Path, procs: int):
     """The Rust tokenizer alone on the same texts (no reading, masking or writing): the floor."""
-    from lorafull.data import format_prompt
-    from lorafull.model import load_tokenizer
+    from lorafull.data.dataset import format_prompt
+    from lorafull.models.load import load_tokenizer
 
     tok = load_tokenizer(str(tok_dir))
     encode = tok.backend_tokenizer.encode_batch_fast
@@ -243,7 +243,7 @@ def main() -> None:
 
 
 def _bench(root: Path, n: int, n_base: int, small: int, base_small: int, args) -> None:
-    from lorafull.tiny import build_tokenizer
+    from lorafull.models.tiny import build_tokenizer
 
     t0 = time.perf_counter()
     files = {k: root / f"data-{k}.jsonl" for k in sorted({n, n_base, small, base_small})}

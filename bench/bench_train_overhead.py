@@ -41,7 +41,7 @@ def records(n: int, seed: int = 0) -> list[dict]:
 
 
 def make_run_dir(root: Path, name: str, method: str, deepspeed: bool, steps: int) -> Path:
-    from lorafull.tiny import SAMPLE_TEXTS, build_tokenizer
+    from lorafull.models.tiny import SAMPLE_TEXTS, build_tokenizer
 
     tok, data = root / "tok", root / "train.jsonl"
     if not tok.exists():
@@ -62,8 +62,8 @@ def make_run_dir(root: Path, name: str, method: str, deepspeed: bool, steps: int
 
 def time_ours(run_dir: Path) -> float:
     """Mean seconds per optimizer step of Trainer.train() (setup excluded)."""
-    from lorafull import distributed as dist
-    from lorafull.train import Trainer
+    from lorafull.train import distributed as dist
+    from lorafull.train.trainer import Trainer
 
     trainer = Trainer(run_dir, load_run_config(run_dir), dist.detect_env())
     trainer.setup()
@@ -78,10 +78,10 @@ def time_bare(run_dir: Path, base: str) -> float:
     """The same steps on the same batches in a minimal loop."""
     from transformers import AutoModelForCausalLM
 
-    from lorafull.data import build_dataset, collate
-    from lorafull.model import apply_method, load_tokenizer
-    from lorafull.train_engine import lr_lambda
-    from lorafull.train_order import BatchOrder
+    from lorafull.data.dataset import build_dataset, collate
+    from lorafull.models.load import apply_method, load_tokenizer
+    from lorafull.train.engine import lr_lambda
+    from lorafull.train.order import BatchOrder
 
     run = load_run_config(run_dir)
     tok = load_tokenizer(run.model.tokenizer)
@@ -115,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lorafull.model import prepare_base
+    from lorafull.models.load import prepare_base
 
     samples: dict[str, list[float]] = {"bare": [], "ours-torch": []}
     if args.deepspeed:

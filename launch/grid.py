@@ -70,12 +70,8 @@ def _report_needed(study: Study, ledger: Ledger, infos: dict, views) -> bool:
 
 def prepare(study: Study) -> None:
     """study.prepare ("module:function") makes missing data files before planning (the demo's data)."""
-    try:
-        from lorafull.plan import prepare_study
-    except ImportError:
-        if study.study.prepare:
-            raise ConfigError(f"{study.path}: study.prepare is set but lorafull.plan is not installed") from None
-        return
+    from lorafull.plan.estimate import prepare_study
+
     prepare_study(study)
 
 

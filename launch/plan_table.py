@@ -60,8 +60,7 @@ def _estimate_key(run: RunConfig, study: Study) -> str:
 
 
 def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) -> tuple[dict[str, dict], Optional[str]]:
-    """name -> lorafull.plan.estimate_run(...) (mem/GPU, fits, GPU-hours, params) when the plan module
-    is installed. Counting a 7B model's parameters on the meta device takes about a second per
+    """name -> lorafull.plan.estimate_run(...) (mem/GPU, fits, GPU-hours, params) . Counting a 7B model's parameters on the meta device takes about a second per
     (architecture, method), so estimates are kept in `cache` (a json file) by what they depend on:
     a re-run or a resubmission plans without importing torch."""
     stored = {}
@@ -75,10 +74,8 @@ def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) ->
     missing = [run for run in study.runs if run.name not in out]
     if not missing:
         return out, None
-    try:
-        from lorafull.plan import estimate_run
-    except ImportError:
-        return out, "no memory / GPU-hour estimates: lorafull.plan is not installed"
+    from lorafull.plan.estimate import estimate_run  # here, not at the top: a cached plan needs no torch
+
     for run in missing:
         try:
             row = estimate_run(run, study)

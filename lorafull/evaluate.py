@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import load_run_config, load_study_settings, study_dir_of_run
-from .generate import generate_run, run_eval_items
-from .judge import check_judge_setup, judge_run
-from .runs import read_status, run_stage_cli, write_status
+from lorafull.config import load_run_config, load_study_settings, study_dir_of_run
+from lorafull.generate.stage import generate_run, run_eval_items
+from lorafull.judge.stage import check_judge_setup, judge_run
+from lorafull.runs import read_status, run_stage_cli, write_status
 
 
 def wants_analyses(run_dir: Path) -> bool:
@@ -26,12 +26,8 @@ def wants_analyses(run_dir: Path) -> bool:
 def run_analyses_if_asked(run_dir: Path) -> bool:
     if not wants_analyses(run_dir):
         return False
-    try:
-        from .analysis import run_analyses
-    except ImportError as e:
-        print(f"warning: the study asks for analyses but lorafull.analysis is unavailable ({e}); skipped",
-              file=sys.stderr)
-        return False
+    from lorafull.analysis import run_analyses
+
     run_analyses(run_dir)
     return True
 

@@ -6,7 +6,7 @@ import json
 import math
 import random
 
-from lorafull.analysis.instability import StabilityMonitor, scan_metrics, summarise
+from lorafull.train.instability import StabilityMonitor, scan_metrics, summarise
 from lorafull.runs import JsonlWriter
 
 

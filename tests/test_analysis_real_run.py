@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import alpaca_records, write_jsonl
-from test_analysis_support import make_study, save_base
-from test_analysis_tasks import arithmetic_items, word_items
+from helpers.common import alpaca_records, write_jsonl
+from helpers.analysis import make_study, save_base
+from helpers.analysis import arithmetic_items, word_items
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def test_analyses_of_real_full_and_lora_runs(tmp_path, tiny_tokenizer_dir):
     from lorafull.analysis import extend_report, run_analyses
     from lorafull.analysis.checkpoints import list_checkpoints, load_checkpoint_model
     from lorafull.config import load_run_config
-    from lorafull.model import load_final
+    from lorafull.models.load import load_final
 
     base = save_base(tmp_path / "base", tiny_tokenizer_dir)
     data = write_jsonl(tmp_path / "train.jsonl", alpaca_records(128))
@@ -79,7 +79,7 @@ def test_analyses_of_real_full_and_lora_runs(tmp_path, tiny_tokenizer_dir):
     # the report stage calls extend_report itself: the columns reach table.csv
     import csv
 
-    from lorafull.report import build_report
+    from lorafull.report.build import build_report
 
     report = build_report(study.output_dir)
     table = list(csv.DictReader(open(report / "table.csv", encoding="utf-8")))
@@ -94,7 +94,7 @@ def test_analyses_of_real_full_and_lora_runs(tmp_path, tiny_tokenizer_dir):
 def test_deepspeed_checkpoints_load_as_the_final_model(tmp_path, tiny_tokenizer_dir):
     from lorafull.analysis.checkpoints import list_checkpoints, load_checkpoint_model
     from lorafull.config import load_run_config
-    from lorafull.model import load_final
+    from lorafull.models.load import load_final
 
     base = save_base(tmp_path / "base", tiny_tokenizer_dir)
     data = write_jsonl(tmp_path / "train.jsonl", alpaca_records(64))

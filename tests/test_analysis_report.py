@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lorafull.runs import JsonlWriter, write_json_atomic
-from test_analysis_support import make_study, perturbed_full, random_lora, save_base
+from helpers.analysis import make_study, perturbed_full, random_lora, save_base
 
 
 def test_fit_per_doubling_and_pareto_front():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_analysis_support import (load_model, make_study, perturbed_full, random_lora, save_base, save_final,
+from helpers.analysis import (load_model, make_study, perturbed_full, random_lora, save_base, save_final,
                                    train_briefly)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_sharded_checkpoint_gives_the_same_spectrum(spectrum_study, tiny_tokeniz
 
 
 def test_cli_spectrum_and_missing_scratch_base(tmp_path, tiny_tokenizer_dir):
-    from lorafull.tiny import build_tiny_model
+    from lorafull.models.tiny import build_tiny_model
 
     base = save_base(tmp_path / "base", tiny_tokenizer_dir)
     _, dirs = make_study(tmp_path, base, [

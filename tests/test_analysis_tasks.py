@@ -12,34 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_jsonl
-from test_analysis_support import load_model, make_study, save_base, save_final, train_briefly
+from helpers.common import write_jsonl
+from helpers.analysis import arithmetic_items, load_model, make_study, save_base, save_final, train_briefly, word_items
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def arithmetic_items(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        options = sorted({a + b, a + b + 1, abs(a - b) + 20}, key=lambda _: rng.random())
-        out.append({"id": f"add{i}", "context": f"What is {a} plus {b}? Answer:",
-                    "options": [f" {o}" for o in options], "answer": options.index(a + b)})
-    return out
-
-
-def word_items(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    words = ["cat", "dog", "sun", "猫", "狗"]
-    out = []
-    for i in range(n):
-        w = rng.choice(words)
-        wrong = [x for x in words if x != w]
-        options = [f" {w} {w}", f" {rng.choice(wrong)}", f" {w} {rng.choice(wrong)} {w}"]
-        rng.shuffle(options)
-        out.append({"context": f"Repeat the word. {w}", "options": options, "answer": options.index(f" {w} {w}")})
-    return out
 
 
 @pytest.fixture()
@@ -147,7 +123,7 @@ def test_cli_runs_what_the_study_asks(tmp_path, tiny_tokenizer_dir, task_files):
     _, dirs = make_study(tmp_path, base, [{"name": "lora", "method.kind": "lora"}],
                          {"source_tasks": [{"name": "words", "path": str(task_files["words"]), "num_items": 4}],
                           "spectrum": True})
-    from test_analysis_support import random_lora
+    from helpers.analysis import random_lora
 
     random_lora(base, dirs["lora"], tiny_tokenizer_dir)
     done = subprocess.run([sys.executable, "-m", "lorafull.analysis", "tasks", str(dirs["lora"])], cwd=REPO,
@@ -164,8 +140,8 @@ def test_generation_task_uses_the_training_layout_and_the_offline_scorer(tmp_pat
 
     from lorafull.analysis.tasks import evaluate_tasks
     from lorafull.config import TaskSpec
-    from lorafull.data import encode_prompt
-    from lorafull.scorers import score
+    from lorafull.data.dataset import encode_prompt
+    from lorafull.judge.scorers import score
 
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     qa = [("What is 3 plus 4?", "7"), ("What is 2 plus 6?", "8"), ("What is 5 plus 4?", "9"), ("What is 1 plus 1?", "2")]

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers.common import REPO
 from lorafull.config import load_study
-from lorafull.plan import estimate_study
+from lorafull.plan.estimate import estimate_study
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 SEED_STUDIES = {"belle_comparative.yaml": 8, "lora_learns_less.yaml": 100, "peft_sweep.yaml": 23}

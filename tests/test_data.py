@@ -13,17 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, alpaca_records, write_jsonl
+from helpers.common import REPO, alpaca_records, write_jsonl
 
 from lorafull.config import RunConfig
-from lorafull.data import DataError, build_dataset, collate, encode_prompt, format_prompt, subset_indices
+from lorafull.data.dataset import DataError, build_dataset, collate, encode_prompt, format_prompt, subset_indices
 
 IGNORE = -100
 
 
 @pytest.fixture(scope="module")
 def tok(tiny_tokenizer_dir):
-    from lorafull.model import load_tokenizer
+    from lorafull.models.load import load_tokenizer
 
     return load_tokenizer(str(tiny_tokenizer_dir))
 
@@ -97,7 +97,7 @@ def test_plain_text_trains_every_token(tok, tmp_path):
 def test_bos_prefix_is_added_once_and_masked(tmp_path):
     from tokenizers.processors import TemplateProcessing
 
-    from lorafull.tiny import SAMPLE_TEXTS, build_tokenizer
+    from lorafull.models.tiny import SAMPLE_TEXTS, build_tokenizer
 
     bos_tok = build_tokenizer(SAMPLE_TEXTS * 3, tmp_path / "tok")
     bos_tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -300,8 +300,8 @@ import hashlib, json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from lorafull.config import RunConfig
-from lorafull.data import build_dataset
-from lorafull.model import load_tokenizer
+from lorafull.data.dataset import build_dataset
+from lorafull.models.load import load_tokenizer
 run = RunConfig(name="t")
 run.data.train, run.data.cache_dir, run.data.max_length = sys.argv[2], sys.argv[3], 64
 tok = load_tokenizer(sys.argv[4])
@@ -344,7 +344,7 @@ def test_two_processes_building_one_cache_tokenize_once(tok, tiny_tokenizer_dir,
 
 
 def test_json_array_streams_across_chunk_boundaries(monkeypatch, tmp_path):
-    from lorafull import data_read
+    from lorafull.data import read as data_read
 
     records = alpaca_records(12) + [{"instruction": "多字节 UTF-8 跨越块边界", "input": "", "output": "好的"}]
     arr = tmp_path / "a.json"
@@ -363,7 +363,7 @@ def test_json_array_streams_across_chunk_boundaries(monkeypatch, tmp_path):
 
 def test_cli_prints_stats_and_masked_items(tok, tiny_tokenizer_dir, tmp_path, capsys):
     from lorafull.config import save_run_config
-    from lorafull.data import main
+    from lorafull.data.dataset import main
 
     run = make_run(write_jsonl(tmp_path / "a.jsonl", alpaca_records(8)), tmp_path / "cache")
     run.model.name_or_path, run.model.tokenizer = "scratch:tiny-llama", str(tiny_tokenizer_dir)

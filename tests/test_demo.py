@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers.common import REPO
 from lorafull.config import load_study
 from lorafull.demo import make_data
 from lorafull.demo.tasks import CLASSES

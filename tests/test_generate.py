@@ -11,63 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_jsonl
+from helpers.common import REPO, write_jsonl
+from helpers.eval_runs import eval_items, make_generation_run, responses_by_id
 from lorafull.config import RunConfig, save_run_config
-from lorafull.generate import EvalSetError, generate_run, read_eval_set
+from lorafull.generate.stage import EvalSetError, generate_run, read_eval_set
 from lorafull.runs import read_jsonl, read_status
-
-QUESTIONS = ["What is 3 plus 4?", "Repeat the word.\ncat", "请把这句话翻译成英文：我喜欢猫。",
-             "Classify the sentiment: I love this movie.", "What is 9 plus 9? Think step by step, then answer.",
-             "小明有5个苹果，又买了3个，一共有几个？", "Hi", "Rewrite in upper case: hello world"]
-
-
-def eval_items(n: int) -> list[dict]:
-    return [{"question": QUESTIONS[i % len(QUESTIONS)] + (f" ({i})" if i >= len(QUESTIONS) else ""),
-             "class": ["open qa", "rewrite", "math"][i % 3], "std_answer": "x"} for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def tiny_final(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    """A tiny full model + tokenizer, saved once as an HF folder."""
-    from transformers import AutoTokenizer
-
-    from lorafull.tiny import build_tiny_model
-
-    out = tmp_path_factory.mktemp("tiny_final")
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    build_tiny_model("tiny-llama", vocab_size=len(tok), seed=1).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-def make_run(root: Path, final_src: Path, items: list[dict], name: str = "r", **eval_kw) -> Path:
-    import shutil
-
-    run_dir = root / "study" / "runs" / name
-    shutil.copytree(final_src, run_dir / "final")
-    run = RunConfig(name=name)
-    run.model.name_or_path, run.model.dtype = str(final_src), "fp32"
-    run.eval.eval_set = str(write_jsonl(root / f"eval_{name}.jsonl", items))
-    run.eval.max_new_tokens, run.eval.batch_size = 12, 4
-    for k, v in eval_kw.items():
-        setattr(run.eval, k, v)
-    save_run_config(run, run_dir, "sig00000")
-    return run_dir
-
-
-def responses(run_dir: Path) -> dict:
-    rows = list(read_jsonl(run_dir / "responses.jsonl"))
-    assert len(rows) == len({str(r["id"]) for r in rows}), "an item was written twice"
-    return {str(r["id"]): r for r in rows}
-
 
 def test_batched_greedy_equals_one_at_a_time(tmp_path, tiny_final):
     items = eval_items(10)
-    batched = make_run(tmp_path, tiny_final, items, "batched", batch_size=4)
-    single = make_run(tmp_path, tiny_final, items, "single", batch_size=1)
+    batched = make_generation_run(tmp_path, tiny_final, items, "batched", batch_size=4)
+    single = make_generation_run(tmp_path, tiny_final, items, "single", batch_size=1)
     stats = generate_run(batched, progress=False)
     generate_run(single, progress=False)
-    a, b = responses(batched), responses(single)
+    a, b = responses_by_id(batched), responses_by_id(single)
     assert set(a) == {str(i) for i in range(10)} and stats["generated"] == 10
     assert {k: r["response"] for k, r in a.items()} == {k: r["response"] for k, r in b.items()}
     assert any(r["response"] for r in a.values())  # the tiny model does say something
@@ -88,24 +44,24 @@ def test_lora_adapter_and_merged_give_the_same_answers(tmp_path, tiny_final):
     items = eval_items(6)
     answers = {}
     for merge in (True, False):
-        run_dir = make_run(tmp_path, tiny_final, items, f"lora_merge{merge}", merge_lora=merge)
+        run_dir = make_generation_run(tmp_path, tiny_final, items, f"lora_merge{merge}", merge_lora=merge)
         shutil.rmtree(run_dir / "final")  # final/ = a peft adapter whose base is tiny_final
         torch.manual_seed(0)  # init_lora_weights=False: A and B random, so the adapter changes the outputs
         cfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
         get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_final), cfg).save_pretrained(run_dir / "final")
         AutoTokenizer.from_pretrained(tiny_final).save_pretrained(run_dir / "final")
         generate_run(run_dir, progress=False)
-        answers[merge] = {k: r["response"] for k, r in responses(run_dir).items()}
-    plain = make_run(tmp_path, tiny_final, items, "plain")
+        answers[merge] = {k: r["response"] for k, r in responses_by_id(run_dir).items()}
+    plain = make_generation_run(tmp_path, tiny_final, items, "plain")
     generate_run(plain, progress=False)
     assert answers[True] == answers[False]
-    assert answers[True] != {k: r["response"] for k, r in responses(plain).items()}
+    assert answers[True] != {k: r["response"] for k, r in responses_by_id(plain).items()}
 
 
 @pytest.mark.slow
 def test_killed_generation_continues_where_it_stopped(tmp_path, tiny_final):
     items = eval_items(40)
-    run_dir = make_run(tmp_path, tiny_final, items, "killed", batch_size=1, max_new_tokens=24)
+    run_dir = make_generation_run(tmp_path, tiny_final, items, "killed", batch_size=1, max_new_tokens=24)
     out = run_dir / "responses.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "lorafull.generate", str(run_dir), "--no-progress"]
@@ -115,18 +71,18 @@ def test_killed_generation_continues_where_it_stopped(tmp_path, tiny_final):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = responses(run_dir)
+    before = responses_by_id(run_dir)
     assert 5 <= len(before) < 40, "the kill did not land halfway"
     with open(out, "a", encoding="utf-8") as f:
         f.write('{"id": 39, "class": "math", "resp')  # a line torn by the kill
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    after = responses(run_dir)
+    after = responses_by_id(run_dir)
     assert set(after) == {str(i) for i in range(40)}
     assert all(after[k]["response"] == r["response"] for k, r in before.items())
-    reference = make_run(tmp_path, tiny_final, items, "clean", batch_size=8, max_new_tokens=24)
+    reference = make_generation_run(tmp_path, tiny_final, items, "clean", batch_size=8, max_new_tokens=24)
     generate_run(reference, progress=False)
-    assert {k: r["response"] for k, r in after.items()} == {k: r["response"] for k, r in responses(reference).items()}
+    assert {k: r["response"] for k, r in after.items()} == {k: r["response"] for k, r in responses_by_id(reference).items()}
 
 
 def test_eval_set_reading_and_errors(tmp_path):
@@ -152,7 +108,7 @@ def test_eval_set_reading_and_errors(tmp_path):
 
 
 def test_cli_failure_is_one_line_and_marks_the_status(tmp_path, tiny_final):
-    run_dir = make_run(tmp_path, tiny_final, eval_items(2), "broken")
+    run_dir = make_generation_run(tmp_path, tiny_final, eval_items(2), "broken")
     (tmp_path / "eval_broken.jsonl").write_text('{"question": 1}\n')
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "lorafull.generate", str(run_dir), "--no-progress"], env=env,

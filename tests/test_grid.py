@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_jsonl
-from test_grid_support import grid, make_data, status, study_dict, write_study
+from helpers.common import REPO, write_jsonl
+from helpers.grid import grid, make_data, status, study_dict, write_study
 
 from launch import grid as grid_cli
 from launch.jobs import JobInfo, Ledger

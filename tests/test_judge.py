@@ -15,43 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED
-from openai_server import FakeJudgeServer, expected_score
+from helpers.common import REPO, need_shared
+from helpers.eval_runs import judge_cli, make_judge_run, scores_by_id
+from helpers.openai_server import FakeJudgeServer, expected_score
 from lorafull.config import RunConfig, save_run_config
-from lorafull.judge import judge_run
-from lorafull.judge_client import JudgeSetupError
-from lorafull.judge_prompts import PromptError, build_messages, load_prompts, normalize_class
+from lorafull.judge.stage import judge_run
+from lorafull.judge.client import JudgeSetupError
+from lorafull.judge.prompts import PromptError, build_messages, load_prompts, normalize_class
 from lorafull.runs import read_jsonl, read_status
-
-
-def make_run(root: Path, responses: list[dict], base_url: str, **judge) -> Path:
-    """A run folder by hand: config.yaml + responses.jsonl (what generation would have written)."""
-    run_dir = root / "study" / "runs" / "r1"
-    run = RunConfig(name="r1")
-    j = run.eval.judge
-    j.base_url, j.model, j.timeout_s, j.concurrency, j.backoff_base_s = base_url, "gpt-3.5-turbo", 1.0, 8, 0.05
-    j.cache = str(root / "study" / "cache" / "judge.sqlite")
-    j.prices = {"gpt-3.5-turbo": {"input": 0.5, "output": 1.5}}
-    for k, v in judge.items():
-        setattr(j, k, v)
-    save_run_config(run, run_dir, "sig00000")
-    with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as f:
-        for r in responses:
-            f.write(json.dumps({"std_answer": "", "tokens": 3, "seconds": 0.1, **r}, ensure_ascii=False) + "\n")
-    return run_dir
-
-
-def judge_cli(run_dir: Path, env_extra: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "lorafull.judge", str(run_dir), "--no-progress"], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def scores_by_id(run_dir: Path) -> dict:
-    rows = list(read_jsonl(run_dir / "scores.jsonl"))
-    ids = [str(r["id"]) for r in rows]
-    assert len(ids) == len(set(ids)), "an item was written twice"
-    return {str(r["id"]): r for r in rows}
 
 
 FAULT_PLANS = ["429", "500", "503", "timeout", "drop", "html", "garbage", "429,500,garbage", "drop,timeout",
@@ -63,7 +34,7 @@ def test_faults_are_retried_and_nothing_is_paid_twice(tmp_path):
         responses = [{"id": i, "class": "open qa", "question": f"Q{i}?",
                       "response": f"ITEM-{i} answer" + (f" FAULTS={plan}" if plan else "")}
                      for i, plan in enumerate(FAULT_PLANS)]
-        run_dir = make_run(tmp_path, responses, server.base_url)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url)
         summary = judge_run(run_dir, progress=False)
         stats = server.stats.as_dict()
 
@@ -93,7 +64,7 @@ def test_cache_holds_across_processes_and_rerun_pays_nothing(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": f"q{i}", "class": "math", "question": f"{i}+1?", "std_answer": f"{i + 1}",
                       "response": f"ITEM-q{i} it is {i + 1}"} for i in range(12)]
-        run_dir = make_run(tmp_path, responses, server.base_url)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url)
         first = judge_cli(run_dir)
         assert first.returncode == 0, first.stderr
         hits_after_first = dict(server.stats.as_dict()["hits"])
@@ -112,12 +83,12 @@ def test_transport_failures_are_unscored_then_retried_by_a_rerun(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": 0, "class": "rewrite", "question": "q", "response": "ITEM-0 FAULTS=500,500,500"},
                      {"id": 1, "class": "rewrite", "question": "q", "response": "ITEM-1 fine"}]
-        run_dir = make_run(tmp_path, responses, server.base_url, max_retries=1)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url, max_retries=1)
         judge_run(run_dir, progress=False)
         rows = scores_by_id(run_dir)
         assert rows["0"]["score"] is None and rows["0"]["error_kind"] == "transport"
         assert rows["1"]["score"] == pytest.approx(expected_score("ITEM-1"))
-        make_run(tmp_path, responses, server.base_url, max_retries=3)  # same folder, more patience
+        make_judge_run(tmp_path, responses, server.base_url, max_retries=3)  # same folder, more patience
         judge_run(run_dir, progress=False)
         rows = scores_by_id(run_dir)
         stats = server.stats.as_dict()
@@ -128,7 +99,7 @@ def test_transport_failures_are_unscored_then_retried_by_a_rerun(tmp_path):
 def test_n_samples_are_averaged_and_each_sample_paid_once(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": 7, "class": "generation", "question": "write", "response": "ITEM-7 FAULTS=,garbage"}]
-        run_dir = make_run(tmp_path, responses, server.base_url, n_samples=3)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url, n_samples=3)
         judge_run(run_dir, progress=False)
         stats = server.stats.as_dict()
     row = scores_by_id(run_dir)["7"]
@@ -140,7 +111,7 @@ def test_unknown_class_fails_before_any_request(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": 0, "class": "open qa", "question": "q", "response": "ITEM-0"},
                      {"id": 1, "class": "poetry", "question": "q", "response": "ITEM-1"}]
-        run_dir = make_run(tmp_path, responses, server.base_url)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url)
         with pytest.raises(PromptError, match="poetry.*known classes: .*open qa"):
             judge_run(run_dir, progress=False)
         result = judge_cli(run_dir)
@@ -154,7 +125,7 @@ def test_bad_key_stops_the_judge(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": i, "class": "open qa", "question": "q", "response": f"ITEM-{i} FAULTS=401"}
                      for i in range(3)]
-        run_dir = make_run(tmp_path, responses, server.base_url)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url)
         result = judge_cli(run_dir)
     assert result.returncode == 1 and "401" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -164,14 +135,14 @@ def test_api_key_from_environment_is_sent_and_never_written(tmp_path):
     secret = "sk-test-" + "7f3a9c" * 4
     with FakeJudgeServer() as server:
         responses = [{"id": 0, "class": "open qa", "question": "q", "response": "ITEM-0"}]
-        run_dir = make_run(tmp_path, responses, server.base_url, api_key_env="LORAFULL_TEST_JUDGE_KEY")
+        run_dir = make_judge_run(tmp_path, responses, server.base_url, api_key_env="LORAFULL_TEST_JUDGE_KEY")
         result = judge_cli(run_dir, {"LORAFULL_TEST_JUDGE_KEY": secret})
         assert result.returncode == 0, result.stderr
         assert server.stats.as_dict()["auth_headers"] == [f"Bearer {secret}"]
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    remote = make_run(tmp_path / "remote", responses, "https://judge.example.invalid/v1", api_key_env="LORAFULL_NO_KEY")
+    remote = make_judge_run(tmp_path / "remote", responses, "https://judge.example.invalid/v1", api_key_env="LORAFULL_NO_KEY")
     os.environ.pop("LORAFULL_NO_KEY", None)
     with pytest.raises(JudgeSetupError, match="LORAFULL_NO_KEY"):
         judge_run(remote, progress=False)
@@ -180,7 +151,7 @@ def test_api_key_from_environment_is_sent_and_never_written(tmp_path):
 def test_requests_per_minute_limit_spaces_requests(tmp_path):
     with FakeJudgeServer() as server:
         responses = [{"id": i, "class": "open qa", "question": "q", "response": f"ITEM-{i}"} for i in range(15)]
-        run_dir = make_run(tmp_path, responses, server.base_url, requests_per_minute=300, concurrency=15)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url, requests_per_minute=300, concurrency=15)
         started = time.time()
         judge_run(run_dir, progress=False)
         arrivals = sorted(server.stats.as_dict()["arrivals"])
@@ -205,11 +176,12 @@ def _hand_macro(rows: list[dict]) -> float:
 
 @pytest.mark.parametrize("prompts", ["belle", "default"])
 def test_belle_sample_goes_through_with_every_category_matched(tmp_path, prompts):
-    sample = [json.loads(line) for line in (SHARED / "belle_eval" / "eval_sample.jsonl").read_text().splitlines()]
+    belle = need_shared("belle_eval")
+    sample = [json.loads(line) for line in (belle / "eval_sample.jsonl").read_text().splitlines()]
     responses = [{**item, "id": i, "response": f"ITEM-{i} 回答"} for i, item in enumerate(sample)]
-    prompt_file = str(SHARED / "belle_eval" / "eval_prompt.json") if prompts == "belle" else None
+    prompt_file = str(belle / "eval_prompt.json") if prompts == "belle" else None
     with FakeJudgeServer(fault_rate=0.15, seed=3, retry_after_s=0.1, timeout_sleep_s=1.5) as server:
-        run_dir = make_run(tmp_path, responses, server.base_url, prompts=prompt_file, concurrency=16)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url, prompts=prompt_file, concurrency=16)
         summary = judge_run(run_dir, progress=False)
         stats = server.stats.as_dict()
     rows = scores_by_id(run_dir)

@@ -8,15 +8,14 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED
-from openai_server import FakeJudgeServer
-from test_generate import make_run as make_generation_run
-from test_generate import tiny_final  # noqa: F401 -- the module-scoped fixture
-from test_judge import make_run as make_judge_run
-from test_judge import scores_by_id
+from helpers.common import REPO, need_shared
+from helpers.openai_server import FakeJudgeServer
+from helpers.eval_runs import make_generation_run
+from helpers.eval_runs import make_judge_run
+from helpers.eval_runs import scores_by_id
 from lorafull.config import load_run_config, save_run_config
-from lorafull.judge import judge_run
-from lorafull.judge_client import JudgeSetupError
+from lorafull.judge.stage import judge_run
+from lorafull.judge.client import JudgeSetupError
 from lorafull.runs import read_status
 
 
@@ -28,7 +27,7 @@ def _set_judge(run_dir, **judge):
 
 
 def _belle_items(n: int) -> list[dict]:
-    lines = (SHARED / "belle_eval" / "eval_sample.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (need_shared("belle_eval", "eval_sample.jsonl")).read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines]
     by_class = {}
     for it in items:  # one item per class: short questions keep the tiny model fast
@@ -40,7 +39,7 @@ def test_evaluate_runs_generation_then_judge(tmp_path, tiny_final):  # noqa: F81
     items = _belle_items(6)
     with FakeJudgeServer() as server:
         run_dir = make_generation_run(tmp_path, tiny_final, items, "ev", max_new_tokens=6)
-        _set_judge(run_dir, base_url=server.base_url, prompts=str(SHARED / "belle_eval" / "eval_prompt.json"),
+        _set_judge(run_dir, base_url=server.base_url, prompts=str(need_shared("belle_eval", "eval_prompt.json")),
                    cache=str(tmp_path / "judge.sqlite"), backoff_base_s=0.05)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         done = subprocess.run([sys.executable, "-m", "lorafull.evaluate", str(run_dir), "--no-progress"], env=env,

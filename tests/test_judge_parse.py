@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from conftest import SHARED
-from lorafull.judge_limits import TokenBucket, estimate_tokens
-from lorafull.judge_parse import parse_score
-from lorafull.judge_prompts import (DEFAULT_PROMPTS, PromptError, build_messages, check_classes, load_prompts,
+from helpers.common import need_shared
+from lorafull.judge.limits import TokenBucket, estimate_tokens
+from lorafull.judge.parse import parse_score
+from lorafull.judge.prompts import (DEFAULT_PROMPTS, PromptError, build_messages, check_classes, load_prompts,
                                     normalize_class)
-from lorafull.judge_summary import summarize
+from lorafull.judge.summary import summarize
 
 
 @pytest.mark.parametrize("reply, expected", [
@@ -36,8 +36,9 @@ def test_class_names_are_normalised():
 
 
 def test_belle_and_default_prompt_files_cover_the_eval_classes():
-    classes = {json.loads(l)["class"] for l in (SHARED / "belle_eval" / "eval_sample.jsonl").read_text().splitlines()}
-    for path in (SHARED / "belle_eval" / "eval_prompt.json", DEFAULT_PROMPTS):
+    belle = need_shared("belle_eval")
+    classes = {json.loads(l)["class"] for l in (belle / "eval_sample.jsonl").read_text().splitlines()}
+    for path in (belle / "eval_prompt.json", DEFAULT_PROMPTS):
         table = load_prompts(path)
         check_classes(classes, table, path)
         assert "translation" in table
@@ -83,7 +84,7 @@ def test_tokens_per_minute_limit_holds_back_requests():
     import asyncio
     import time
 
-    from lorafull.judge_limits import RateLimiter
+    from lorafull.judge.limits import RateLimiter
 
     async def admit_all() -> float:
         limiter = RateLimiter(concurrency=32, tokens_per_minute=60_000)  # 1,000 tokens/s, burst 10,000
@@ -96,7 +97,7 @@ def test_tokens_per_minute_limit_holds_back_requests():
 
 
 def test_settling_returns_unused_tokens():
-    from lorafull.judge_limits import RateLimiter
+    from lorafull.judge.limits import RateLimiter
 
     limiter = RateLimiter(concurrency=1, tokens_per_minute=60_000)
     limiter.tokens.take(10_000)

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from conftest import REPO
-from openai_server import FakeJudgeServer, expected_score
-from test_judge import make_run, scores_by_id
+from helpers.common import REPO
+from helpers.openai_server import FakeJudgeServer, expected_score
+from helpers.eval_runs import make_judge_run, scores_by_id
 
 
 def _lines(path) -> int:
@@ -23,7 +23,7 @@ def test_killed_judge_resumes_and_pays_only_for_the_rest(tmp_path):
     with FakeJudgeServer(latency_s=0.25) as server:
         responses = [{"id": i, "class": "brainstorming", "question": f"ideas {i}", "response": f"ITEM-{i} idea"}
                      for i in range(n)]
-        run_dir = make_run(tmp_path, responses, server.base_url, concurrency=concurrency)
+        run_dir = make_judge_run(tmp_path, responses, server.base_url, concurrency=concurrency)
         scores = run_dir / "scores.jsonl"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         cmd = [sys.executable, "-m", "lorafull.judge", str(run_dir), "--no-progress"]
@@ -61,13 +61,13 @@ def test_two_processes_share_one_cache(tmp_path):
         runs = []
         for name in ("a", "b"):
             responses = [{"id": i, "class": "rewrite", "question": "q", "response": f"ITEM-{name}{i}"} for i in range(30)]
-            runs.append(make_run(tmp_path / name, responses, server.base_url, cache=str(shared_cache)))
+            runs.append(make_judge_run(tmp_path / name, responses, server.base_url, cache=str(shared_cache)))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         procs = [subprocess.Popen([sys.executable, "-m", "lorafull.judge", str(r), "--no-progress"], env=env,
                                   stderr=subprocess.PIPE, text=True) for r in runs]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], errors
-    from lorafull.judge_cache import JudgeCache
+    from lorafull.judge.cache import JudgeCache
 
     cache = JudgeCache(shared_cache)
     assert len(cache) == 60  # both writers committed everything, no "database is locked"

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from lorafull import merge, train
-from lorafull.model import load_final, resolve_run_reference
+from lorafull.models import merge
+from lorafull.train import trainer as train
+from lorafull.models.load import load_final, resolve_run_reference
 from lorafull.runs import read_status
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lorafull.config import MethodConfig, ModelConfig
-from lorafull.model import (apply_method, count_params_meta, linear_module_names, load_base, param_counts,
+from lorafull.models.load import (apply_method, count_params_meta, linear_module_names, load_base, param_counts,
                             resolve_target_modules)
-from lorafull.tiny import build_tiny_model
+from lorafull.models.tiny import build_tiny_model
 
 ALL_SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

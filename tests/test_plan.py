@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, alpaca_records, write_jsonl
+from helpers.common import REPO, alpaca_records, write_jsonl
 from lorafull.config import load_study
-from lorafull.plan import estimate_run, estimate_study, format_plan, main
+from lorafull.plan.estimate import estimate_run, estimate_study, format_plan, main
 
 
 def study_file(tmp_path: Path, base: dict, runs: list[dict], slurm: dict | None = None, plan: dict | None = None) -> Path:
@@ -136,7 +136,7 @@ def test_a_scratch_model_is_planned_with_its_tokenizers_vocabulary(tmp_path):
     """The demo's tokenizer (1024 entries) is larger than tiny-llama's vocabulary (512): training grows
     the embeddings, and the plan counts the model that trains, not the arch file."""
     from lorafull.demo import make_data
-    from lorafull.tiny import build_tiny_model
+    from lorafull.models.tiny import build_tiny_model
 
     data = make_data(tmp_path / "data")
     base = {"model": {"name_or_path": "scratch:tiny-llama", "tokenizer": str(data / "tokenizer"), "dtype": "fp32"},

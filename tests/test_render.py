@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from test_grid_support import make_data, sacct_rows, status, study_dict, wait_for_jobs, need_slurm, write_study
+from helpers.common import REPO
+from helpers.grid import make_data, sacct_rows, status, study_dict, wait_for_jobs, need_slurm, write_study
 
 from launch.render import fill, main as render_main, render_study
 from lorafull.config import load_study

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_jsonl
+from helpers.common import REPO, write_jsonl
 from lorafull.config import RunConfig, save_run_config
-from lorafull.report import build_report
+from lorafull.report.build import build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

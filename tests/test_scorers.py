@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from lorafull.scorers import extract_code, lcs_length, run_code, score, text_tokens
+from lorafull.judge.scorers import extract_code, lcs_length, run_code, score, text_tokens
 
 
 @pytest.mark.parametrize("response, reference, expected", [

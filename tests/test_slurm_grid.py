@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import alpaca_records, write_jsonl
-from test_grid_support import (grid, job_log_text, ledger, make_data, need_slurm, sacct_rows, status, study_dict,
+from helpers.common import alpaca_records, write_jsonl
+from helpers.grid import (grid, job_log_text, ledger, make_data, need_slurm, sacct_rows, status, study_dict,
                                wait_for_jobs, write_study)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

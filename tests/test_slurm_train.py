@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_grid_support import (final_state_dict, grid, job_log_text, ledger, make_data, need_slurm, sacct_rows,
+from helpers.grid import (final_state_dict, grid, job_log_text, ledger, make_data, need_slurm, sacct_rows,
                                status, study_dict, wait_for_jobs, write_study)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

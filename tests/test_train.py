@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from lorafull import train
-from lorafull.distributed import grad_accumulation
+from lorafull.train import trainer as train
+from lorafull.train.distributed import grad_accumulation
 from lorafull.runs import read_jsonl, read_status
-from lorafull.train_engine import lr_lambda
-from lorafull.train_order import BatchOrder
+from lorafull.train.engine import lr_lambda
+from lorafull.train.order import BatchOrder
 
 
 def metrics_of(run_dir):
@@ -51,7 +51,7 @@ def test_plain_torch_trains_and_writes_the_contract(make_run, kind, capsys):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000030", "step-00000040"]
 
     final = run_dir / "final"
-    from lorafull.model import load_final
+    from lorafull.models.load import load_final
 
     model, tok = load_final(run_dir)
     if kind == "full":
@@ -158,7 +158,7 @@ def test_multi_process_job_checks_inputs_before_starting_processes(make_run, cap
     run_dir = make_run("bad2", **{"train.deepspeed": True, "train.nproc": 2})
     data = run_dir.parents[2] / "train.jsonl"
     data.write_text(data.read_text() + "not json\n")
-    monkeypatch.setattr("lorafull.distributed.run_torchrun", lambda *a, **k: pytest.fail("torchrun started"))
+    monkeypatch.setattr("lorafull.train.distributed.run_torchrun", lambda *a, **k: pytest.fail("torchrun started"))
     assert train.main([str(run_dir)]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "train.jsonl:257" in err[0], err
@@ -167,8 +167,8 @@ def test_multi_process_job_checks_inputs_before_starting_processes(make_run, cap
 
 def test_weight_decay_on_matrices_only():
     from lorafull.config import TrainConfig
-    from lorafull.tiny import build_tiny_model
-    from lorafull.train_engine import build_optimizer
+    from lorafull.models.tiny import build_tiny_model
+    from lorafull.train.engine import build_optimizer
 
     model = build_tiny_model("tiny-llama")
     opt = build_optimizer(model, TrainConfig(weight_decay=0.1, lr=1e-4))

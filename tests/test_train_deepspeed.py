@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, job_env, write_run_config
-from lorafull import train
+from helpers.common import REPO, job_env, write_run_config
+from lorafull.train import trainer as train
 from lorafull.runs import read_jsonl, read_status
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def test_deepspeed_two_processes_train(tmp_path, tiny_tokenizer_dir, trained, ki
     assert summary["trainable_params"] == (164_672 if kind == "full" else 19_520)  # ds_numel under ZeRO-3
     assert read_status(run_dir)["state"] == "done"
     weights = final_weights(run_dir)
-    from lorafull.model import load_final
+    from lorafull.models.load import load_final
 
     model, tok = load_final(run_dir)
     if kind == "full":

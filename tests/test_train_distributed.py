@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lorafull import distributed as dist
+from lorafull.train import distributed as dist
 from lorafull.config import TrainConfig
 
 SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_STEP_ID", "SLURM_STEPID", "SLURM_JOB_ID",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, job_env, write_run_config
-from lorafull import train
-from lorafull.checkpoint import Checkpoints, checkpoint_step, read_state
+from helpers.common import REPO, job_env, write_run_config
+from lorafull.train import trainer as train
+from lorafull.train.checkpoint import Checkpoints, checkpoint_step, read_state
 from lorafull.runs import read_jsonl, read_status
 
 STEP_SLEEP_S = "0.05"  # slows steps so the signal lands mid-run whatever the machine's speed

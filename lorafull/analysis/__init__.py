@@ -13,13 +13,13 @@ from __future__ import annotations
 
 
 def run_analyses(run_dir):
-    from .forgetting import run_analyses as _run
+    from lorafull.analysis.forgetting import run_analyses as _run
 
     return _run(run_dir)
 
 
 def extend_report(study_dir, rows, report_dir):
-    from .report_hook import extend_report as _extend
+    from lorafull.analysis.report_hook import extend_report as _extend
 
     return _extend(study_dir, rows, report_dir)
 

@@ -27,20 +27,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "spectrum":
-            from .spectrum import analyse_run
+            from lorafull.analysis.spectrum import analyse_run
 
             out = analyse_run(args.run_dir, device=args.device)
             summary = json.loads(out.read_text())["summary"]
             print(f"{out}: {summary['modules']} matrices, median rank90 {summary.get('median_rank90')} "
                   f"(random baseline {summary.get('median_baseline_rank90')})")
         elif args.command == "tasks":
-            from .forgetting import run_analyses
+            from lorafull.analysis.forgetting import run_analyses
 
             print(run_analyses(args.run_dir))
         else:
-            from ..config import load_study_settings, study_dir_of_run
-            from ..runs import RunPaths, write_json_atomic
-            from .instability import scan_metrics, summarise
+            from lorafull.config import load_study_settings, study_dir_of_run
+            from lorafull.runs import RunPaths, write_json_atomic
+            from lorafull.train.instability import scan_metrics, summarise
 
             factor = load_study_settings(study_dir_of_run(args.run_dir)).analysis.spike_factor
             if not RunPaths.of(args.run_dir).metrics.exists():
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             write_json_atomic(RunPaths.of(args.run_dir).analysis / "instability.json", result)
             print(json.dumps(result["summary"]))
     except Exception as e:  # one line for the job log; the traceback is noise for a bad input
-        from ..runs import error_line
+        from lorafull.runs import error_line
 
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 1

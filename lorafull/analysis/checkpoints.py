@@ -1,6 +1,6 @@
 """Intermediate checkpoints as models, for learning/forgetting along training.
 
-The trainer's checkpoints (RUN_DIR/checkpoints/step-N/, see lorafull.checkpoint) hold engine state,
+The trainer's checkpoints (RUN_DIR/checkpoints/step-N/, see lorafull.train.checkpoint) hold engine state,
 not a loadable model: engine/state.pt (the plain-torch engine: {"model": trainable tensors, ...}) or a
 DeepSpeed checkpoint under engine/ with tag "state" (rebuilt to fp32 by DeepSpeed's zero_to_fp32).
 The trainable tensors are loaded over the run's base (+ a fresh LoRA wrapper for LoRA runs, merged
@@ -15,8 +15,8 @@ from typing import Optional
 
 import torch
 
-from ..config import RunConfig
-from ..runs import RunPaths
+from lorafull.config import RunConfig
+from lorafull.runs import RunPaths
 
 _STEP = re.compile(r"^(?:step|checkpoint)[-_]?(\d+)$")
 
@@ -68,7 +68,7 @@ def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str)
     """The model as it was at checkpoint `ckpt` (LoRA merged), in `dtype`, in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    from ..model import apply_method, load_base, torch_dtype
+    from lorafull.models.load import apply_method, load_base, torch_dtype
 
     folder = _hf_folder(ckpt)
     if folder is not None:

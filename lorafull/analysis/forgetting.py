@@ -23,9 +23,9 @@ from typing import Optional
 
 import torch
 
-from ..config import AnalysisConfig, RunConfig, load_run_config, load_study_settings, study_dir_of_run, to_dict
-from ..runs import RunPaths, write_json_atomic
-from .weights import base_folder_of_run
+from lorafull.config import AnalysisConfig, RunConfig, load_run_config, load_study_settings, study_dir_of_run, to_dict
+from lorafull.runs import RunPaths, write_json_atomic
+from lorafull.analysis.weights import base_folder_of_run
 
 
 def learning_forgetting(run_scores: dict[str, Optional[float]], base_scores: dict[str, Optional[float]],
@@ -121,7 +121,7 @@ def _load_folder(folder: Path, dtype: str):
     """A plain HF model folder, or a peft adapter folder merged into its base."""
     from transformers import AutoModelForCausalLM
 
-    from ..model import torch_dtype
+    from lorafull.models.load import torch_dtype
 
     if (folder / "adapter_config.json").exists():
         from peft import PeftConfig, PeftModel
@@ -134,7 +134,7 @@ def _load_folder(folder: Path, dtype: str):
 
 def _evaluate_model(model, tokenizer, cfg: RunConfig, analysis: AnalysisConfig, items_dir: Optional[Path]) -> dict:
     """Every target and source task on `model` (freed afterwards)."""
-    from .tasks import evaluate_tasks
+    from lorafull.analysis.tasks import evaluate_tasks
 
     model.to(_device()).eval()
     try:
@@ -165,21 +165,21 @@ def run_analyses(run_dir: str | os.PathLike) -> Path:
     settings = load_study_settings(study_dir_of_run(run_dir))
     analysis = settings.analysis
     paths = RunPaths.of(run_dir)
-    from .instability import run_instability
+    from lorafull.train.instability import run_instability
 
     write_json_atomic(paths.analysis / "instability.json", run_instability(run_dir, analysis.spike_factor))
     specs = analysis.target_tasks + analysis.source_tasks
     if specs:
         write_json_atomic(paths.analysis / "tasks.json", evaluate_run_tasks(run_dir, analysis))
     if analysis.spectrum:
-        from .spectrum import analyse_run
+        from lorafull.analysis.spectrum import analyse_run
 
         analyse_run(run_dir)
     return paths.analysis
 
 
 def evaluate_run_tasks(run_dir: Path, analysis: AnalysisConfig) -> dict:
-    from ..model import load_tokenizer
+    from lorafull.models.load import load_tokenizer
 
     cfg = load_run_config(run_dir)
     paths = RunPaths.of(run_dir)
@@ -210,7 +210,7 @@ def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfi
     """Learning/forgetting at each intermediate checkpoint the trainer kept (train.keep_checkpoints);
     the one at the last step is the final model, already evaluated. An unreadable checkpoint is noted
     and skipped: the final model's analysis stands without it."""
-    from .checkpoints import list_checkpoints, load_checkpoint_model, total_steps_of
+    from lorafull.analysis.checkpoints import list_checkpoints, load_checkpoint_model, total_steps_of
 
     target = [s.name for s in analysis.target_tasks]
     source = [s.name for s in analysis.source_tasks]
@@ -239,9 +239,8 @@ def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from ..report_plots import save_figure
+    from lorafull.figures import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.0, 4.5))
     marks = {"full": ("o", "tab:blue"), "lora": ("^", "tab:orange")}

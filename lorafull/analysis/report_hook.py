@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..config import ConfigError, load_run_config, load_study_settings
-from ..runs import RunPaths, write_json_atomic
-from .forgetting import plot_learning_forgetting
-from .instability import run_instability
-from .sensitivity import sensitivity
-from .spectrum import plot_spectrum
+from lorafull.config import ConfigError, load_run_config, load_study_settings
+from lorafull.runs import RunPaths, write_json_atomic
+from lorafull.analysis.forgetting import plot_learning_forgetting
+from lorafull.train.instability import run_instability
+from lorafull.analysis.sensitivity import sensitivity
+from lorafull.analysis.spectrum import plot_spectrum
 
 
 def _read_json(path: Path) -> Optional[dict]:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import RunConfig
+from lorafull.config import RunConfig
 
 
 def method_label(cfg: RunConfig) -> str:
@@ -74,9 +74,8 @@ def _plot(series: dict[str, list[tuple[float, float]]], xlabel: str, xscale: dic
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from ..report_plots import save_figure
+    from lorafull.figures import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for name, pts in sorted(series.items()):

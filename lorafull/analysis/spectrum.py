@@ -21,9 +21,9 @@ from typing import Optional
 
 import torch
 
-from ..config import load_run_config
-from ..runs import RunPaths, write_json_atomic
-from .weights import base_folder_of_run, full_deltas, layer_of, lora_factors, module_type
+from lorafull.config import load_run_config
+from lorafull.runs import RunPaths, write_json_atomic
+from lorafull.analysis.weights import base_folder_of_run, full_deltas, layer_of, lora_factors, module_type
 
 VARIANCE_FRACTION = 0.9
 

@@ -8,7 +8,7 @@
 - generation tasks: eval-set lines {"id"?, "question", "class", "std_answer"}; the question goes
   through the run's prompt template (lorafull.data.encode_prompt: format_prompt's text with the
   special prefix training used), the answer is generated greedily (lorafull.generate's HF batch
-  generation) and scored offline by lorafull.scorers.score(scorer, response, std_answer).
+  generation) and scored offline by lorafull.judge.scorers.score(scorer, response, std_answer).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Optional
 
 import torch
 
-from ..config import TaskSpec
-from ..runs import iter_json_lines
+from lorafull.config import TaskSpec
+from lorafull.runs import iter_json_lines
 
 KINDS = ("choice", "generation")
 
@@ -144,9 +144,9 @@ def score_generation(model, tokenizer, items: list[dict], scorer: str, template:
     """Greedy answers to the questions, laid out as in training, scored offline."""
     from tqdm import tqdm
 
-    from ..data import encode_prompt
-    from ..generate import generate_batch  # the eval stage's HF generation: same padding, EOS cut, decoding
-    from ..scorers import score
+    from lorafull.data.dataset import encode_prompt
+    from lorafull.generate.stage import generate_batch  # the eval stage's HF generation: same padding, EOS cut, decoding
+    from lorafull.judge.scorers import score
 
     # prompt ids exactly as training saw them (BOS included where the tokenizer adds one)
     encoded = [encode_prompt(it["question"], tokenizer, template) for it in items]

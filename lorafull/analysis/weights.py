@@ -146,7 +146,7 @@ def lora_factors(adapter_dir: str | os.PathLike) -> Iterator[tuple[str, torch.Te
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     if cfg.get("use_dora"):
         raise ValueError(f"{adapter_dir}/adapter_config.json: use_dora: DoRA's weight change is not B @ A; "
-                         f"merge the run (python -m lorafull.merge) and analyse merged/ as a full model")
+                         f"merge the run (python -m lorafull.models.merge) and analyse merged/ as a full model")
     folder = WeightFolder(adapter_dir)
     pairs: dict[str, dict[str, str]] = {}
     for name in folder.names():
@@ -173,7 +173,7 @@ def base_folder_of_run(run_dir: str | os.PathLike, name_or_path: str) -> Path:
                                     f"trainer saves to RUN_DIR/base/ to measure its weight change")
         return base
     if name_or_path.startswith("run:"):
-        from ..model import resolve_run_reference
+        from lorafull.models.load import resolve_run_reference
 
         return Path(resolve_run_reference(name_or_path, run_dir))
     if Path(name_or_path).is_dir():

@@ -6,7 +6,7 @@
 writes, under STUDY_DIR/data/:
 
     corpus.jsonl          pre-training documents {"text"} about a made-up world (world.py)
-    tokenizer/            byte-level BPE trained on the corpus (lorafull.tiny.build_tokenizer)
+    tokenizer/            byte-level BPE trained on the corpus (lorafull.models.tiny.build_tokenizer)
     instructions.jsonl    instruction data, five classes with checkable answers, ~1/3 Chinese (tasks.py);
                           runs take num_samples subsets of it (the study's data scales)
     math.jsonl            math word problems only: the incremental stage (BELLE's school_math)
@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import tasks, world
+from lorafull.demo import tasks, world
 
 VERSION = 2  # bump when the generators change, so existing demo data is remade
 SEED = 20230401
@@ -72,7 +72,7 @@ def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None 
     for rel, records in files.items():
         _write_jsonl(data_dir / rel, records)
 
-    from ..tiny import build_tokenizer
+    from lorafull.models.tiny import build_tokenizer
 
     # the base model's tokenizer comes from its pre-training text only, as a real one does: instruction
     # data is cut into pieces the base model has seen

@@ -1,0 +1,117 @@
+"""Typed settings of a study and of each run, loaded from the study YAML.
+
+    python -m lorafull.config configs/demo.yaml [dotted.key=value ...]   # print the resolved runs
+
+A study file has the sections `study`, `base`, `grid`, `runs`, `slurm`, `plan`, `analysis`
+(see README "Study file reference"). Every run starts from `base`; `grid` is a cross product over
+dotted keys of `base`; `runs` are explicit named points. Unknown keys and wrong types are errors that
+name the file, the line and the key, so a typo never silently trains the default.
+
+A run's signature is a short hash of the settings that change its result. Paths to outputs, logging,
+checkpoint cadence and resources (ZeRO stage, offload, micro batch, processes, Slurm) are left out:
+the same run on other hardware is the same run, and its folder (and checkpoints) are reused.
+
+Import from the package (`from lorafull.config import RunConfig, load_study, ...`). This module holds
+the entry points on files (RUN_DIR/config.yaml, STUDY_DIR/study.yaml) and the command; the parts
+import only downwards:
+    typed    ConfigError, YAML -> dataclass with file:line: key errors
+    schema   the dataclasses: every key a study file may set, with its default and comment
+    study    overrides, grid expansion, run names, signatures, load_study
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from lorafull.config.schema import (AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection,
+                                    StudySettings)
+from lorafull.config.study import load_study, study_signatures
+from lorafull.config.typed import ConfigError, _build, _line_map, _Where, to_dict
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's resolved config.yaml
+# ---------------------------------------------------------------------------------------------
+def save_run_config(run: RunConfig, run_dir: Path, signature_value: str) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "config.yaml"
+    body = {"signature": signature_value, **to_dict(run)}
+    tmp = out.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, out)
+    return out
+
+
+def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The resolved settings a stage runs with (RUN_DIR/config.yaml)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file (is {run_dir} a run folder? launch.grid writes it)")
+    text = path.read_text()
+    d = yaml.safe_load(text) or {}
+    d.pop("signature", None)
+    return _build(RunConfig, d, _Where(str(path), _line_map(text)), "")
+
+
+def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return None
+    return (yaml.safe_load(path.read_text()) or {}).get("signature")
+
+
+# ---------------------------------------------------------------------------------------------
+# Study-level settings beside the runs (STUDY_DIR/study.yaml), for stages that run on one folder
+# ---------------------------------------------------------------------------------------------
+_STUDY_SETTINGS = {"study": StudySection, "slurm": SlurmConfig, "plan": PlanConfig, "analysis": AnalysisConfig}
+
+
+def save_study_settings(study: Study) -> Path:
+    """Write the resolved study-level sections to STUDY_DIR/study.yaml (launch.grid does this)."""
+    out = study.output_dir / "study.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS}}
+    tmp = out.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, out)
+    return out
+
+
+def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
+    """The study-level sections saved by save_study_settings; defaults when the file is absent
+    (a run folder made by hand still runs every stage)."""
+    path = Path(study_dir) / "study.yaml"
+    raw = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    where = _Where(str(path), _line_map(path.read_text()) if path.exists() else {})
+    parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
+    return StudySettings(**parts)
+
+
+def study_dir_of_run(run_dir: str | os.PathLike) -> Path:
+    """RUN_DIR = STUDY_DIR/runs/<run>."""
+    return Path(run_dir).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__.strip().splitlines()[0])
+        return 2
+    try:
+        study = load_study(argv[0], argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sigs = study_signatures(study)
+    for run in study.runs:
+        print(f"# {run.name}  signature={sigs[run.name]}")
+        print(yaml.safe_dump(to_dict(run), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The tokenized-data cache: a whole training file tokenized once, memory-mapped by every run and rank.
+
+    CACHE_DIR/<file stem>-<key>/   meta.json          settings, counts, build id
+                                   input_ids.int32    all tokens of all samples, back to back
+                                   label_mask.uint8   1 = trained token, 0 = masked (label -100)
+                                   offsets.int64      sample i = [offsets[i], offsets[i+1])
+                                   label_counts.int32 trained tokens per sample
+                                   truncated.uint8    1 = the sample was cut at max_length
+
+<key> hashes the data file's content, the tokenizer (its vocab/merges, special tokens, chat
+template), template, max_length, format and packing (packing keeps long samples whole; they are
+cut into blocks later, so it tokenizes differently). Every num_samples subset indexes into the same
+cache. The first process to arrive takes a file lock, builds into a temporary folder and renames it
+into place; the others wait on the lock and then map the finished folder, so eight ranks and thirty
+runs over one file tokenize it once.
+
+Speed comes from tokenizing ~10k segments per call to the Rust tokenizer (encode_batch runs on all
+cores) and assembling masks with numpy; the file is streamed and written chunk by chunk, so memory
+stays flat whatever the file size.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from lorafull.data.read import DataError, iter_records, to_sample
+from lorafull.data.template import EOS, prefix_for, segments, special_prefix_ids
+
+CACHE_VERSION = 1
+BATCH_SAMPLES = 8192
+ARRAYS = {"input_ids": np.int32, "label_mask": np.uint8, "offsets": np.int64, "label_counts": np.int32,
+          "truncated": np.uint8}
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity of the inputs
+# ---------------------------------------------------------------------------------------------
+def file_sha256(path: Path, memo_dir: Path) -> str:
+    """Content hash of a data file; memoised by (path, size, mtime, inode) so later runs skip re-reading."""
+    st = path.stat()
+    stamp = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
+    memo = memo_dir / "file-hashes" / stamp
+    if memo.exists():
+        return memo.read_text().strip()
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{stamp}.{os.getpid()}.tmp")
+    tmp.write_text(digest)
+    os.replace(tmp, memo)
+    return digest
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of everything about a tokenizer that changes the ids: vocab, merges, normaliser,
+    special tokens, the ids it adds in front, the chat template."""
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if getattr(tokenizer, "is_fast", False) and backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    extra = {"special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+             "eos_id": tokenizer.eos_token_id, "prefix": special_prefix_ids(tokenizer),
+             "chat_template": getattr(tokenizer, "chat_template", None)}
+    h.update(json.dumps(extra, sort_keys=True, default=str, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def cache_key(file_hash: str, tokenizer_hash: str, template: str, max_length: int, fmt: str, packing: bool) -> dict:
+    return {"version": CACHE_VERSION, "file_sha256": file_hash, "tokenizer": tokenizer_hash, "template": template,
+            "max_length": max_length, "format": fmt, "packing": packing}
+
+
+def key_name(stem: str, key: dict) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:40]
+    return f"{safe}-{digest}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Build once under a lock, then map
+# ---------------------------------------------------------------------------------------------
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
+
+
+def _log(msg: str) -> None:
+    if _rank() == 0:
+        print(f"[lorafull.data] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    with open(lock_path, "a+") as f:
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _log(f"waiting for another process to finish tokenizing ({lock_path.name})")
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:  # e.g. a parallel file system mounted without lock support
+            raise DataError(f"data.cache_dir: {lock_path.parent} does not support file locks ({e.strerror}); "
+                            f"put the cache on a local or lock-capable file system") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_cache(path: Path, fmt: str, tokenizer, template: str, max_length: int, packing: bool,
+                 cache_dir: Path, key: dict) -> Path:
+    """The folder of this key's cache, tokenizing the file first if no process has yet."""
+    folder = cache_dir / key_name(path.stem, key)
+    if (folder / "meta.json").exists():
+        return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir / f"{folder.name}.lock"):
+        if (folder / "meta.json").exists():  # another process built it while we waited
+            return folder
+        for stale in cache_dir.glob(f"{folder.name}.tmp-*"):  # left by a killed builder (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = cache_dir / f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            meta = _tokenize_file(path, fmt, tokenizer, template, max_length, packing, tmp)
+            meta["key"] = key
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+            os.rename(tmp, folder)  # atomic: readers see a complete folder or none
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return folder
+
+
+def open_cache(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, name -> read-only memmap) of a finished cache folder."""
+    meta = json.loads((folder / "meta.json").read_text())
+    arrays = {}
+    for name, dtype in ARRAYS.items():
+        file = folder / f"{name}.{np.dtype(dtype).name}"
+        # np.memmap refuses empty files; an empty array never happens for the per-sample files
+        arrays[name] = np.memmap(file, dtype=dtype, mode="r") if file.stat().st_size else np.zeros(0, dtype)
+    return meta, arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizing a file
+# ---------------------------------------------------------------------------------------------
+def _batches(path: Path, fmt: str, counts: dict) -> Iterable[tuple[list, list[int], int]]:
+    """Stream (samples, their line numbers, bytes read) in batches; count skipped empty answers."""
+    samples, lines, done = [], [], 0
+    for lineno, rec, done in iter_records(path):
+        sample = to_sample(rec, fmt, f"{path}:{lineno}")
+        if sample is None:
+            counts["skipped_empty"] += 1
+            continue
+        samples.append(sample)
+        lines.append(lineno)
+        if len(samples) == BATCH_SAMPLES:
+            yield samples, lines, done
+            samples, lines = [], []
+    if samples:
+        yield samples, lines, done
+
+
+def _encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if getattr(tokenizer, "is_fast", False) and backend is not None:
+        encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def tokenize_batch(samples: list, lines: list[int], path: Path, tokenizer, template: str,
+                   max_length: Optional[int], prefix_ids: list[int]) -> dict[str, np.ndarray]:
+    """Token ids, label mask and per-sample arrays for one batch. max_length=None: no truncation."""
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise DataError("model.tokenizer: the tokenizer has no EOS token; answers must end with one")
+    segs = [segments(s, tokenizer, template, f"{path}:{line}") for s, line in zip(samples, lines)]
+    texts = [text for sample in segs for text, _ in sample if text is not EOS]
+    encoded = iter(_encode_texts(tokenizer, texts))
+    eos = [eos_id]
+    pieces: list[list[int]] = []  # one list of ids per segment (and per special prefix), in order
+    flags: list[bool] = []
+    first_piece = np.empty(len(segs), np.int64)
+    for i, sample in enumerate(segs):
+        first_piece[i] = len(pieces)
+        pieces.append(prefix_for(sample[0][0], tokenizer, prefix_ids))
+        flags.append(False)
+        for text, trained in sample:
+            pieces.append(eos if text is EOS else next(encoded))
+            flags.append(trained)
+    piece_lens = np.fromiter(map(len, pieces), np.int64, count=len(pieces))
+    ids = np.fromiter(itertools.chain.from_iterable(pieces), np.int32, count=int(piece_lens.sum()))
+    mask = np.repeat(np.array(flags, np.uint8), piece_lens)
+    sample_lens = np.add.reduceat(piece_lens, first_piece) if len(pieces) else np.zeros(0, np.int64)
+
+    truncated = np.zeros(len(segs), np.uint8)
+    if max_length is not None and len(ids):
+        starts = np.cumsum(sample_lens) - sample_lens
+        pos_in_sample = np.arange(len(ids)) - np.repeat(starts, sample_lens)
+        keep_token = pos_in_sample < max_length
+        truncated = (sample_lens > max_length).astype(np.uint8)
+        ids, mask = ids[keep_token], mask[keep_token]
+        sample_lens = np.minimum(sample_lens, max_length)
+    starts = np.cumsum(sample_lens) - sample_lens
+    label_counts = np.add.reduceat(mask.astype(np.int64), starts) if len(ids) else np.zeros(len(segs), np.int64)
+    label_counts[sample_lens == 0] = 0  # reduceat quirk on empty slices (never empty in practice)
+    # a prompt that fills max_length leaves nothing to learn: drop the sample (counted)
+    keep = label_counts > 0
+    if not keep.all():
+        token_keep = np.repeat(keep, sample_lens)
+        ids, mask = ids[token_keep], mask[token_keep]
+        sample_lens, label_counts, truncated = sample_lens[keep], label_counts[keep], truncated[keep]
+    return {"input_ids": ids, "label_mask": mask, "lengths": sample_lens, "label_counts": label_counts.astype(np.int32),
+            "truncated": truncated, "dropped": int((~keep).sum())}
+
+
+def _tokenize_file(path: Path, fmt: str, tokenizer, template: str, max_length: int, packing: bool,
+                   out: Path) -> dict:
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    counts = {"skipped_empty": 0, "skipped_too_long": 0}
+    prefix_ids = special_prefix_ids(tokenizer)
+    files = {name: open(out / f"{name}.{np.dtype(dtype).name}", "wb") for name, dtype in ARRAYS.items()}
+    n_samples = n_tokens = n_labels = n_truncated = 0
+    files["offsets"].write(np.zeros(1, np.int64).tobytes())
+    show = _rank() == 0 or sys.stderr.isatty()
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"tokenizing {path.name}",
+               disable=not show, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    try:
+        for samples, lines, done_bytes in _batches(path, fmt, counts):
+            # packing keeps samples whole: they are cut into max_length blocks after concatenation
+            part = tokenize_batch(samples, lines, path, tokenizer, template, None if packing else max_length,
+                                  prefix_ids)
+            files["input_ids"].write(part["input_ids"].astype(np.int32, copy=False).tobytes())
+            files["label_mask"].write(part["label_mask"].tobytes())
+            files["offsets"].write((n_tokens + np.cumsum(part["lengths"])).astype(np.int64).tobytes())
+            files["label_counts"].write(part["label_counts"].tobytes())
+            files["truncated"].write(part["truncated"].tobytes())
+            n_samples += len(part["lengths"])
+            n_tokens += int(part["lengths"].sum())
+            n_labels += int(part["label_counts"].sum())
+            n_truncated += int(part["truncated"].sum())
+            counts["skipped_too_long"] += part["dropped"]
+            bar.update(done_bytes - bar.n)
+    finally:
+        bar.close()
+        for f in files.values():
+            f.close()
+    if n_samples == 0:
+        raise DataError(f"{path}: no usable samples ({counts['skipped_empty']} with empty answers, "
+                        f"{counts['skipped_too_long']} whose prompt fills data.max_length)")
+    seconds = time.perf_counter() - t0
+    _log(f"tokenized {n_samples} samples ({n_tokens} tokens) of {path.name} in {seconds:.1f} s")
+    return {"samples": n_samples, "tokens": n_tokens, "label_tokens": n_labels, "truncated": n_truncated,
+            **counts, "format": fmt, "source": str(path), "build_seconds": round(seconds, 3),
+            "build_id": uuid.uuid4().hex, "built_by": f"{socket.gethostname()}:{os.getpid()}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -1,0 +1,218 @@
+"""Reading training files: records streamed from .json / .jsonl, their format, and normalised samples.
+
+Accepted files (one record per line, or one JSON array; BELLE ships "*.json" files that are really
+JSON lines, so the first non-blank character decides, not the extension):
+
+    alpaca         {"instruction": str, "input": str (optional), "output": str}
+    conversations  {"id": ..., "conversations": [{"from": "human"|"assistant", "value": str}, ...]}
+                   (BELLE multi-turn; "user"/"gpt" and a leading "system" message are accepted too)
+    text           {"text": str}   plain text for pre-training: every token is trained
+
+A record becomes a `Sample`: an optional system text plus turns (question, answer); a text record is
+one turn with no question. Bad input stops with a DataError naming file:line (and the field); an
+empty answer is not an error -- the sample is skipped and counted by the caller.
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from lorafull.runs import iter_json_lines
+
+FORMATS = ("alpaca", "conversations", "text")
+_HUMAN_ROLES = {"human": "human", "user": "human", "assistant": "assistant", "gpt": "assistant",
+                "system": "system"}
+_CHUNK_BYTES = 1 << 20
+
+
+class DataError(ValueError):
+    """Bad training data or data settings; the message names the file:line (and field) or the key."""
+
+
+@dataclass
+class Sample:
+    turns: list[tuple[Optional[str], str]]  # (question or None for plain text, answer)
+    system: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming records with their line numbers
+# ---------------------------------------------------------------------------------------------
+def _first_char(path: Path) -> str:
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(4096)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")  # a UTF-8 BOM counts as blank
+            if stripped:
+                return chr(stripped[0])
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict, int]]:
+    """Yield (line number, record, bytes read from the file so far) for every record of a file."""
+    path = Path(path)
+    first = _first_char(path)
+    if first == "[":
+        yield from _iter_json_array(path)
+    elif first in ("{", ""):
+        yield from _iter_jsonl(path)
+    else:
+        raise DataError(f"{path}:1: expected JSON lines (one object per line) or a JSON array, "
+                        f"found {first!r}")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict, int]]:
+    for lineno, rec, done_bytes in iter_json_lines(path, DataError):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        yield lineno, rec, done_bytes
+
+
+def _iter_json_array(path: Path) -> Iterator[tuple[int, dict, int]]:
+    """Stream the objects of one top-level JSON array without loading the file (RSS stays flat)."""
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8-sig")()
+    with open(path, "rb") as f:
+        buf, pos, line, eof, read_bytes = "", 0, 1, False, 0
+
+        def refill() -> bool:  # append the next chunk; False at end of file
+            nonlocal buf, pos, eof, read_bytes
+            if eof:
+                return False
+            data = f.read(_CHUNK_BYTES)
+            read_bytes += len(data)
+            try:
+                text = utf8.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason})") from None
+            buf, pos = buf[pos:] + text, 0
+            eof = not data
+            return True
+
+        def skip_blank() -> str:  # advance over whitespace, return the next char ("" at EOF)
+            nonlocal pos, line
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    line += buf[pos] == "\n"
+                    pos += 1
+                if pos < len(buf) or not refill():
+                    return buf[pos] if pos < len(buf) else ""
+
+        skip_blank()
+        pos += 1  # the "[" (checked by the caller)
+        first = True
+        while True:
+            c = skip_blank()
+            if c == "]":
+                return
+            if c == "":
+                raise DataError(f"{path}:{line}: the JSON array is not closed (file truncated?)")
+            if not first:
+                if c != ",":
+                    raise DataError(f"{path}:{line}: malformed JSON array (expected ',' or ']', found {c!r})")
+                pos += 1
+                skip_blank()
+            first = False
+            while True:
+                try:
+                    rec, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as e:
+                    if not refill():  # the object may continue in the next chunk; only at EOF is it bad
+                        bad_line = line + buf.count("\n", pos, e.pos)
+                        raise DataError(f"{path}:{bad_line}: malformed JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{line}: expected a JSON object, got {type(rec).__name__}")
+            yield line, rec, read_bytes
+            line += buf.count("\n", pos, end)
+            pos = end
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats
+# ---------------------------------------------------------------------------------------------
+def detect_format(record: dict, where: str) -> str:
+    """The format of a file, from its first record."""
+    if "conversations" in record:
+        return "conversations"
+    if "instruction" in record or "output" in record:
+        return "alpaca"
+    if "text" in record:
+        return "text"
+    keys = ", ".join(sorted(map(str, record))) or "none"
+    raise DataError(f"{where}: cannot tell the data format from the first record (keys: {keys}); expected "
+                    f"instruction/input/output (alpaca), conversations (BELLE) or text; or set data.format")
+
+
+def first_record(path: str | os.PathLike) -> tuple[int, dict]:
+    for lineno, rec, _ in iter_records(path):
+        return lineno, rec
+    raise DataError(f"{path}: the file holds no records")
+
+
+def _text_field(rec: dict, field: str, where: str, required: bool = True) -> str:
+    if field not in rec or rec[field] is None:
+        if required:
+            raise DataError(f"{where}: missing field {field!r}")
+        return ""
+    value = rec[field]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # some alpaca files store numeric answers as numbers
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def alpaca_question(instruction: str, input_text: str) -> str:
+    """The question of an alpaca record: the instruction, then the input on its own line when given."""
+    return f"{instruction}\n{input_text}" if input_text.strip() else instruction
+
+
+def to_sample(rec: dict, fmt: str, where: str) -> Optional[Sample]:
+    """A normalised sample, or None when an answer is empty (the caller counts it as skipped)."""
+    if fmt == "alpaca":
+        question = alpaca_question(_text_field(rec, "instruction", where), _text_field(rec, "input", where, False))
+        answer = _text_field(rec, "output", where)
+        return Sample([(question, answer)]) if answer.strip() else None
+    if fmt == "text":
+        text = _text_field(rec, "text", where)
+        return Sample([(None, text)]) if text.strip() else None
+    if fmt == "conversations":
+        return _conversation(rec, where)
+    raise DataError(f"data.format: unknown format {fmt!r} (expected {', '.join(FORMATS)} or auto)")
+
+
+def _conversation(rec: dict, where: str) -> Optional[Sample]:
+    messages = rec.get("conversations")
+    if messages is None:
+        raise DataError(f"{where}: missing field 'conversations'")
+    if not isinstance(messages, list):
+        raise DataError(f"{where}: field 'conversations' must be a list, got {type(messages).__name__}")
+    system, turns, pending = None, [], []  # pending: human texts since the last assistant turn
+    for i, msg in enumerate(messages):
+        field = f"conversations[{i}]"
+        if not isinstance(msg, dict):
+            raise DataError(f"{where}: field {field!r} must be an object with 'from' and 'value'")
+        role_raw = _text_field(msg, "from", f"{where}: {field}")
+        role = _HUMAN_ROLES.get(role_raw.lower())
+        if role is None:
+            raise DataError(f"{where}: field '{field}.from' is {role_raw!r}; expected human or assistant")
+        value = _text_field(msg, "value", f"{where}: {field}")
+        if role == "system":
+            if turns or pending:
+                raise DataError(f"{where}: field '{field}.from': a system message must come first")
+            system = value
+        elif role == "human":
+            pending.append(value)
+        else:
+            if not value.strip():
+                return None  # an empty answer: skip the whole conversation (counted as skipped_empty)
+            turns.append(("\n".join(pending) if pending else None, value))
+            pending = []
+    # trailing human messages have no answer to train on; a conversation without answers is empty
+    return Sample(turns, system) if turns else None

@@ -1,0 +1,248 @@
+"""Answer the eval set with a run's final model: RUN_DIR/responses.jsonl, one flushed line per item.
+
+    python -m lorafull.generate RUN_DIR
+
+Eval set (eval.eval_set, .json or .jsonl, one object per line): BELLE's fields "question", "class",
+"std_answer"; "id" is optional (default: the line's index). eval.num_items keeps the first N.
+Each line of responses.jsonl: {"id", "class", "question", "std_answer", "response", "tokens" (new
+tokens, EOS included), "seconds" (the batch's wall time shared among its items)}.
+
+The prompt is the run's template applied exactly as in training (lorafull.data.encode_prompt).
+Decoding: eval.temperature <= 0.01 is greedy -- the BELLE paper's 0.001 samples from a distribution so
+peaked that it is greedy decoding in all but name, and greedy is reproducible; above that, sampling
+(seeded by train.seed). Resumable: ids already in responses.jsonl are skipped, so a killed or
+preempted job continues where it stopped.
+
+Backends: vLLM when installed and a GPU is present (eval.backend: auto | vllm), LoRA served through
+vLLM's LoRARequest; otherwise Hugging Face generate in length-sorted, left-padded batches
+(eval.batch_size), a LoRA adapter merged into the weights first (eval.merge_lora).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from lorafull.config import RunConfig, load_run_config
+from lorafull.runs import (JsonlWriter, RunPaths, iter_json_lines, read_jsonl, repair_jsonl_tail, run_stage_cli,
+                   write_status)
+
+GREEDY_BELOW = 0.01  # temperatures at or below this decode greedily
+REQUIRED_FIELDS = ("question", "class")
+
+
+class EvalSetError(ValueError):
+    """A bad eval-set file; the message names file:line and the field."""
+
+
+def read_eval_set(path: str | Path, num_items: Optional[int] = None) -> list[dict]:
+    """Items {"id", "question", "class", "std_answer"} of a .json/.jsonl eval set (one object per
+    line; a .json holding one JSON array also works)."""
+    path = Path(path)
+    if not path.exists():
+        raise EvalSetError(f"{path}: eval set not found (eval.eval_set)")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            objects = [(i + 1, obj) for i, obj in enumerate(json.loads(text))]
+        except json.JSONDecodeError as e:
+            raise EvalSetError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+    else:
+        objects = [(lineno, obj) for lineno, obj, _ in iter_json_lines(path, EvalSetError)]
+    items, seen = [], set()
+    for lineno, obj in objects:
+        if not isinstance(obj, dict):
+            raise EvalSetError(f"{path}:{lineno}: expected a JSON object with question, class, std_answer")
+        for key in REQUIRED_FIELDS:
+            if not isinstance(obj.get(key), str):
+                raise EvalSetError(f"{path}:{lineno}: {key}: missing or not a string")
+        item_id = obj.get("id", lineno - 1)  # the line's index when the set has no ids
+        if str(item_id) in seen:
+            raise EvalSetError(f"{path}:{lineno}: id: {item_id!r} appears twice")
+        seen.add(str(item_id))
+        std = obj.get("std_answer") or ""
+        items.append({"id": item_id, "class": obj["class"], "question": obj["question"], "std_answer": str(std)})
+        if num_items is not None and len(items) >= num_items:
+            break
+    return items
+
+
+def run_eval_items(run_dir: Path, cfg: RunConfig) -> list[dict]:
+    """The items a run is evaluated on: eval.eval_set, its first eval.num_items."""
+    if not cfg.eval.eval_set:
+        raise EvalSetError(f"{run_dir / 'config.yaml'}: eval.eval_set: not set")
+    return read_eval_set(cfg.eval.eval_set, cfg.eval.num_items)
+
+
+def pending_items(run_dir: Path, items: list[dict]) -> list[dict]:
+    """Items without a line in responses.jsonl yet (a torn last line is removed first)."""
+    path = RunPaths.of(run_dir).responses
+    repair_jsonl_tail(path)
+    done = {str(r["id"]) for r in read_jsonl(path)}
+    return [it for it in items if str(it["id"]) not in done]
+
+
+def choose_backend(requested: str) -> str:
+    if requested in ("hf", "vllm"):
+        return requested
+    import torch
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "hf"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face backend
+# ---------------------------------------------------------------------------------------------
+def left_pad(batch_ids: list[list[int]], pad_id: int):
+    """input_ids and attention_mask tensors, padded on the left so every prompt ends where
+    generation starts."""
+    import torch
+
+    width = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+    for row, ids in enumerate(batch_ids):
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        mask[row, width - len(ids):] = 1
+    return input_ids, mask
+
+
+def generate_batch(model, tokenizer, batch_ids: list[list[int]], max_new_tokens: int, temperature: float):
+    """Decoded answers and their token counts (up to and including EOS) for one batch of prompts."""
+    import torch
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids, mask = left_pad(batch_ids, pad_id)
+    device = next(model.parameters()).device
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0} if temperature > GREEDY_BELOW \
+        else {"do_sample": False}
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                             max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                             eos_token_id=tokenizer.eos_token_id, **sampling)
+    texts, counts = [], []
+    for row in out[:, input_ids.shape[1]:].tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[:row.index(tokenizer.eos_token_id) + 1]
+        counts.append(len(row))
+        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts, counts
+
+
+def load_for_generation(run_dir: Path, cfg: RunConfig):
+    """(model, tokenizer) on the GPU when there is one; fp32 on the CPU, where bf16 matmuls are slow."""
+    import torch
+
+    from lorafull.models.load import load_final
+
+    dtype = cfg.model.dtype if torch.cuda.is_available() else "fp32"
+    model, tokenizer = load_final(run_dir, dtype=dtype, merge=cfg.eval.merge_lora)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def run_hf(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[dict, str, int, float], None]) -> None:
+    import torch
+
+    from lorafull.data.dataset import encode_prompt
+
+    model, tokenizer = load_for_generation(run_dir, cfg)
+    torch.manual_seed(cfg.train.seed)
+    encoded = [(item, encode_prompt(item["question"], tokenizer, cfg.data.template)) for item in todo]
+    # longest first: similar lengths share a batch (little padding) and an out-of-memory shows at once
+    encoded.sort(key=lambda pair: -len(pair[1]))
+    size = max(1, cfg.eval.batch_size)
+    for start in range(0, len(encoded), size):
+        chunk = encoded[start:start + size]
+        t0 = time.perf_counter()
+        texts, counts = generate_batch(model, tokenizer, [ids for _, ids in chunk], cfg.eval.max_new_tokens,
+                                       cfg.eval.temperature)
+        per_item_s = (time.perf_counter() - t0) / len(chunk)
+        for (item, _), text, n in zip(chunk, texts, counts):
+            emit(item, text, n, per_item_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# vLLM backend (GPU machines only; not exercised by the CPU test suite)
+# ---------------------------------------------------------------------------------------------
+def run_vllm(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[dict, str, int, float], None],
+             chunk_items: int = 256) -> None:
+    from vllm import LLM, SamplingParams
+
+    from lorafull.data.dataset import encode_prompt
+    from lorafull.models.load import load_tokenizer
+
+    final = RunPaths.of(run_dir).final
+    tokenizer = load_tokenizer(str(final))
+    lora_request = None
+    adapter_cfg = final / "adapter_config.json"
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[cfg.model.dtype]
+    if adapter_cfg.exists():
+        from vllm.lora.request import LoRARequest
+
+        adapter = json.loads(adapter_cfg.read_text())
+        # vLLM preallocates LoRA buffers for one of a few fixed ranks: the smallest that fits
+        rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= int(adapter.get("r", 8)))
+        llm = LLM(model=adapter["base_model_name_or_path"], tokenizer=str(final), dtype=dtype, enable_lora=True,
+                  max_lora_rank=rank, seed=cfg.train.seed)
+        lora_request = LoRARequest("run", 1, str(final))
+    else:
+        llm = LLM(model=str(final), dtype=dtype, seed=cfg.train.seed)
+    greedy = cfg.eval.temperature <= GREEDY_BELOW
+    params = SamplingParams(temperature=0.0 if greedy else cfg.eval.temperature, max_tokens=cfg.eval.max_new_tokens,
+                            seed=cfg.train.seed)
+    for start in range(0, len(todo), chunk_items):  # chunks: results reach the file as they come
+        chunk = todo[start:start + chunk_items]
+        prompts = [{"prompt_token_ids": encode_prompt(it["question"], tokenizer, cfg.data.template)} for it in chunk]
+        t0 = time.perf_counter()
+        outputs = llm.generate(prompts, params, lora_request=lora_request, use_tqdm=False)
+        per_item_s = (time.perf_counter() - t0) / len(chunk)
+        for item, out in zip(chunk, outputs):
+            emit(item, out.outputs[0].text.strip(), len(out.outputs[0].token_ids), per_item_s)
+
+
+# ---------------------------------------------------------------------------------------------
+def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
+    """Generate every missing response of the run; returns {"items", "generated", "backend", ...}."""
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    items = run_eval_items(run_dir, cfg)
+    todo = pending_items(run_dir, items)
+    backend = choose_backend(cfg.eval.backend)
+    write_status(run_dir, "running", stage="generate")
+    stats = {"items": len(items), "generated": 0, "backend": backend, "new_tokens": 0, "seconds": 0.0}
+    if todo:
+        t0 = time.perf_counter()
+        with JsonlWriter(RunPaths.of(run_dir).responses) as writer, \
+                tqdm(total=len(todo), desc=f"generate {run_dir.name}", disable=not progress, unit="item") as bar:
+
+            def emit(item: dict, response: str, tokens: int, seconds: float) -> None:
+                writer.write({**item, "response": response, "tokens": tokens, "seconds": round(seconds, 4)})
+                stats["generated"] += 1
+                stats["new_tokens"] += tokens
+                bar.update()
+
+            (run_vllm if backend == "vllm" else run_hf)(run_dir, cfg, todo, emit)
+        stats["seconds"] = round(time.perf_counter() - t0, 3)
+        stats["tokens_per_s"] = round(stats["new_tokens"] / max(stats["seconds"], 1e-9), 2)
+    write_status(run_dir, "done", stage="generate", generate=stats)
+    return stats
+
+
+def describe(run_dir: Path, stats: dict) -> str:
+    return f"{run_dir.name}: {stats['generated']} new responses ({stats['items']} items, {stats['backend']})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage_cli("generate", __doc__, generate_run, describe, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Judge a run's responses: RUN_DIR/responses.jsonl -> RUN_DIR/scores.jsonl (+ judge_summary.json).
+
+    python -m lorafull.judge RUN_DIR
+
+eval.judge.kind = openai: a judge model through the openai client (any OpenAI-compatible endpoint,
+key from the environment variable eval.judge.api_key_env), one prompt per category
+(eval.judge.prompts, BELLE's format; default: the package's own). kind = reference: offline scorers
+(lorafull.judge.scorers) chosen per class by eval.judge.scorers.
+
+scores.jsonl gets one flushed line per item: {"id", "class", "score" (0..1 or null), "judge", "reply",
+"tokens", "cost", ...}. Resumable: items already scored are skipped; items whose requests kept
+failing (error_kind "transport") are dropped from the file and tried again. Replies are cached in
+eval.judge.cache (SQLite), so nothing already paid for is requested again.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import sys
+import threading
+from pathlib import Path
+
+from lorafull.config import JudgeConfig, load_run_config
+from lorafull.judge.cache import JudgeCache
+from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
+from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
+from lorafull.judge.summary import summarize
+from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, repair_jsonl_tail, run_stage_cli,
+                   write_json_atomic, write_status)
+
+SUMMARY_FILE = "judge_summary.json"
+
+
+class BackgroundJsonlWriter:
+    """JsonlWriter semantics (whole lines, flushed and fsynced) from a thread of its own: an fsync in
+    the event loop would stall every request in flight. Lines that queue up while one fsync runs are
+    written together and share the next (group commit), so the file keeps pace with the judge."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "a", encoding="utf-8")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._drain, name="scores-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, obj: dict) -> None:
+        self._queue.put(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+    def _drain(self) -> None:
+        while True:
+            lines = [self._queue.get()]
+            while True:
+                try:
+                    lines.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = lines[-1] is None
+            if self.error is None:
+                try:
+                    self._f.write("".join(line for line in lines if line is not None))
+                    self._f.flush()
+                    os.fsync(self._f.fileno())
+                except OSError as e:  # disk full...: reported by close(); the cache keeps the replies
+                    self.error = e
+            if done:
+                return
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._f.close()
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def default_cache_path(run_dir: Path) -> Path:
+    return Path(run_dir).resolve().parent.parent / "cache" / "judge.sqlite"
+
+
+def load_responses(run_dir: Path) -> list[dict]:
+    paths = RunPaths.of(run_dir)
+    if not paths.responses.exists():
+        raise FileNotFoundError(f"{paths.responses}: no responses (run python -m lorafull.generate {run_dir} first)")
+    rows = list(read_jsonl(paths.responses))
+    for lineno, row in enumerate(rows, 1):
+        for key in ("id", "class", "response"):
+            if key not in row:
+                raise ValueError(f"{paths.responses}:{lineno}: {key}: missing (expected the fields generation writes)")
+    return rows
+
+
+def resume_scores(scores_path: Path) -> set[str]:
+    """Ids already judged. Lines of items that failed on transport errors are removed (atomically)
+    so those items are judged again; a torn last line from a crash is dropped."""
+    repair_jsonl_tail(scores_path)
+    rows = list(read_jsonl(scores_path))
+    keep = [r for r in rows if r.get("error_kind") != "transport"]
+    if len(keep) != len(rows):
+        tmp = scores_path.with_name(f".{scores_path.name}.tmp")
+        with JsonlWriter(tmp, mode="w") as w:
+            for r in keep:
+                w.write(r)
+        tmp.replace(scores_path)
+    return {str(r["id"]) for r in keep}
+
+
+def check_judge_setup(cfg: JudgeConfig, classes: set[str]) -> None:
+    """What can fail before any request (or before generation, see evaluate): key, prompts, classes."""
+    if cfg.kind == "reference":
+        from lorafull.judge.scorers import SCORERS
+
+        for cls, name in cfg.scorers.items():
+            if name not in SCORERS:
+                raise JudgeSetupError(f"eval.judge.scorers.{cls}: unknown scorer {name!r} (known: {', '.join(SCORERS)})")
+        return
+    resolve_api_key(cfg)
+    check_classes(classes, load_prompts(cfg.prompts), cfg.prompts)
+
+
+def _row(item: dict, **fields) -> dict:
+    return {"id": item["id"], "class": item["class"], **fields}
+
+
+def judge_reference(todo: list[dict], cfg: JudgeConfig, writer, bar) -> None:
+    from lorafull.judge.scorers import score
+
+    scorers = {normalize_class(k): v for k, v in cfg.scorers.items()}
+    for item in todo:
+        name = scorers.get(normalize_class(item["class"]), "text")
+        value = score(name, item.get("response", ""), item.get("std_answer", ""))
+        writer.write(_row(item, score=value, judge=f"reference:{name}", reply=None, tokens=0, cost=0.0))
+        bar.update()
+
+
+async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, writer, bar) -> dict:
+    prompts = load_prompts(cfg.prompts)
+    judge = OpenAIJudge(cfg, cache)
+
+    async def one(item: dict) -> None:
+        cat = prompts[normalize_class(item["class"])]
+        messages = build_messages(cat, item.get("question", ""), item.get("response", ""), item.get("std_answer", ""))
+        try:
+            j = await judge.judge(messages)
+        except ItemFailed as e:
+            # recorded unscored; "transport" failures are retried by the next run (resume_scores)
+            writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
+                              error=str(e), error_kind=e.kind))
+        else:
+            row = _row(item, score=j.score, judge=cfg.model, reply=j.replies[-1],
+                       tokens=j.prompt_tokens + j.completion_tokens, cost=request_cost(cfg, j.prompt_tokens,
+                                                                                       j.completion_tokens),
+                       prompt_tokens=j.prompt_tokens, completion_tokens=j.completion_tokens,
+                       paid=j.paid_requests, cached=j.cached_replies)
+            if len(j.replies) > 1:
+                row["replies"] = j.replies
+            if cfg.n_samples > 1:
+                row["samples"] = j.samples
+            writer.write(row)
+        bar.update()
+
+    tasks = [asyncio.ensure_future(one(item)) for item in todo]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        await judge.close()
+    c = judge.counters
+    return {"requests": c.requests, "retries": c.retries, "paid_replies": c.paid, "cache_hits": c.cache_hits,
+            "paid_tokens": c.paid_prompt_tokens + c.paid_completion_tokens,
+            "paid_cost": request_cost(cfg, c.paid_prompt_tokens, c.paid_completion_tokens)}
+
+
+def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
+    """Judge every response not judged yet; returns the run's score summary."""
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir).eval.judge
+    paths = RunPaths.of(run_dir)
+    responses = load_responses(run_dir)
+    check_judge_setup(cfg, {r["class"] for r in responses})  # before any request
+    done = resume_scores(paths.scores)
+    todo = [r for r in responses if str(r["id"]) not in done]
+    write_status(run_dir, "running", stage="judge")
+    counters: dict = {}
+    with BackgroundJsonlWriter(paths.scores) as writer, tqdm(total=len(todo), desc=f"judge {run_dir.name}",
+                                                      disable=not progress, unit="item") as bar:
+        if cfg.kind == "reference":
+            judge_reference(todo, cfg, writer, bar)
+        elif todo:
+            cache = JudgeCache(cfg.cache or default_cache_path(run_dir))
+            try:
+                counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
+            finally:
+                cache.close()
+    summary = {**summarize(read_jsonl(paths.scores)), "judge": cfg.model if cfg.kind == "openai" else "reference",
+               "this_process": counters}
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    write_status(run_dir, "done", stage="judge", judge={k: summary[k] for k in ("average", "unscored", "cost", "tokens")})
+    return summary
+
+
+def describe(run_dir: Path, summary: dict) -> str:
+    avg = summary["average"]
+    return (f"{run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'} over {summary['scored']} scored "
+            f"items, {summary['unscored']} unscored, cost {summary['cost']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage_cli("judge", __doc__, judge_run, describe, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

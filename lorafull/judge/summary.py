@@ -1,0 +1,56 @@
+"""Scores of one run -> per-category means, the paper's "others" column and the macro average.
+
+The LoRA-vs-full paper (BELLE) reports one column per category, math and code pooled into "others",
+and an average over those columns (a macro average: every category weighs the same, whatever its
+number of items). An unscored item (score null) is left out of every mean and counted apart.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Optional
+
+from lorafull.judge.prompts import normalize_class
+
+OTHERS = ("math", "code")  # pooled into one "others" column, as in the paper
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(rows: Iterable[dict]) -> dict:
+    """{"categories": {class: mean}, "others": mean of math+code items, "average": macro average over
+    the paper's columns (others pooled), "items", "scored", "unscored", "tokens", "cost"}."""
+    by_class: dict[str, list[float]] = defaultdict(list)
+    classes: set[str] = set()
+    items = unscored = tokens = 0
+    cost, priced = 0.0, False
+    for row in rows:
+        items += 1
+        cls = normalize_class(row.get("class", ""))
+        classes.add(cls)
+        if row.get("score") is None:
+            unscored += 1
+        else:
+            by_class[cls].append(float(row["score"]))
+        tokens += int(row.get("tokens") or 0)
+        if row.get("cost") is not None:
+            cost += float(row["cost"])
+            priced = True
+    categories = {c: _mean(by_class.get(c, [])) for c in sorted(classes)}
+    pooled = [v for c in OTHERS for v in by_class.get(c, [])]
+    others = _mean(pooled)
+    columns = {c: m for c, m in categories.items() if c not in OTHERS}
+    if any(c in classes for c in OTHERS):
+        columns["others"] = others
+    scored_columns = [m for m in columns.values() if m is not None]
+    return {
+        "categories": categories,
+        "others": others,
+        "average": _mean(scored_columns),
+        "items": items,
+        "scored": items - unscored,
+        "unscored": unscored,
+        "tokens": tokens,
+        "cost": cost if priced else None,
+    }

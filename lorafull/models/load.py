@@ -1,0 +1,237 @@
+"""Models: load a base, apply the method (full | lora), count parameters, load a run's final model.
+
+    python -c "from lorafull.models.load import *; print(count_params_meta('llama-7b', MethodConfig()))"
+
+The run folder's final/ is the contract between training and every later stage:
+- full FT: final/ is a Hugging Face model folder (config.json, *.safetensors) plus the tokenizer;
+- LoRA:    final/ is a peft adapter folder (adapter_config.json, adapter_model.safetensors) plus the
+           tokenizer; adapter_config.json's base_model_name_or_path is the resolved base folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from lorafull.config import MethodConfig, ModelConfig, RunConfig, load_run_config
+from lorafull.runs import RunPaths
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return DTYPES[name]
+
+
+def resolve_run_reference(name_or_path: str, run_dir: Path) -> str:
+    """'run:<name>' -> that run's final model folder (a sibling of run_dir); LoRA parents are
+    merged into <parent>/merged first (chained runs train from a plain HF model)."""
+    if not name_or_path.startswith("run:"):
+        return name_or_path
+    parent_dir = Path(run_dir).parent / name_or_path[len("run:"):]
+    paths = RunPaths.of(parent_dir)
+    if (paths.final / "adapter_config.json").exists():
+        if not (paths.merged / "config.json").exists():
+            from lorafull.models.merge import merge_run  # local import: merge needs peft
+
+            merge_run(parent_dir)
+        return str(paths.merged)
+    if not (paths.final / "config.json").exists():
+        raise FileNotFoundError(f"{name_or_path}: {paths.final} holds no finished model (has the parent run finished?)")
+    return str(paths.final)
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    if tok.pad_token_id is None:  # LLaMA tokenizers ship without a pad token
+        tok.pad_token = tok.unk_token or tok.eos_token
+    return tok
+
+
+def load_final(run_dir: str | os.PathLike, dtype: Optional[str] = None, merge: bool = False):
+    """(model, tokenizer) of a finished run, in eval mode. LoRA runs come back as a PeftModel
+    (or merged into the base weights when merge=True)."""
+    from transformers import AutoModelForCausalLM
+
+    paths = RunPaths.of(run_dir)
+    cfg: RunConfig = load_run_config(run_dir)
+    td = torch_dtype(dtype or cfg.model.dtype)
+    if (paths.final / "adapter_config.json").exists():
+        from peft import PeftConfig, PeftModel
+
+        base_path = PeftConfig.from_pretrained(str(paths.final)).base_model_name_or_path
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=td)
+        model = PeftModel.from_pretrained(base, str(paths.final))
+        if merge:
+            model = model.merge_and_unload()
+    elif (paths.final / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(str(paths.final), dtype=td)
+    else:
+        raise FileNotFoundError(f"{paths.final}: no finished model (run python -m lorafull.train {run_dir} first)")
+    tokenizer = load_tokenizer(str(paths.final))
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# The base model of a run
+# ---------------------------------------------------------------------------------------------
+def base_folder(run_dir: str | os.PathLike) -> Path:
+    """Where a scratch: base is written once (RUN_DIR/base/), so an adapter has a real base folder."""
+    return Path(run_dir) / "base"
+
+
+def resolve_base_path(model_cfg: ModelConfig, run_dir: str | os.PathLike) -> str:
+    """The folder (or hub id) the base weights load from; no side effects (see prepare_base)."""
+    name = model_cfg.name_or_path
+    if name.startswith("scratch:"):
+        return str(base_folder(run_dir).resolve())
+    return resolve_run_reference(name, Path(run_dir))
+
+
+def prepare_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int = 0) -> str:
+    """Make the base loadable and return its path: a run: parent that is LoRA gets merged, a scratch:
+    architecture is initialised from `seed` and saved (fp32) into RUN_DIR/base/ once. Idempotent; under
+    several processes call it on one rank first (training does), then load_base everywhere."""
+    name = model_cfg.name_or_path
+    if not name.startswith("scratch:"):
+        return resolve_run_reference(name, Path(run_dir))
+    out = base_folder(run_dir)
+    if (out / "config.json").exists():
+        return str(out.resolve())
+    from lorafull.models.tiny import build_tiny_model
+
+    arch = name[len("scratch:"):]
+    vocab_size = None
+    if model_cfg.tokenizer:
+        # the tokenizer must fit the embedding; grow the vocabulary to it rather than fail on an id
+        from lorafull.models.tiny import arch_config
+
+        n_tokens = len(load_tokenizer(model_cfg.tokenizer))
+        vocab_size = max(arch_config(arch)["vocab_size"], n_tokens)
+    model = build_tiny_model(arch, vocab_size=vocab_size, seed=seed)
+    tmp = out.with_name(f".base.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if model_cfg.tokenizer:
+        load_tokenizer(model_cfg.tokenizer).save_pretrained(tmp)
+    if out.exists():  # a torn folder from a crash: replace it
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return str(out.resolve())
+
+
+def load_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int = 0, dtype: Optional[str] = None):
+    """The base model of a run: a local folder, a hub id, run:<name> (a parent run's final model) or
+    scratch:<arch> (random init with `seed`, saved to RUN_DIR/base/ the first time)."""
+    from transformers import AutoModelForCausalLM
+
+    path = prepare_base(model_cfg, run_dir, seed)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype or model_cfg.dtype))
+    model.config.use_cache = False  # training never reuses the KV cache
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The method: which parameters train
+# ---------------------------------------------------------------------------------------------
+# Keyword -> module names, for LLaMA-style decoders (LLaMA, Mistral, Qwen2, Gemma share these names).
+TARGET_KEYWORDS = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+}
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names (last path component) of the model's linear layers, e.g. q_proj, lm_head."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if isinstance(m, (torch.nn.Linear, Conv1D)) and name})
+
+
+def resolve_target_modules(model, target_modules) -> Union[str, list[str]]:
+    """Config value -> what peft gets. Keywords expand to module names; every named module must match a
+    linear layer of this model, otherwise the error lists the names that would."""
+    if isinstance(target_modules, str):
+        if target_modules == "all-linear":
+            return "all-linear"  # peft picks every linear layer except the output head
+        names = TARGET_KEYWORDS.get(target_modules, [target_modules])
+    else:
+        names = []
+        for t in target_modules:
+            names.extend(TARGET_KEYWORDS.get(t, [t]))
+    available = linear_module_names(model)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"method.target_modules: {', '.join(missing)} match no linear layer of this model; "
+                         f"its linear modules are: {', '.join(available)} "
+                         f"(or use attention | mlp | all-linear)")
+    return list(dict.fromkeys(names))
+
+
+def apply_method(model, method_cfg: MethodConfig, seed: int = 0):
+    """full: every parameter trains. lora: peft LoRA adapters on the target modules, the base frozen.
+    The RNG is seeded first so every process (and every rerun) starts from the same LoRA A."""
+    if method_cfg.kind == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if method_cfg.kind != "lora":
+        raise ValueError(f"method.kind: expected full or lora, got {method_cfg.kind!r}")
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=method_cfg.r, lora_alpha=method_cfg.alpha, lora_dropout=method_cfg.dropout,
+                        target_modules=resolve_target_modules(model, method_cfg.target_modules),
+                        bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(seed)
+    return get_peft_model(model, config)
+
+
+def _numel(p) -> int:
+    # under ZeRO-3 a partitioned parameter has numel() == 0; ds_numel is its full size
+    return int(getattr(p, "ds_numel", 0) or p.numel())
+
+
+def param_counts(model) -> dict:
+    """{"total", "trainable", "added"}: added = parameters the method introduced (LoRA A/B), 0 for full."""
+    total = trainable = added = 0
+    for name, p in model.named_parameters():
+        n = _numel(p)
+        total += n
+        trainable += n if p.requires_grad else 0
+        added += n if "lora_" in name else 0
+    return {"total": total, "trainable": trainable, "added": added}
+
+
+def _architecture_config(name_or_arch: str):
+    from transformers import AutoConfig
+
+    from lorafull.models.tiny import ARCH_DIR, arch_config
+
+    name = name_or_arch[len("scratch:"):] if name_or_arch.startswith("scratch:") else name_or_arch
+    path = Path(name)
+    if path.is_dir():
+        return AutoConfig.from_pretrained(str(path))
+    if path.suffix == ".json" or (ARCH_DIR / f"{name}.json").exists():
+        cfg = arch_config(name)
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    return AutoConfig.from_pretrained(name)  # a hub id: config.json only, from the cache or the hub
+
+
+def count_params_meta(name_or_arch: str, method_cfg: MethodConfig) -> dict:
+    """Parameter counts of a model + method without weights: the model is built on the meta device.
+    Accepts scratch:<arch>, an arch name (lorafull/models/archs), a folder or config.json path, a hub id."""
+    from transformers import AutoModelForCausalLM
+
+    config = _architecture_config(name_or_arch)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+        model = apply_method(model, method_cfg)
+    return param_counts(model)

@@ -1,0 +1,104 @@
+"""A study's report: every run folder -> STUDY_DIR/report/table.md, table.csv and PNG figures.
+
+    python -m lorafull.report STUDY_DIR
+
+One row per run: settings (method, model, data size), the average score (macro: mean over the
+paper's categories -- math and code pooled into "others" -- of the mean over scored items), every
+category, and the cost columns the paper puts beside the score: added parameters, training hours per
+epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s, peak memory, judge cost, and
+the number of unscored items. lorafull.analysis.extend_report may add columns and figures. Runs not
+trained, generated or judged yet appear with empty cells: the report can be built at any time.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
+from lorafull.report.rows import collect_rows, loss_curve
+from lorafull.runs import error_line
+
+def columns_of(rows: list[dict]) -> list[str]:
+    """Union of the rows' keys in first-seen order (every key becomes a column)."""
+    cols: list[str] = []
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    return cols
+
+
+def _cell(value) -> str:
+    """Markdown cell: scores to 4 decimals, counts with thousands separators, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value).replace("|", "\\|")
+
+
+def write_markdown(rows: list[dict], cols: list[str], path: Path) -> Path:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_csv(rows: list[dict], cols: list[str], path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(cols)
+        for r in rows:
+            writer.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    return path
+
+
+def _extend(study_dir: Path, rows: list[dict], report_dir: Path) -> None:
+    from lorafull.analysis import extend_report
+
+    try:
+        extend_report(study_dir, rows, report_dir)
+    except Exception as e:  # noqa: BLE001 -- the analysis columns must never cost the whole report
+        print(f"warning: analysis columns left out: {error_line(e)}", file=sys.stderr)
+
+
+def build_report(study_dir: str | Path) -> Path:
+    """Write the tables and figures; returns STUDY_DIR/report."""
+    study_dir = Path(study_dir)
+    if not (study_dir / "runs").is_dir():
+        raise FileNotFoundError(f"{study_dir}: no runs/ folder (is this a STUDY_DIR? launch.grid creates it)")
+    report_dir = study_dir / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    rows, categories = collect_rows(study_dir)
+    _extend(study_dir, rows, report_dir)
+    cols = columns_of(rows)
+    write_markdown(rows, cols, report_dir / "table.md")
+    write_csv(rows, cols, report_dir / "table.csv")
+    plot_scores(rows, report_dir / "score_per_run.png")
+    plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")
+    plot_categories(rows, [c for c in categories if c not in ("math", "code")], report_dir / "category_scores.png")
+    runs_dir = study_dir / "runs"
+    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in rows}, {r["run"]: r.get("method") for r in rows},
+                report_dir / "loss_curves.png")
+    return report_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lorafull.report", description=__doc__.splitlines()[0])
+    parser.add_argument("study_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        out = build_report(args.study_dir)
+    except Exception as e:  # noqa: BLE001 -- one line on stderr
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 1
+    print(f"report: {out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""One row per run folder: settings, scores (from scores.jsonl) and training cost (from metrics.jsonl).
+
+Everything is read from the files the stages wrote, so a report can be built at any time: a run that
+has not been judged yet simply has empty score cells.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from lorafull.config import ConfigError, load_run_config
+from lorafull.judge.summary import summarize
+from lorafull.runs import RunPaths, read_jsonl, read_status
+
+# the paper's column order for BELLE's categories; other categories follow alphabetically
+COST_COLUMNS = ("added_params", "trainable_params", "hours_per_epoch", "gpu_hours", "cpu_hours", "tokens_per_s",
+                "peak_mem_gb", "judge_cost_usd", "unscored", "judged_items")
+PAPER_ORDER = ("others", "rewrite", "classification", "generation", "summarization", "extract", "open qa",
+               "brainstorming", "closed qa", "math", "code", "translation")
+
+
+def _safe_rows(path: Path) -> list[dict]:
+    try:
+        return list(read_jsonl(path))
+    except ValueError as e:  # a malformed line in the middle: named in the message, row left empty
+        print(f"warning: {e}", file=sys.stderr)
+        return []
+
+
+def training_metrics(run_dir: Path) -> dict:
+    """Cost columns from metrics.jsonl: the summary line (the last one training wrote) and the steps."""
+    rows = _safe_rows(RunPaths.of(run_dir).metrics)
+    steps = [r for r in rows if "loss" in r and "step" in r and not r.get("summary") and "event" not in r]
+    summaries = [r for r in rows if r.get("summary")]
+    summary = summaries[-1] if summaries else {}
+    out: dict = {
+        "added_params": summary.get("added_params"),
+        "trainable_params": summary.get("trainable_params"),
+        "hours_per_epoch": summary.get("hours_per_epoch"),
+    }
+    wall, world = summary.get("wall_time_s"), summary.get("world_size") or 1
+    device = str(summary.get("device") or "")
+    if wall is not None:
+        # device-hours = wall time x processes (one process per GPU; on the CPU one per rank)
+        out["cpu_hours" if device in ("", "cpu") else "gpu_hours"] = wall * world / 3600.0
+    if summary.get("tokens_seen") and wall:
+        out["tokens_per_s"] = summary["tokens_seen"] / wall
+    elif steps:
+        rates = [r["tokens_per_s"] for r in steps if r.get("tokens_per_s") is not None]
+        out["tokens_per_s"] = sum(rates) / len(rates) if rates else None
+    peaks = [r["peak_mem_gb"] for r in steps + [summary] if r.get("peak_mem_gb") is not None]
+    out["peak_mem_gb"] = max(peaks) if peaks else None
+    return out
+
+
+def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
+    rows = _safe_rows(RunPaths.of(run_dir).metrics)
+    return [(int(r["step"]), float(r["loss"])) for r in rows
+            if r.get("loss") is not None and r.get("step") is not None and not r.get("summary") and "event" not in r]
+
+
+def _method(cfg) -> Optional[str]:
+    if cfg is None:
+        return None
+    if cfg.method.kind == "lora":
+        return f"lora r={cfg.method.r}"
+    return cfg.method.kind
+
+
+def run_row(run_dir: Path) -> tuple[dict, dict]:
+    """(row, category means) of one run folder."""
+    try:
+        cfg = load_run_config(run_dir)
+    except ConfigError as e:
+        print(f"warning: {e}", file=sys.stderr)
+        cfg = None
+    scores = summarize(_safe_rows(RunPaths.of(run_dir).scores)) if RunPaths.of(run_dir).scores.exists() else None
+    row: dict = {
+        "run": run_dir.name,
+        "method": _method(cfg),
+        "model": Path(cfg.model.name_or_path).name if cfg else None,
+        "num_samples": cfg.data.num_samples if cfg else None,
+        "state": read_status(run_dir).get("state"),
+        "score": scores["average"] if scores else None,
+        "others": scores["others"] if scores else None,
+    }
+    categories = scores["categories"] if scores else {}
+    row.update(training_metrics(run_dir))
+    row["judge_cost_usd"] = scores["cost"] if scores else None
+    row["unscored"] = scores["unscored"] if scores else None
+    row["judged_items"] = scores["items"] if scores else None
+    return row, categories
+
+
+def order_categories(names: set[str]) -> list[str]:
+    known = [c for c in PAPER_ORDER if c in names]
+    return known + sorted(names - set(known))
+
+
+def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
+    """(rows, category columns) for every folder under STUDY_DIR/runs that holds a config.yaml;
+    columns in a stable order: run, method, ..., score, others, every category, the cost columns."""
+    runs_dir = Path(study_dir) / "runs"
+    folders = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").exists()) if runs_dir.exists() else []
+    built = [run_row(p) for p in folders]
+    names: set[str] = set()
+    for _, cats in built:
+        names |= set(cats)
+    has_others = any(c in names for c in ("math", "code"))
+    columns = [c for c in order_categories(names | ({"others"} if has_others else set()))]
+    # a device-hours column only when some run has it (a CPU study has no GPU-hours)
+    cost_cols = [c for c in COST_COLUMNS if c not in ("gpu_hours", "cpu_hours") or any(r.get(c) is not None
+                                                                                       for r, _ in built)]
+    rows = []
+    for row, cats in built:
+        head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
+        per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
+        rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}})
+    return rows, columns

@@ -1,0 +1,78 @@
+"""metrics.jsonl of a training run: one line per logged step, instability events, a summary line.
+
+    {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "peak_mem_gb", "tokens_seen"}
+    {"event": "loss_spike" | "nonfinite" | "grad_explosion" | "divergence", "step", ...}   (analysis monitor)
+    {"summary": true, "wall_time_s", "hours_per_epoch", "tokens_seen", "trainable_params", ...}
+
+A resumed job first cuts the file back to the checkpoint's step (lines after it describe work that
+is being redone) and replays the kept losses into the instability monitor, so the file reads as if
+the run had never stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lorafull.runs import JsonlWriter, read_jsonl, repair_jsonl_tail
+from lorafull.train.instability import StabilityMonitor
+
+
+def peak_mem_gb(device: torch.device) -> float:
+    """GPU: peak allocated by torch; CPU: peak resident set size of this process."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux reports KiB
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+class MetricsLog:
+    """Rank 0 writes; other ranks hold a MetricsLog that writes nothing."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int, spike_factor: float = 3.0):
+        self.enabled = enabled
+        self.monitor = StabilityMonitor(spike_factor=spike_factor) if enabled else None
+        self._writer: Optional[JsonlWriter] = None
+        if not enabled:
+            return
+        self._cut_back(Path(path), resume_step)
+        self._writer = JsonlWriter(path)
+
+    def _cut_back(self, path: Path, step: int) -> None:
+        repair_jsonl_tail(path)
+        kept = [r for r in read_jsonl(path) if not r.get("summary") and r.get("step", 0) <= step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in kept:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+        if self.monitor is not None:
+            for r in kept:
+                if "event" not in r and r.get("loss") is not None:
+                    self.monitor.update(r["step"], r["loss"], r.get("grad_norm"))
+
+    def step(self, record: dict) -> list[dict]:
+        if not self.enabled:
+            return []
+        self._writer.write(record)
+        events = self.monitor.update(record["step"], record["loss"], record.get("grad_norm")) if self.monitor else []
+        for e in events:
+            self._writer.write(e)
+        return events
+
+    def summary(self, record: dict) -> None:
+        if self.enabled:
+            self._writer.write({"summary": True, **record})
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
