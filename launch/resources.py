@@ -5,13 +5,13 @@ so a run gets the same allocation whichever way it is submitted.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import dataclass
 from typing import Optional
 
 from lorafull.config import RunConfig, SlurmConfig
+from lorafull.config.resources import processes_per_node, world_size
 
 # The training stage exits with this code after saving a checkpoint on a preemption/time-limit signal
 # (EX_TEMPFAIL): the job wrapper requeues the task, and the requeued job resumes from the checkpoint.
@@ -39,15 +39,9 @@ class Shape:
                 f"{self.mem_gb} GB/node, {self.timeout_min} min")
 
 
-def processes_per_node(run: RunConfig, slurm: SlurmConfig) -> int:
-    if not run.train.deepspeed:  # the plain-torch loop is one process
-        return 1
-    return max(1, run.train.nproc or slurm.gpus_per_node)
-
-
 def train_shape(run: RunConfig, slurm: SlurmConfig) -> Shape:
     procs = processes_per_node(run, slurm)
-    nodes = slurm.nodes if run.train.deepspeed else 1
+    nodes = world_size(run, slurm) // procs
     gpus = procs if slurm.gres else 0  # one GPU per process (train.nproc may use fewer than gpus_per_node)
     return Shape(nodes=nodes, tasks_per_node=procs, gpus_per_node=gpus, cpus_per_task=slurm.cpus_per_gpu,
                  mem_gb=slurm.mem_per_gpu_gb * procs, timeout_min=slurm.timeout_min)
@@ -94,9 +88,3 @@ def study_job_prefix(study_name: str) -> str:
     """Job names start with this, so `squeue -n` and sacct show which study a job belongs to."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in study_name)
     return f"lf-{safe}"[:40]
-
-
-def current_user() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name

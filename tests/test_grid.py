@@ -5,7 +5,6 @@ shipped config, and the local and debug executors running the real stages.
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import runpy
@@ -219,6 +218,7 @@ def test_job_bodies_pickle_without_processes_or_environment(tmp_path, monkeypatc
 
 
 def test_resources_follow_the_slurm_section(tmp_path, files):
+    from lorafull.plan.estimate import world_size as plan_world_size
     from launch.resources import eval_shape, gres, train_shape
 
     cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
@@ -231,8 +231,14 @@ def test_resources_follow_the_slurm_section(tmp_path, files):
     assert gres(study.slurm, s8.gpus_per_node) == "gpu:a100:8"
     s2 = train_shape(study.run("cpu2"), study.slurm)
     assert (s2.tasks_per_node, s2.gpus_per_node, s2.mem_gb) == (2, 2, 100)
+    # the plan's world size is the launcher's, also for the one-process plain-torch loop
+    study.run("cpu2").train.deepspeed = False
+    for run in (study.run("gpu8"), study.run("cpu2")):
+        shape = train_shape(run, study.slurm)
+        assert plan_world_size(run, study) == shape.nodes * shape.tasks_per_node
+    assert plan_world_size(study.run("cpu2"), study) == 1 and plan_world_size(study.run("gpu8"), study) == 16
     study.slurm.gres = None  # a CPU partition: processes from train.nproc / gpus_per_node, no GPUs asked
     s8 = train_shape(study.run("gpu8"), study.slurm)
     assert (s8.tasks_per_node, s8.gpus_per_node) == (8, 0) and gres(study.slurm, 0) is None
     assert eval_shape(study.slurm).gpus_per_node == 0
-    assert json.dumps(s8.describe())
+    assert s8.describe().startswith("2 node x 8 proc (no GPU/node), 6 cpu/proc, ")

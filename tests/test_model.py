@@ -44,7 +44,8 @@ def test_paper_17_9m_is_six_of_seven_modules():
     c13 = count_params_meta("llama-13b", lora(target_modules=six))["added"]
     assert c7 == 17_891_328 and round(c7 / 1e6, 1) == 17.9
     assert c13 == 28_016_640 and round(c13 / 1e6) == 28
-    assert round(19_988_480 / 2 ** 20, 1) != 17.9
+    all_seven = count_params_meta("llama-7b", lora(target_modules="all-linear"))["added"]
+    assert all_seven == 19_988_480 and round(all_seven / 2 ** 20, 1) != 17.9  # nor is it 2^20-"M"
 
 
 def test_bad_target_module_lists_linear_names():

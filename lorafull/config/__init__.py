@@ -33,5 +33,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'signature': 'study',
     'study_signatures': 'study',
     'validate_run': 'study',
+    'processes_per_node': 'resources',
+    'world_size': 'resources',
     'load_study': 'study',
 })

@@ -53,26 +53,32 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
+def load_model_folder(folder: str | os.PathLike, dtype: str, merge: bool = False):
+    """A plain HF model folder, or a peft adapter folder on its base (adapter_config.json names it):
+    the one place an adapter is loaded. merge=True folds the adapter into the base weights."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftConfig, PeftModel
+
+        base_path = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype(dtype))
+        model = PeftModel.from_pretrained(base, str(folder))
+        return model.merge_and_unload() if merge else model
+    if (folder / "config.json").exists():
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype))
+    raise FileNotFoundError(f"{folder}: neither a model (config.json) nor an adapter (adapter_config.json)")
+
+
 def load_final(run_dir: str | os.PathLike, dtype: Optional[str] = None, merge: bool = False):
     """(model, tokenizer) of a finished run, in eval mode. LoRA runs come back as a PeftModel
     (or merged into the base weights when merge=True)."""
-    from transformers import AutoModelForCausalLM
-
     paths = RunPaths.of(run_dir)
     cfg: RunConfig = load_run_config(run_dir)
-    td = torch_dtype(dtype or cfg.model.dtype)
-    if (paths.final / "adapter_config.json").exists():
-        from peft import PeftConfig, PeftModel
-
-        base_path = PeftConfig.from_pretrained(str(paths.final)).base_model_name_or_path
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=td)
-        model = PeftModel.from_pretrained(base, str(paths.final))
-        if merge:
-            model = model.merge_and_unload()
-    elif (paths.final / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(str(paths.final), dtype=td)
-    else:
+    if not (paths.final / "adapter_config.json").exists() and not (paths.final / "config.json").exists():
         raise FileNotFoundError(f"{paths.final}: no finished model (run python -m lorafull.train {run_dir} first)")
+    model = load_model_folder(paths.final, dtype or cfg.model.dtype, merge=merge)
     tokenizer = load_tokenizer(str(paths.final))
     model.eval()
     return model, tokenizer

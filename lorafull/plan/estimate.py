@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from lorafull.config import resources
 from lorafull.config import ConfigError, RunConfig, Study, load_study
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -208,7 +209,7 @@ def _adapted_inputs(run: RunConfig, h: int, i: int) -> int:
 
 
 def world_size(run: RunConfig, study: Study) -> int:
-    return max(1, study.slurm.nodes * (run.train.nproc or study.slurm.gpus_per_node))
+    return resources.world_size(run, study.slurm)
 
 
 def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict) -> dict:
