@@ -75,6 +75,23 @@ def test_failures_in_a_row_stop_the_judge_with_one_line(tmp_path):
     assert status["stages"]["judge"] == "failed" and "in a row" in status["error"]
 
 
+def test_the_failure_count_is_shared_by_the_runs_of_a_study(tmp_path):
+    """Once a dead endpoint stopped one run's judge, the next run sharing the cache stops at its
+    first failed item instead of spending N more items' retries."""
+    with FakeJudgeServer() as server:
+        cache = str(tmp_path / "shared.sqlite")
+        runs = [make_judge_run(tmp_path / name, [{"id": i, "class": "open qa", "question": "Q?",
+                                                   "response": f"ITEM-{name}{i} FAULTS=500,500"} for i in range(10)],
+                               server.base_url, max_retries=0, concurrency=1, max_consecutive_failures=3, cache=cache)
+                for name in ("a", "b")]
+        first = judge_cli(runs[0])
+        hits_first = sum(server.stats.as_dict()["hits"].values())
+        second = judge_cli(runs[1])
+        hits_second = sum(server.stats.as_dict()["hits"].values()) - hits_first
+    assert first.returncode == second.returncode == 1
+    assert hits_second <= 1 + 1 and "in a row failed" in second.stderr
+
+
 BAD_SETTINGS = [("max_retries", -1, "must be >= 0"), ("timeout_s", 0, "> 0 and finite"),
                 ("timeout_s", float("inf"), "> 0 and finite"), ("retry_after_cap_s", float("inf"), "finite"),
                 ("concurrency", 0, "must be >= 1"), ("parse_retries", -1, "must be >= 0"),
@@ -107,3 +124,15 @@ def test_a_run_folder_with_a_bad_judge_setting_fails_before_any_request(tmp_path
         assert done.returncode == 1 and "eval.judge.max_retries" in done.stderr
         assert server.stats.as_dict()["hits"] == {}
     assert not (run_dir / "scores.jsonl").exists()
+
+
+def test_an_old_failure_streak_starts_again(tmp_path):
+    from lorafull.judge.cache import STALE_STREAK_S, JudgeCache
+
+    cache = JudgeCache(tmp_path / "c.sqlite")
+    assert [cache.count_failure("e") for _ in range(3)] == [1, 2, 3]
+    cache.count_success("e")
+    assert cache.count_failure("e") == 1
+    cache.db.execute("UPDATE failures SET in_a_row = 9, last = last - ?", (STALE_STREAK_S + 1,))
+    assert cache.count_failure("e") == 1  # yesterday's outage does not stop today's first failure
+    cache.close()

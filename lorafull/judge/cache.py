@@ -12,6 +12,9 @@ in `claims` with its owner and a lease). Another process that finds the key clai
 reply to appear instead of buying it too; if the owner gives up (releases) or dies (a process of this
 host that no longer exists, or a lease run out on another host), the waiter claims the key itself.
 The owner renews the lease before every attempt and wait. Owners are "host:pid:tag".
+
+The cache also counts items failing in a row per endpoint for all the processes that share it
+(eval.judge.max_consecutive_failures is a study-level stop).
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from typing import Optional
 def cache_key(model: str, messages: list[dict], sample: int, attempt: int = 0, extra: Optional[dict] = None) -> str:
     payload = {"model": model, "messages": messages, "sample": sample, "attempt": attempt, **(extra or {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+STALE_STREAK_S = 600.0
 
 
 def _dead_here(owner: str) -> bool:
@@ -67,6 +72,7 @@ class JudgeCache:
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
             "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS failures (endpoint TEXT PRIMARY KEY, in_a_row INTEGER, last REAL)")
 
     def get(self, key: str) -> Optional[CachedReply]:
         row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM replies WHERE key = ?",
@@ -94,6 +100,19 @@ class JudgeCache:
 
     def release(self, key: str, owner: str) -> None:
         self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
+
+    def count_failure(self, endpoint: str) -> int:
+        """One more item failed at `endpoint`; returns how many failed in a row, counted over every
+        process sharing this cache (the study's runs), so a dead endpoint stops the whole study."""
+        now = time.time()
+        # a streak whose last failure is older than STALE_STREAK_S (yesterday's outage) starts again
+        self.db.execute("INSERT INTO failures VALUES (?, 1, ?) ON CONFLICT(endpoint) DO UPDATE SET "
+                        "in_a_row = CASE WHEN last < ? THEN 1 ELSE in_a_row + 1 END, last = ?",
+                        (endpoint, now, now - STALE_STREAK_S, now))
+        return self.db.execute("SELECT in_a_row FROM failures WHERE endpoint = ?", (endpoint,)).fetchone()[0]
+
+    def count_success(self, endpoint: str) -> None:
+        self.db.execute("UPDATE failures SET in_a_row = 0 WHERE endpoint = ? AND in_a_row > 0", (endpoint,))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]

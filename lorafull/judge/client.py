@@ -7,8 +7,8 @@ pacing and retry policy live in judge_limits, where every attempt is counted.
 
 Nothing here can hang: every attempt has one deadline for connect + all reads (timeout_s; the
 client's own timeout is per read, so a server trickling a byte a second would never trip it), a
-Retry-After waits at most retry_after_cap_s, and max_consecutive_failures items failing in a row stop
-the judge. Across processes, a prompt is claimed in the cache before it is requested, so two
+Retry-After waits at most retry_after_cap_s, and max_consecutive_failures items failing in a row
+(counted in the shared cache, over all the runs that use it) stop the judge. Across processes, a prompt is claimed in the cache before it is requested, so two
 processes sharing the cache pay for it once.
 """
 from __future__ import annotations
@@ -112,7 +112,6 @@ class OpenAIJudge:
         self.counters = Counters()
         self._inflight: dict[str, asyncio.Future] = {}  # two items with the same prompt share one request
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"  # of cache claims
-        self.failed_in_a_row = 0
         # structured replies are other texts for the same prompt: cached apart
         self._key_extra = {"response_format": "judgment-json"} if cfg.structured else None
 
@@ -122,17 +121,18 @@ class OpenAIJudge:
     async def judge(self, messages: list[dict]) -> Judgment:
         """n_samples scores, each asked again (parse_retries) while unreadable. An item that fails
         after all its retries counts towards max_consecutive_failures; any success resets the count."""
+        endpoint = f"{self.cfg.base_url or 'api.openai.com'} {self.cfg.model}"
         try:
             out = await self._judge(messages)
         except ItemFailed as e:
-            self.failed_in_a_row += 1
-            if self.failed_in_a_row >= self.cfg.max_consecutive_failures:
+            in_a_row = self.cache.count_failure(endpoint)  # shared by every run using this cache
+            if in_a_row >= self.cfg.max_consecutive_failures:
                 raise FatalJudgeError(
-                    f"judge at {self.cfg.base_url or 'api.openai.com'} (model {self.cfg.model}): "
-                    f"{self.failed_in_a_row} items in a row failed (eval.judge.max_consecutive_failures); "
-                    f"last: {e}") from None
+                    f"judge at {self.cfg.base_url or 'api.openai.com'} (model {self.cfg.model}): {in_a_row} "
+                    f"items in a row failed, counted over the runs sharing eval.judge.cache "
+                    f"(eval.judge.max_consecutive_failures); last: {e}") from None
             raise
-        self.failed_in_a_row = 0
+        self.cache.count_success(endpoint)
         return out
 
     async def _judge(self, messages: list[dict]) -> Judgment:
