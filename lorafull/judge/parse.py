@@ -4,8 +4,8 @@ The judge prompts ask for "Score: X" with X from 0 to 1. Replies come in other s
 one reading of them (README, "The judge"):
 
 1. JSON. A JSON object with a "score" key (the whole reply, a ```json block, or an object inside the
-   text) decides alone: a number is on the 0..1 scale; a string is read by the rules below; null or
-   "N/A" is no score.
+   text) decides alone: a number is on the 0..1 scale, or on the object's "max_score" / "out_of" /
+   "max" / "scale"; a string is read by the rules below; null or "N/A" is no score.
 2. A labelled score: Score / Rating / Grade / 得分 / 分数 / 评分 / 打分, in any case, with markdown,
    quotes, ":", "is", "of", "为" between label and number ("**Score:** 0.8", "I would give it a score
    of 4 out of 5", "得分：0.8"). When labels disagree, the strongest kind wins: a label qualified as
@@ -21,7 +21,8 @@ Scale: the scale the reply states for that number -- "x/10", "x out of 5", "3分
 "Score (0-10): 7", "80%" -- or, for a number without one, a scale stated once anywhere in the reply
 ("满分10分", "on a scale of 0 to 10", "百分制"); otherwise the prompt's 0..1 scale. A value below 0 or
 above its scale is out of range: no score, never clamped and never re-read on another scale
-("Score: 1.05" and "Score: 8" are unreadable, not 0.105 or 0.8).
+("Score: 1.05" and "Score: 8" are unreadable, not 0.105 or 0.8). A decimal comma is a decimal point
+("0,8" is 0.8); a range ("0.5-0.6") is not a score.
 
 No score means None: the judge asks again (eval.judge.parse_retries), then records score null with
 the raw reply. A reply we cannot read is never a 0.
@@ -34,7 +35,10 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+# "0,8" is a decimal comma (0.8), as many European judges write it
+NUM = r"[+-]?(?:\d+(?:\.\d*|,\d+)?|\.\d+)(?:[eE][+-]?\d+)?"
+# a range "0.5-0.6" is not one score (and no backtracking to read "0." or "0" out of it)
+_NOT_A_RANGE = r"(?!\s*(?:-|–|~|to\b)\s*\d)"
 _UNIT = r"(?:\s*(?:分|points?|pts?))?"
 _NA = r"(?:n\s*/\s*a\b|n\.a\.|none\b|null\b|no\s+score\b|not\s+applicable\b|无法评分|不适用|无|--?(?!\s*\d)|—)"
 _QUALIFIER = r"(?:final|overall|最终|综合)"
@@ -46,7 +50,7 @@ _JOIN = r"(?:[\s*_#`\"'“”:：=]|\bis\b|\bof\b|\ba\b|\b(?:would|should|will)\
 _PAREN_SCALE = (rf"[(（\[]\s*(?:(?:0|1)\s*(?:-|–|~|to|至|到)\s*(?P<{{g}}a>{NUM})|(?:out\s+of|max(?:imum)?|满分)"
                 rf"\s*[:：]?\s*(?P<{{g}}b>{NUM})\s*(?:分|points?)?|(?P<{{g}}c>百分制))\s*[)）\]]")
 _OTHER_PAREN = r"[(（\[][^)）\]\n]{0,30}[)）\]]"
-_VALUE = (rf"(?:(?P<na>{_NA})|(?P<num>{NUM})(?P<pct>\s*%)?{_UNIT}"
+_VALUE = (rf"(?:(?P<na>{_NA})|(?P<num>{NUM})(?![\d.,]?\d){_NOT_A_RANGE}(?P<pct>\s*%)?{_UNIT}"
           rf"(?:\s*(?:/|／|\bout\s+of\b)\s*(?P<den>{NUM}){_UNIT})?"
           rf"(?:\s*{_PAREN_SCALE.format(g='post')})?)")
 _LABELLED = re.compile(
@@ -60,6 +64,7 @@ _STATED_SCALE = re.compile(
 _JSON_FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE)
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
 _CHINESE_SCALES = {"百": 100.0, "十": 10.0, "五": 5.0}
+_JSON_SCALE_KEYS = ("max_score", "out_of", "max", "scale")
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,10 @@ def read_structured(reply: Optional[str]) -> Reading:
     return _in_range(float(value), 1.0)
 
 
+def _number(text: str) -> float:
+    return float(text.replace(",", "."))
+
+
 def _in_range(value: float, scale: float) -> Reading:
     if not math.isfinite(value) or not math.isfinite(scale) or scale <= 0:
         return Reading(None, "out of range")
@@ -125,20 +134,23 @@ def _read_json(text: str) -> Optional[Reading]:
         if isinstance(obj, dict):
             keys = {str(k).lower(): k for k in obj}
             if "score" in keys:
-                found.append(obj[keys["score"]])
+                scales = [obj[keys[k]] for k in _JSON_SCALE_KEYS if k in keys]
+                found.append((obj[keys["score"]], scales[0] if scales else None))
     if not found:
         return None
-    readings = {_read_json_value(v) for v in found}
+    readings = {_read_json_value(v, scale) for v, scale in found}
     return readings.pop() if len(readings) == 1 else Reading(None, "conflicting scores")
 
 
-def _read_json_value(value) -> Reading:
+def _read_json_value(value, scale) -> Reading:
     if value is None:
         return Reading(None, "n/a")
     if isinstance(value, bool):
         return _NO_SCORE
     if isinstance(value, (int, float)):
-        return _in_range(float(value), 1.0)
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+            return _NO_SCORE  # a scale we cannot read: no guess
+        return _in_range(float(value), 1.0 if scale is None else float(scale))
     if isinstance(value, str):
         inner = _read_labelled("score: " + value)
         return inner if inner is not None else _NO_SCORE
@@ -153,19 +165,19 @@ def _stated_scale(text: str) -> Optional[float]:
         if word:
             scales.add(_CHINESE_SCALES[word])
         else:
-            scales.add(float(next(g for g in (m.group(k) for k in "abfg") if g)))
+            scales.add(_number(next(g for g in (m.group(k) for k in "abfg") if g)))
     return scales.pop() if len(scales) == 1 else None
 
 
 def _value_of(m: re.Match, default_scale: float) -> Reading:
     if m.group("na"):
         return Reading(None, "n/a")
-    num = float(m.group("num"))
+    num = _number(m.group("num"))
     if m.group("pct"):
         return _in_range(num, 100.0)
     for key in ("den", "posta", "postb", "prea", "preb"):
         if m.groupdict().get(key):
-            return _in_range(num, float(m.group(key)))
+            return _in_range(num, _number(m.group(key)))
     if m.groupdict().get("postc") or m.groupdict().get("prec"):
         return _in_range(num, 100.0)
     return _in_range(num, default_scale)
@@ -203,10 +215,10 @@ def _read_unlabelled(text: str) -> Reading:
     for candidate in (text.strip(), lines[-1] if lines else ""):
         m = _ONLY_SCORE.match(candidate)
         if m:
-            num = float(m.group("num"))
+            num = _number(m.group("num"))
             if m.group("pct"):
                 return _in_range(num, 100.0)
             if m.group("den"):
-                return _in_range(num, float(m.group("den")))
+                return _in_range(num, _number(m.group("den")))
             return _in_range(num, _stated_scale(text) or 1.0)
     return _NO_SCORE
