@@ -8,8 +8,8 @@ pacing and retry policy live in judge_limits, where every attempt is counted.
 Nothing here can hang: every attempt has one deadline for connect + all reads (timeout_s; the
 client's own timeout is per read, so a server trickling a byte a second would never trip it), a
 Retry-After waits at most retry_after_cap_s, and max_consecutive_failures items failing in a row
-(counted in the shared cache, over all the runs that use it) stop the judge. Across processes, a prompt is claimed in the cache before it is requested, so two
-processes sharing the cache pay for it once.
+(counted in the shared cache, over all the runs that use it) stop the judge. Across processes, a
+prompt is claimed in the cache before it is requested, so two processes sharing the cache pay once.
 """
 from __future__ import annotations
 
