@@ -117,3 +117,22 @@ def test_cli_failure_is_one_line_and_marks_the_status(tmp_path, tiny_final):
     assert done.stderr.strip().count("\n") == 0 and "eval_broken.jsonl:1: question" in done.stderr
     status = read_status(run_dir)
     assert status["state"] == "failed" and status["stage"] == "generate"
+
+
+def test_a_second_generator_on_a_run_waits_for_the_first(tmp_path, tiny_final, capfd):
+    import threading
+
+    from lorafull.runs import stage_lock
+
+    items = eval_items(3)
+    run_dir = make_generation_run(tmp_path, tiny_final, items, "locked")
+    results = []
+    with stage_lock(run_dir, "generate"):  # another generator of this run, still at work
+        worker = threading.Thread(target=lambda: results.append(generate_run(run_dir, progress=False)))
+        worker.start()
+        time.sleep(1.0)
+        assert not (run_dir / "responses.jsonl").exists() and not results  # waiting, writing nothing
+    worker.join(timeout=300)
+    assert results and results[0]["generated"] == 3
+    assert "generate is already running here" in capfd.readouterr().err
+    assert len(responses_by_id(run_dir)) == 3

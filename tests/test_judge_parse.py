@@ -17,15 +17,16 @@ from lorafull.judge.summary import summarize
     ("得分: 0.8", 0.8), ("得分：0.8", 0.8), ("Score: 0.8", 0.8), ("0.8/1", 0.8), ("80%", 0.8), ("8/10", 0.8),
     ("score 4 out of 5", 0.8), ("0.8", 0.8), ("**Score:** 0.75", 0.75), ("0.8。", 0.8),
     ("The answer misses the second step.\n得分: 0.5", 0.5), ("评分：7/10分", 0.7), ("Score (0-1): 0.7", 0.7),
-    ("I give it 3 points out of 5.", 0.6), ("得分：1分", 1.0), ("Rating: 7", 0.7), ("得分: 0", 0.0),
-    ("Score: 65", 0.65),
+    ("I give it 3 points out of 5.", 0.6), ("得分：1分", 1.0), ("Rating: 7/10", 0.7), ("得分: 0", 0.0),
+    ("Score: 65%", 0.65),
 ])
 def test_scores_in_many_formats(reply, expected):
     assert parse_score(reply) == pytest.approx(expected)
 
 
+# a number off the 0..1 scale without a scale of its own is out of range: never re-read as tenths or percent
 @pytest.mark.parametrize("reply", ["", "   ", "I cannot judge this answer.", "得分: 1.5/1", "Score: -1",
-                                   "得分: 250", "Score: 7/0"])
+                                   "得分: 250", "Score: 7/0", "Rating: 7", "Score: 65"])
 def test_unreadable_or_out_of_range_is_none_never_zero(reply):
     assert parse_score(reply) is None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from lorafull.config.typed import ConfigError
+from lorafull.config.typed import ConfigError, SettingError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +98,30 @@ class JudgeConfig:
     parse_retries: int = 2
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict = field(default_factory=lambda: {"math": "math", "code": "code"})
+    # reply as JSON {"score": 0..1, "reason": str} through response_format (a JSON schema), validated;
+    # for endpoints that support structured output
+    structured: bool = False
+    # a Retry-After longer than this (3600, inf) waits this long and tries again, so no header stalls the judge
+    retry_after_cap_s: float = 120.0
+    # this many items in a row failing after all their retries stop the judge with one error line
+    max_consecutive_failures: int = 10
+
+    def __post_init__(self):
+        # refused at load (file:line: key) rather than as a hang or a crash after hours of judging
+        for key, minimum in (("max_retries", 0), ("parse_retries", 0), ("n_samples", 1), ("concurrency", 1),
+                             ("max_tokens", 1), ("max_consecutive_failures", 1)):
+            if getattr(self, key) < minimum:
+                raise SettingError(key, f"must be >= {minimum}, got {getattr(self, key)}")
+        for key in ("timeout_s", "retry_after_cap_s"):
+            if not 0 < getattr(self, key) < float("inf"):
+                raise SettingError(key, f"must be a number of seconds > 0 and finite, got {getattr(self, key)}")
+        if not 0 <= self.backoff_base_s < float("inf"):
+            raise SettingError("backoff_base_s", f"must be >= 0 and finite, got {self.backoff_base_s}")
+        if not 0 <= self.temperature <= 2:
+            raise SettingError("temperature", f"must be in [0, 2], got {self.temperature}")
+        for key in ("requests_per_minute", "tokens_per_minute"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise SettingError(key, f"must be > 0 or null (no limit), got {getattr(self, key)}")
 
 
 @dataclass

@@ -18,6 +18,15 @@ class ConfigError(ValueError):
     """A bad study file or override; the message names the file, line and key."""
 
 
+class SettingError(ConfigError):
+    """Raised by a settings dataclass's __post_init__ about one of its keys; the loader (_build) turns
+    it into a ConfigError naming the file, line and full key."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{key}: {detail}")
+        self.key, self.detail = key, detail
+
+
 # ---------------------------------------------------------------------------------------------
 # Typed loading with errors that name the key and line
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +138,10 @@ def _build(cls, data: dict, where: _Where, prefix: str = ""):
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(names)})"
             raise ConfigError(f"{where.at(key)}: unknown key{hint}")
         kwargs[k] = _coerce(v, hints[k], key, where)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except SettingError as e:
+        raise ConfigError(f"{where.at(f'{prefix}.{e.key}' if prefix else e.key)}: {e.detail}") from None
 
 
 def to_dict(obj) -> dict:

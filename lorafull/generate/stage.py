@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from lorafull.config import RunConfig, load_run_config
 from lorafull.runs import (JsonlWriter, RunPaths, iter_json_lines, read_jsonl, repair_jsonl_tail, run_stage_cli,
-                   write_status)
+                           stage_lock, write_status)
 
 GREEDY_BELOW = 0.01  # temperatures at or below this decode greedily
 REQUIRED_FIELDS = ("question", "class")
@@ -209,11 +209,16 @@ def run_vllm(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[di
 # ---------------------------------------------------------------------------------------------
 def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
     """Generate every missing response of the run; returns {"items", "generated", "backend", ...}."""
-    from tqdm import tqdm
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     items = run_eval_items(run_dir, cfg)
+    with stage_lock(run_dir, "generate"):  # a second generator waits, then finds its items written
+        return _generate_locked(run_dir, cfg, items, progress)
+
+
+def _generate_locked(run_dir: Path, cfg: RunConfig, items: list[dict], progress: bool) -> dict:
+    from tqdm import tqdm
+
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
     write_status(run_dir, "running", stage="generate")

@@ -6,11 +6,22 @@ asked of the same judge is answered once, whichever run or process asks. WAL let
 makes a writer wait for another instead of failing. Every reply is committed as soon as it arrives,
 before anything else is done with it. Temperature and max_tokens are not part of the key: to judge
 again under other settings, point eval.judge.cache at a new file.
+
+Claims make "paid once" hold across processes: before its request, a process claims the key (a row
+in `claims` with its owner and a lease). Another process that finds the key claimed waits for the
+reply to appear instead of buying it too; if the owner gives up (releases) or dies (a process of this
+host that no longer exists, or a lease run out on another host), the waiter claims the key itself.
+The owner renews the lease before every attempt and wait. Owners are "host:pid:tag".
+
+The cache also counts items failing in a row per endpoint for all the processes that share it
+(eval.judge.max_consecutive_failures is a study-level stop).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +32,23 @@ from typing import Optional
 def cache_key(model: str, messages: list[dict], sample: int, attempt: int = 0, extra: Optional[dict] = None) -> str:
     payload = {"model": model, "messages": messages, "sample": sample, "attempt": attempt, **(extra or {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+STALE_STREAK_S = 600.0
+
+
+def _dead_here(owner: str) -> bool:
+    """True for an owner process of this host that has exited (killed mid-request)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 @dataclass
@@ -43,6 +71,8 @@ class JudgeCache:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
             "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS failures (endpoint TEXT PRIMARY KEY, in_a_row INTEGER, last REAL)")
 
     def get(self, key: str) -> Optional[CachedReply]:
         row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM replies WHERE key = ?",
@@ -53,6 +83,36 @@ class JudgeCache:
         # OR IGNORE: if another process stored the same key meanwhile, its reply stays (first one wins)
         self.db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
                         (key, model, reply, prompt_tokens, completion_tokens, time.time()))
+
+    def claim(self, key: str, owner: str, lease_s: float) -> bool:
+        """True when `owner` may request `key` now: nobody holds it, the holder's lease ran out, or
+        `owner` already holds it (the lease is renewed). One transaction, so two claimants never both win."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+            mine = row is None or row[0] == owner or row[1] < now or _dead_here(row[0])
+            if mine:
+                self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, owner, now + lease_s))
+        finally:
+            self.db.execute("COMMIT")
+        return mine
+
+    def release(self, key: str, owner: str) -> None:
+        self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
+
+    def count_failure(self, endpoint: str) -> int:
+        """One more item failed at `endpoint`; returns how many failed in a row, counted over every
+        process sharing this cache (the study's runs), so a dead endpoint stops the whole study."""
+        now = time.time()
+        # a streak whose last failure is older than STALE_STREAK_S (yesterday's outage) starts again
+        self.db.execute("INSERT INTO failures VALUES (?, 1, ?) ON CONFLICT(endpoint) DO UPDATE SET "
+                        "in_a_row = CASE WHEN last < ? THEN 1 ELSE in_a_row + 1 END, last = ?",
+                        (endpoint, now, now - STALE_STREAK_S, now))
+        return self.db.execute("SELECT in_a_row FROM failures WHERE endpoint = ?", (endpoint,)).fetchone()[0]
+
+    def count_success(self, endpoint: str) -> None:
+        self.db.execute("UPDATE failures SET in_a_row = 0 WHERE endpoint = ? AND in_a_row > 0", (endpoint,))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]

@@ -4,6 +4,12 @@ Every reply goes through the cache first: a reply already paid for (by this proc
 that crashed, or another run's job) is never requested again. Requests go through the official openai
 client (AsyncOpenAI, any OpenAI-compatible endpoint) with its own retries off (max_retries=0): the
 pacing and retry policy live in judge_limits, where every attempt is counted.
+
+Nothing here can hang: every attempt has one deadline for connect + all reads (timeout_s; the
+client's own timeout is per read, so a server trickling a byte a second would never trip it), a
+Retry-After waits at most retry_after_cap_s, and max_consecutive_failures items failing in a row
+(counted in the shared cache, over all the runs that use it) stop the judge. Across processes, a
+prompt is claimed in the cache before it is requested, so two processes sharing the cache pay once.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import urlparse
@@ -18,13 +25,21 @@ from urllib.parse import urlparse
 import openai
 
 from lorafull.config import JudgeConfig
-from lorafull.judge.cache import JudgeCache, cache_key
+from lorafull.judge.cache import CachedReply, JudgeCache, cache_key
 from lorafull.judge.limits import FatalJudgeError, RateLimiter, RetryPolicy, classify, estimate_tokens, retry_after_s
-from lorafull.judge.parse import parse_score
+from lorafull.judge.parse import Reading, read_score, read_structured
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 # a re-ask after an unreadable reply must be able to differ from it, even from a greedy judge
 _REASK_MIN_TEMPERATURE = 0.7
+# a claimed prompt whose owner stops renewing (killed) is free again after this long
+_LEASE_MARGIN_S = 300.0
+_CLAIM_POLL_S = 0.2
+# judge.structured: the reply must be this object (range checked by read_structured: strict JSON
+# schemas of some endpoints refuse minimum/maximum)
+STRUCTURED_FORMAT = {"type": "json_schema", "json_schema": {"name": "judgment", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["score", "reason"],
+    "properties": {"score": {"type": "number", "description": "from 0 to 1"}, "reason": {"type": "string"}}}}}
 
 
 class JudgeSetupError(ValueError):
@@ -73,6 +88,7 @@ class Judgment:
     completion_tokens: int = 0
     paid_requests: int = 0  # replies bought by this process (the rest came from the cache)
     cached_replies: int = 0
+    problem: Optional[str] = None  # why the last unreadable sample was unreadable (parse.Reading)
 
 
 @dataclass
@@ -95,14 +111,34 @@ class OpenAIJudge:
         self.policy = RetryPolicy(max_retries=cfg.max_retries, base_s=cfg.backoff_base_s)
         self.counters = Counters()
         self._inflight: dict[str, asyncio.Future] = {}  # two items with the same prompt share one request
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"  # of cache claims
+        # structured replies are other texts for the same prompt: cached apart
+        self._key_extra = {"response_format": "judgment-json"} if cfg.structured else None
 
     async def close(self) -> None:
         await self.client.close()
 
     async def judge(self, messages: list[dict]) -> Judgment:
+        """n_samples scores, each asked again (parse_retries) while unreadable. An item that fails
+        after all its retries counts towards max_consecutive_failures; any success resets the count."""
+        endpoint = f"{self.cfg.base_url or 'api.openai.com'} {self.cfg.model}"
+        try:
+            out = await self._judge(messages)
+        except ItemFailed as e:
+            in_a_row = self.cache.count_failure(endpoint)  # shared by every run using this cache
+            if in_a_row >= self.cfg.max_consecutive_failures:
+                raise FatalJudgeError(
+                    f"judge at {self.cfg.base_url or 'api.openai.com'} (model {self.cfg.model}): {in_a_row} "
+                    f"items in a row failed, counted over the runs sharing eval.judge.cache "
+                    f"(eval.judge.max_consecutive_failures); last: {e}") from None
+            raise
+        self.cache.count_success(endpoint)
+        return out
+
+    async def _judge(self, messages: list[dict]) -> Judgment:
         out = Judgment()
         for sample in range(max(1, self.cfg.n_samples)):
-            value = None
+            reading = Reading(None, "no score")
             for attempt in range(1 + max(0, self.cfg.parse_retries)):
                 reply, pt, ct, paid = await self.reply(messages, sample, attempt)
                 out.replies.append(reply)
@@ -110,17 +146,19 @@ class OpenAIJudge:
                 out.completion_tokens += ct
                 out.paid_requests += int(paid)
                 out.cached_replies += int(not paid)
-                value = parse_score(reply)
-                if value is not None:
+                reading = read_structured(reply) if self.cfg.structured else read_score(reply)
+                if reading.score is not None:
                     break
-            out.samples.append(value)
+            out.samples.append(reading.score)
+            if reading.score is None:
+                out.problem = reading.problem
         scored = [v for v in out.samples if v is not None]
         out.score = sum(scored) / len(scored) if scored else None  # never a 0 for "could not read"
         return out
 
     async def reply(self, messages: list[dict], sample: int, attempt: int) -> tuple[str, int, int, bool]:
         """(reply, prompt_tokens, completion_tokens, paid_now) for one sample/attempt, cache first."""
-        key = cache_key(self.cfg.model, messages, sample, attempt)
+        key = cache_key(self.cfg.model, messages, sample, attempt, self._key_extra)
         hit = self.cache.get(key)
         if hit is not None:
             self.counters.cache_hits += 1
@@ -131,11 +169,9 @@ class OpenAIJudge:
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            temperature = self.cfg.temperature if attempt == 0 else max(self.cfg.temperature, _REASK_MIN_TEMPERATURE)
-            reply, pt, ct = await self._request(messages, temperature)
-            self.cache.put(key, self.cfg.model, reply, pt, ct)  # stored before anything else can fail
-            future.set_result((reply, pt, ct, True))
-            return reply, pt, ct, True
+            result = await self._claimed_reply(key, messages, attempt)
+            future.set_result(result)
+            return result
         except asyncio.CancelledError:
             future.cancel()  # a cancelled future cannot carry CancelledError as its exception
             raise
@@ -146,18 +182,55 @@ class OpenAIJudge:
         finally:
             self._inflight.pop(key, None)
 
-    async def _request(self, messages: list[dict], temperature: float) -> tuple[str, int, int]:
+    async def _claimed_reply(self, key: str, messages: list[dict], attempt: int) -> tuple[str, int, int, bool]:
+        """Claim the key and buy the reply, or take the reply another process bought meanwhile."""
+        hit = await self._claim_or_wait(key)
+        if hit is not None:
+            self.counters.cache_hits += 1
+            return hit.reply, hit.prompt_tokens, hit.completion_tokens, False
+        try:
+            temperature = self.cfg.temperature if attempt == 0 else max(self.cfg.temperature, _REASK_MIN_TEMPERATURE)
+            reply, pt, ct = await self._request(messages, temperature, key)
+            self.cache.put(key, self.cfg.model, reply, pt, ct)  # stored before anything else can fail
+            return reply, pt, ct, True
+        finally:
+            self.cache.release(key, self.owner)  # paid or given up: waiters read the reply or try themselves
+
+    async def _claim_or_wait(self, key: str) -> Optional[CachedReply]:
+        """None once this process holds the claim on `key`; the cached reply if another process,
+        holding the claim, paid for it meanwhile."""
+        while True:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            if self.cache.claim(key, self.owner, self.cfg.timeout_s + _LEASE_MARGIN_S):
+                hit = self.cache.get(key)  # stored between our look and our claim
+                if hit is not None:
+                    self.cache.release(key, self.owner)
+                return hit
+            await asyncio.sleep(_CLAIM_POLL_S)
+
+    async def _attempt(self, messages: list[dict], temperature: float, est: int) -> tuple[str, int, int]:
+        """One HTTP attempt under one deadline for connect + every read."""
+        extra = {"response_format": STRUCTURED_FORMAT} if self.cfg.structured else {}
+        try:
+            resp = await asyncio.wait_for(self.client.chat.completions.create(
+                model=self.cfg.model, messages=messages, temperature=temperature, max_tokens=self.cfg.max_tokens,
+                **extra), timeout=self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"no complete reply within timeout_s={self.cfg.timeout_s:g} s") from None
+        return _read_completion(resp, est)
+
+    async def _request(self, messages: list[dict], temperature: float, key: str) -> tuple[str, int, int]:
         est = estimate_tokens(messages, self.cfg.max_tokens)
         last_error = "no attempt made"
         for retry in range(self.policy.max_retries + 1):
             async with self.limiter.slots:
                 await self.limiter.acquire(est)
                 self.counters.requests += 1
+                self.cache.claim(key, self.owner, self.cfg.timeout_s + _LEASE_MARGIN_S)  # renew the lease
                 try:
-                    resp = await self.client.chat.completions.create(
-                        model=self.cfg.model, messages=messages, temperature=temperature,
-                        max_tokens=self.cfg.max_tokens)
-                    reply, pt, ct = _read_completion(resp, est)
+                    reply, pt, ct = await self._attempt(messages, temperature, est)
                 except Exception as e:  # noqa: BLE001 -- sorted by classify() below
                     self.limiter.settle(est, 0)
                     kind = "retry" if isinstance(e, (MalformedResponse, json.JSONDecodeError)) else classify(e)
@@ -167,7 +240,7 @@ class OpenAIJudge:
                                               f"(model {self.cfg.model}): {last_error}") from None
                     if kind == "item":
                         raise ItemFailed(last_error, "request") from None
-                    wait = retry_after_s(e)
+                    wait = retry_after_s(e, self.cfg.retry_after_cap_s)
                     if wait is not None:
                         self.limiter.pause(wait)  # everybody waits, not only this request
                         wait += random.uniform(0.0, 0.1 * wait + 0.05)
@@ -181,6 +254,7 @@ class OpenAIJudge:
                     return reply, pt, ct
             if retry < self.policy.max_retries:
                 self.counters.retries += 1
+                self.cache.claim(key, self.owner, wait + self.cfg.timeout_s + _LEASE_MARGIN_S)
                 await asyncio.sleep(wait)  # outside the slot: others may use it meanwhile
         raise ItemFailed(f"gave up after {self.policy.max_retries + 1} attempts: {last_error}", "transport")
 

@@ -8,6 +8,8 @@ got it (otherwise the other concurrent requests run straight into the same limit
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import random
 import time
 from dataclasses import dataclass
@@ -114,8 +116,9 @@ class RetryPolicy:
         return random.uniform(0.0, min(self.cap_s, self.base_s * (2 ** attempt)))
 
 
-def retry_after_s(error: BaseException) -> Optional[float]:
-    """Seconds from a Retry-After / Retry-After-Ms header, when the server sent one."""
+def retry_after_s(error: BaseException, cap_s: float) -> Optional[float]:
+    """Seconds to wait from a Retry-After / Retry-After-Ms header (a number or an HTTP date), at most
+    cap_s: a server asking for an hour (or "inf") gets the cap, then another try, never a stalled judge."""
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
@@ -124,11 +127,24 @@ def retry_after_s(error: BaseException) -> Optional[float]:
         value = headers.get(name)
         if value is None:
             continue
-        try:
-            return max(0.0, float(value) / divisor)
-        except ValueError:
-            continue  # an HTTP date: rare from APIs; fall back to our own backoff
+        seconds = _header_seconds(value.strip(), divisor)
+        if seconds is not None:
+            return min(cap_s, max(0.0, seconds))  # NaN compares false: max() gives 0.0, min() keeps it
     return None
+
+
+def _header_seconds(value: str, divisor: float) -> Optional[float]:
+    try:
+        return float(value) / divisor
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # unreadable: our own backoff applies
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
 def classify(error: BaseException) -> str:

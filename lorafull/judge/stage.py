@@ -10,7 +10,8 @@ key from the environment variable eval.judge.api_key_env), one prompt per catego
 scores.jsonl gets one flushed line per item: {"id", "class", "score" (0..1 or null), "judge", "reply",
 "tokens", "cost", ...}. Resumable: items already scored are skipped; items whose requests kept
 failing (error_kind "transport") are dropped from the file and tried again. Replies are cached in
-eval.judge.cache (SQLite), so nothing already paid for is requested again.
+eval.judge.cache (SQLite), so nothing already paid for is requested again. One judge per run at a
+time (runs.stage_lock): a second one waits for the first, then finds its items done.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
 from lorafull.judge.summary import summarize
-from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, repair_jsonl_tail, run_stage_cli,
-                   write_json_atomic, write_status)
+from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, repair_jsonl_tail, run_stage_cli, stage_lock,
+                           write_json_atomic, write_status)
 
 SUMMARY_FILE = "judge_summary.json"
 
@@ -163,6 +164,8 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
                 row["replies"] = j.replies
             if cfg.n_samples > 1:
                 row["samples"] = j.samples
+            if j.score is None:
+                row["unreadable"] = j.problem  # no score | n/a | conflicting scores | out of range
             writer.write(row)
         bar.update()
 
@@ -184,13 +187,18 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
 
 def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
     """Judge every response not judged yet; returns the run's score summary."""
-    from tqdm import tqdm
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir).eval.judge
-    paths = RunPaths.of(run_dir)
     responses = load_responses(run_dir)
     check_judge_setup(cfg, {r["class"] for r in responses})  # before any request
+    with stage_lock(run_dir, "judge"):
+        return _judge_locked(run_dir, cfg, responses, progress)
+
+
+def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progress: bool) -> dict:
+    from tqdm import tqdm
+
+    paths = RunPaths.of(run_dir)
     done = resume_scores(paths.scores)
     todo = [r for r in responses if str(r["id"]) not in done]
     write_status(run_dir, "running", stage="judge")

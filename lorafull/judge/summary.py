@@ -2,7 +2,8 @@
 
 The LoRA-vs-full paper (BELLE) reports one column per category, math and code pooled into "others",
 and an average over those columns (a macro average: every category weighs the same, whatever its
-number of items). An unscored item (score null) is left out of every mean and counted apart.
+number of items). An unscored item (score null) is left out of every mean and counted apart. An
+item id counts once (its last row), whatever a file holds.
 """
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ def _mean(values: list[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
+def _one_per_id(rows: Iterable[dict]) -> list[dict]:
+    """The last row of each id (a file written twice by mistake still counts every item once);
+    rows without an id are kept as they are."""
+    by_id: dict[str, dict] = {}
+    loose = []
+    for row in rows:
+        if "id" in row:
+            by_id.pop(str(row["id"]), None)  # re-insert: keeps the order of the last occurrences
+            by_id[str(row["id"])] = row
+        else:
+            loose.append(row)
+    return list(by_id.values()) + loose
+
+
 def summarize(rows: Iterable[dict]) -> dict:
     """{"categories": {class: mean}, "others": mean of math+code items, "average": macro average over
     the paper's columns (others pooled), "items", "scored", "unscored", "tokens", "cost"}."""
@@ -25,7 +40,7 @@ def summarize(rows: Iterable[dict]) -> dict:
     classes: set[str] = set()
     items = unscored = tokens = 0
     cost, priced = 0.0, False
-    for row in rows:
+    for row in _one_per_id(rows):
         items += 1
         cls = normalize_class(row.get("class", ""))
         classes.add(cls)

@@ -10,7 +10,12 @@ Faults, per distinct prompt ("key"): the k-th request of a key gets the k-th fau
 requests succeed. A plan comes from a "FAULTS=a,b,c" marker in the messages, or (fault_rate > 0) is
 drawn from a seeded RNG per key. Kinds: 429 (with Retry-After), 500, 503, timeout (sleeps past the
 client's timeout), drop (closes the connection without a reply), 401 (marker only), html (a 200 that is not JSON),
-garbage (a well-formed completion without any score: a paid reply the judge cannot read).
+garbage (a well-formed completion without any score: a paid reply the judge cannot read), trickle (a
+200 whose body comes one byte per `trickle_s` seconds: only a total deadline per request ends it).
+
+Given replies: `replies={"ITEM-<tag>": [text, ...]}` makes the k-th completion of that key the k-th
+text (the last one repeats), so a test decides exactly what the judge reads. The response_format of
+every request is kept in the stats (structured output).
 
 Counts per key: hits (every request), served (completions with a score), garbage (completions
 without one). A key is "ITEM-<tag>" when the messages carry such a tag, else a hash of the messages.
@@ -28,7 +33,7 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "html", "garbage")
+FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "html", "garbage")  # drawn by fault_rate; trickle by marker
 _TAG = re.compile(r"ITEM-([\w.:-]+)")
 _PLAN = re.compile(r"FAULTS=([\w,]+)")
 
@@ -71,21 +76,24 @@ class Stats:
         self.times = defaultdict(list)  # arrival times per key
         self.arrivals: list[float] = []  # time.time() of every request
         self.auth_headers: set[str] = set()
+        self.response_formats: list = []  # response_format of every request (None when absent)
 
     def as_dict(self) -> dict:
         with self.lock:
             return {"hits": dict(self.hits), "served": dict(self.served), "garbage": dict(self.garbage),
                     "faults": {k: list(v) for k, v in self.faults.items()},
                     "times": {k: list(v) for k, v in self.times.items()}, "arrivals": list(self.arrivals),
-                    "auth_headers": sorted(self.auth_headers)}
+                    "auth_headers": sorted(self.auth_headers), "response_formats": list(self.response_formats)}
 
 
 class FakeJudgeServer:
     """Start with .start() (a thread) or as a context manager; .base_url for the openai client."""
 
-    def __init__(self, latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0, retry_after_s: float = 0.2,
-                 timeout_sleep_s: float = 3.0, max_faults: int = 2):
+    def __init__(self, latency_s: float = 0.0, fault_rate: float = 0.0, seed: int = 0,
+                 retry_after_s: float | str = 0.2, timeout_sleep_s: float = 3.0, max_faults: int = 2,
+                 replies: dict[str, list[str]] | None = None, trickle_s: float = 1.0):
         self.latency_s, self.fault_rate, self.seed = latency_s, fault_rate, seed
+        self.replies, self.trickle_s = replies or {}, trickle_s
         self.retry_after_s, self.timeout_sleep_s, self.max_faults = retry_after_s, timeout_sleep_s, max_faults
         self.stats = Stats()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -127,6 +135,13 @@ class FakeJudgeServer:
             faults.append(rng.choice(FAULT_KINDS))
         return faults
 
+    def content_for(self, key: str, served_before: int) -> str:
+        """The text of a successful completion: a given reply, else the key's score in some format."""
+        given = self.replies.get(key)
+        if given:
+            return given[min(served_before, len(given) - 1)]
+        return render_score(key, expected_score(key))
+
     def _handler_class(self):
         server = self
 
@@ -148,6 +163,22 @@ class FakeJudgeServer:
                 except OSError:
                     pass  # the client gave up (a timeout fault)
 
+            def _trickle(self):
+                body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Score: 1"}}],
+                                   "object": "chat.completion", "id": "slow", "created": 0, "model": "judge"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                for i in range(len(body)):  # every read gets a byte in time; the whole never arrives
+                    try:
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the client gave up: what the test wants
+                    time.sleep(server.trickle_s)
+
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/stats"):
                     self._send(200, json.dumps(server.stats.as_dict()).encode())
@@ -168,6 +199,7 @@ class FakeJudgeServer:
                     st.auth_headers.add(self.headers.get("Authorization", ""))
                     st.hits[key] += 1
                     hit = st.hits[key]
+                    st.response_formats.append(body.get("response_format"))
                 plan = server.plan(key, text)
                 fault = plan[hit - 1] if hit <= len(plan) else None
                 if fault:
@@ -176,8 +208,11 @@ class FakeJudgeServer:
                 if server.latency_s:
                     time.sleep(server.latency_s)
                 if fault == "429":
+                    after = server.retry_after_s
                     return self._send(429, b'{"error": {"message": "rate limited", "type": "requests"}}',
-                                      headers={"Retry-After": f"{server.retry_after_s:g}"})
+                                      headers={"Retry-After": after if isinstance(after, str) else f"{after:g}"})
+                if fault == "trickle":
+                    return self._trickle()
                 if fault == "401":  # only by marker: a bad key fails every request
                     return self._send(401, b'{"error": {"message": "invalid api key", "type": "auth"}}')
                 if fault in ("500", "503"):
@@ -196,8 +231,8 @@ class FakeJudgeServer:
                     with st.lock:
                         st.garbage[key] += 1
                 else:
-                    content = render_score(key, expected_score(key))
                     with st.lock:
+                        content = server.content_for(key, st.served[key])
                         st.served[key] += 1
                 prompt_tokens = max(1, len(text) // 3)
                 reply = {"id": f"chatcmpl-{key}-{hit}", "object": "chat.completion", "created": int(time.time()),
