@@ -120,6 +120,14 @@ def check_judge_setup(cfg: JudgeConfig, classes: set[str]) -> None:
         for cls, name in cfg.scorers.items():
             if name not in SCORERS:
                 raise JudgeSetupError(f"eval.judge.scorers.{cls}: unknown scorer {name!r} (known: {', '.join(SCORERS)})")
+        code_classes = {normalize_class(k) for k, v in cfg.scorers.items() if v == "code"}
+        if code_classes & {normalize_class(c) for c in classes}:
+            from lorafull.judge.sandbox import SandboxUnavailable, require_isolation
+
+            try:
+                require_isolation(cfg.unsafe_code_execution)
+            except SandboxUnavailable as e:
+                raise JudgeSetupError(str(e)) from None
         return
     resolve_api_key(cfg)
     check_classes(classes, load_prompts(cfg.prompts), cfg.prompts)
@@ -135,7 +143,8 @@ def judge_reference(todo: list[dict], cfg: JudgeConfig, writer, bar) -> None:
     scorers = {normalize_class(k): v for k, v in cfg.scorers.items()}
     for item in todo:
         name = scorers.get(normalize_class(item["class"]), "text")
-        value = score(name, item.get("response", ""), item.get("std_answer", ""))
+        kw = {"unsafe": cfg.unsafe_code_execution} if name == "code" else {}
+        value = score(name, item.get("response", ""), item.get("std_answer", ""), **kw)
         writer.write(_row(item, score=value, judge=f"reference:{name}", reply=None, tokens=0, cost=0.0))
         bar.update()
 
