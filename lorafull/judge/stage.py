@@ -27,7 +27,7 @@ from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
 from lorafull.judge.summary import summarize
-from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, repair_jsonl_tail, run_stage_cli,
+from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, redact, repair_jsonl_tail, run_stage_cli,
                    write_json_atomic, write_status)
 
 SUMMARY_FILE = "judge_summary.json"
@@ -161,7 +161,7 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
         except ItemFailed as e:
             # recorded unscored; "transport" failures are retried by the next run (resume_scores)
             writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
-                              error=str(e), error_kind=e.kind))
+                              error=redact(str(e)), error_kind=e.kind))
         else:
             row = _row(item, score=j.score, judge=cfg.model, reply=j.replies[-1],
                        tokens=j.prompt_tokens + j.completion_tokens, cost=request_cost(cfg, j.prompt_tokens,
