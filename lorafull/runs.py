@@ -41,6 +41,17 @@ class RunPaths:
     logs = property(lambda s: s.root / "logs")
 
 
+def path_inside(root: str | os.PathLike, path: str | os.PathLike, what: str) -> Path:
+    """`path` (relative to `root`, or absolute) if it lies strictly below `root` once `..` are folded,
+    else a one-line ValueError naming `what`: a run named ../../x, .. or /abs must not write outside its
+    folder. Lexical on purpose: a run folder that the user made a symlink to scratch space stays allowed."""
+    root = Path(os.path.normpath(os.path.abspath(root)))
+    full = Path(os.path.normpath(os.path.join(root, path)))
+    if "\n" in str(path) or root not in full.parents:
+        raise ValueError(f"{what}: {str(path)!r} would lie outside {root}")
+    return full
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temporary name, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
