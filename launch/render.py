@@ -21,7 +21,7 @@ from lorafull.config import ConfigError, Study, load_study, save_run_config, sav
 
 from .jobs import launch_dir
 from .planning import Plan, make_plan
-from .resources import (EXIT_REQUEUE, PORT_BASE, PORT_SPAN, Shape, eval_shape, gres, python_command, report_shape,
+from .resources import (EXIT_REQUEUE, Shape, eval_shape, gres, python_command, report_shape,
                         sbatch_time, study_job_prefix)
 from .state import RunView, study_run_dir
 
@@ -114,7 +114,7 @@ def render_study(study: Study) -> dict[str, str]:
             "sbatch": sbatch_lines(study, array.shape, f"{prefix}-train-{k}", n, signal=True),
             "nodes": array.shape.nodes, "tasks_per_node": array.shape.tasks_per_node,
             "cpus_per_task": array.shape.cpus_per_task, "max_requeues": study.slurm.max_requeues,
-            "exit_requeue": EXIT_REQUEUE, "port_base": PORT_BASE, "port_span": PORT_SPAN})
+            "exit_requeue": EXIT_REQUEUE})
         files[f"eval_{k}.sbatch"] = fill(_template("eval.sbatch"), {
             **common, "job_name": f"{prefix}-eval-{k}", "manifest": manifest,
             "sbatch": sbatch_lines(study, eval_shape(study.slurm), f"{prefix}-eval-{k}", n)})
