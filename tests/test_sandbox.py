@@ -48,7 +48,7 @@ print('pids', [p for p in os.listdir('/proc') if p.isdigit()])
     assert len(pids) <= 3  # its own pid namespace: the sandbox's first process and itself
 
 
-def test_no_write_outside_the_working_folder(sandbox_backend, tmp_path):
+def test_nothing_outside_the_working_folder_is_reachable(sandbox_backend, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     outside = tmp_path / "escape.txt"
@@ -62,6 +62,9 @@ def test_no_write_outside_the_working_folder(sandbox_backend, tmp_path):
         "open('/box/program.py', 'a').write('x')",
         f"import shutil; shutil.rmtree({str(tmp_path)!r})",
         "import os; os.mkdir('jail'); os.chroot('jail')",
+        f"print(open({str(victim)!r}).read())",  # reading host files: not even visible
+        f"import os, signal; os.kill({os.getpid()}, signal.SIGTERM)",  # the scorer's process: another pid namespace
+        "import os; print(os.listdir('/home'), os.listdir('/etc'))",
     ]
     for code in attempts:
         assert not run_code(code).passed, code
