@@ -37,6 +37,7 @@ RLIMIT_NPROC then counts the processes of the answer's own user namespace only.
 """
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import shutil
@@ -57,8 +58,8 @@ _UNSAFE_HINT = "set judge.unsafe_code_execution: true in the study to run answer
 
 # Runs first inside the sandbox: limits that the answer cannot raise, then the answer as __main__.
 _PRELUDE = r'''
-import resource, runpy, sys
-program, limits = sys.argv[1], eval(sys.argv[2])
+import json, resource, runpy, sys
+program, limits = sys.argv[1], json.loads(sys.argv[2])
 for name, value in limits.items():
     resource.setrlimit(getattr(resource, name), (value, value))
 sys.argv = [program]
@@ -112,13 +113,13 @@ def _bwrap_cmd(box: Path, limits: dict) -> list[str]:
         cmd += ["--ro-bind", view[1], view[1]] if view[0] == "bind" else ["--symlink", view[2], view[1]]
     cmd += ["--ro-bind", str(box), "/box", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/work",
             "--chdir", "/work"]
-    return cmd + [exe, "-I", "-S", "-B", "-c", _PRELUDE, "/box/program.py", repr(limits)]
+    return cmd + [exe, "-I", "-S", "-B", "-c", _PRELUDE, "/box/program.py", json.dumps(limits)]
 
 
 # Runs as root of a fresh user namespace (our code, not the answer's): builds the root file system
 # the bwrap way with mount(2), chroots into it, then hands over to the prelude with an empty env.
 _UNSHARE_SETUP = r'''
-import ctypes, os, sys
+import ctypes, json, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 def mount(src, dst, fstype, flags):
@@ -126,7 +127,7 @@ def mount(src, dst, fstype, flags):
         raise OSError(ctypes.get_errno(), f"mount {src} on {dst}")
 box, root, exe, prelude, limits, views, env = sys.argv[1:8]
 mount("none", root, "tmpfs", MS_NOSUID | MS_NODEV)
-for view in eval(views) + [("bind", box, "/box")]:
+for view in json.loads(views) + [["bind", box, "/box"]]:
     inside = root + (view[2] if len(view) == 3 and view[0] == "bind" else view[1])
     if view[0] == "link":
         os.makedirs(os.path.dirname(inside), exist_ok=True); os.symlink(view[2], inside); continue
@@ -147,7 +148,7 @@ for name, line in (("setgroups", "deny"), ("uid_map", "65534 0 1"), ("gid_map", 
     with open("/proc/self/" + name, "w") as f:
         f.write(line)
 os.chroot(root); os.chdir("/work"); os.setsid()
-os.execve(exe, [exe, "-I", "-S", "-B", "-c", prelude, "/box/program.py", limits], eval(env))
+os.execve(exe, [exe, "-I", "-S", "-B", "-c", prelude, "/box/program.py", limits], json.loads(env))
 '''
 
 
@@ -157,7 +158,7 @@ def _unshare_cmd(box: Path, limits: dict) -> list[str]:
     root.mkdir(exist_ok=True)
     return ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--net", "--ipc",
             "--uts", "--mount", "--propagation", "private", exe, "-I", "-S", "-B", "-c", _UNSHARE_SETUP,
-            str(box), str(root), exe, _PRELUDE, repr(limits), repr(_readonly_views()), repr(_ENV)]
+            str(box), str(root), exe, _PRELUDE, json.dumps(limits), json.dumps(_readonly_views()), json.dumps(_ENV)]
 
 
 _BUILDERS = {"bwrap": _bwrap_cmd, "unshare": _unshare_cmd}
@@ -238,7 +239,7 @@ def _kill(proc: subprocess.Popen) -> None:
 def _command(box: Path, tmp: str, tool: Optional[tuple[str, str]], limits: dict) -> tuple[list[str], dict]:
     """The command line and its environment: the tool's (nothing inherited), or unisolated."""
     if tool is None:
-        cmd = [_interpreter()[1], "-I", "-S", "-B", "-c", _PRELUDE, str(box / "program.py"), repr(limits)]
+        cmd = [_interpreter()[1], "-I", "-S", "-B", "-c", _PRELUDE, str(box / "program.py"), json.dumps(limits)]
         return cmd, {**_ENV, "HOME": tmp, "TMPDIR": tmp}
     name, exe = tool
     cmd = _BUILDERS[name](box, limits)
