@@ -70,3 +70,25 @@ def test_odd_legal_names_submit_exactly_the_intended_jobs(tmp_path, tiny_tokeniz
         assert all((tmp_path / "st.u-dy_1" / "runs" / n / "config.yaml").exists() for n in names)
     finally:
         subprocess.run(["scancel", *train, *evals, report], check=False)
+
+
+@pytest.mark.slurm
+def test_a_hostile_study_name_that_got_past_loading_runs_nothing(tmp_path, tiny_tokenizer_dir):
+    """Defence in depth behind the name rules at load: the name is set after loading, as a bug or a
+    hand-edited study.yaml might, and the rendered submit.sh still only submits."""
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    cfg = write_study(tmp_path / "h.yaml", study_dict(tmp_path, files, name="h", runs=[{"name": "r"}]))
+    study = load_study(cfg)
+    study.study.name = 'x"; touch PWNED1; "$(touch PWNED2)`touch PWNED3`\ntouch PWNED4 #'
+    out = tmp_path / "scripts"
+    out.mkdir()
+    for name, text in render_study(study).items():
+        (out / name).write_text(text)
+    result = subprocess.run(["bash", str(out / "submit.sh")], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "SBATCH_HOLD": "1"})
+    ids = result.stdout.split("training ")[1] if "training " in result.stdout else ""
+    job_ids = [j for j in ids.replace(";", " ").split() if j.isdigit()]
+    subprocess.run(["scancel", *job_ids], check=False)
+    assert result.returncode == 0, result.stderr
+    assert len(job_ids) == 3  # training, evaluation, report: nothing else
+    assert not any(p.name.startswith("PWNED") for d in (tmp_path, out) for p in d.iterdir())
