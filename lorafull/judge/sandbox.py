@@ -90,7 +90,7 @@ def _interpreter() -> tuple[str, str]:
     return prefix, exe
 
 
-def _readonly_views() -> list[tuple[str, str]]:
+def _readonly_views() -> list[tuple[str, ...]]:
     """("bind", path) or ("link", path, target): the interpreter's install and the system libraries."""
     prefix, _ = _interpreter()
     views = [("bind", prefix)]
