@@ -9,6 +9,8 @@ A training job starts in one of three ways (python -m lorafull.train RUN_DIR in 
   (c) under srun, one task per GPU: SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID give the ranks,
       MASTER_ADDR is the first host of SLURM_JOB_NODELIST (unless set), MASTER_PORT is derived from
       SLURM_JOB_ID (unless set), so every task of the job agrees without talking first.
+rendezvous() is the one place that computes them (launch's job body uses it too), and EXIT_REQUEUE
+is the one exit code that asks the job wrapper to requeue (the trainer, launch and the sbatch template).
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ from typing import Optional
 
 # torch is imported inside the functions that use it: launch (submitting, rendering) reads the
 # rendezvous and exit codes from this module and must start without loading torch
-
 
 
 @dataclass(frozen=True)
