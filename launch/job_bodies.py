@@ -21,6 +21,7 @@ STUDY_DIR`); on preemption it stops the stage and requeues (stages resume from t
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,25 +32,11 @@ from typing import Optional
 
 import submitit
 
-from .resources import EXIT_REQUEUE, master_port
+from lorafull.train.distributed import EXIT_REQUEUE, rendezvous
 
 # how long checkpoint() waits for the ranks to save after passing the signal on; Slurm kills the job
 # signal_delay_s after its time-limit signal anyway
 SAVE_WAIT_S = float(os.environ.get("LORAFULL_SAVE_WAIT_S", "600"))
-
-
-def _first_host() -> str:
-    """MASTER_ADDR: the first host of the allocation, as Slurm names it."""
-    nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
-    if nodelist:
-        try:
-            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                                 timeout=60, check=True).stdout.split()
-            if out:
-                return out[0]
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return "127.0.0.1"
 
 
 class _Child:
@@ -105,17 +92,17 @@ class TrainJob(submitit.helpers.Checkpointable):
     def command(self) -> list[str]:
         return ["srun", f"--nodes={self.nodes}", f"--ntasks-per-node={self.tasks_per_node}",
                 f"--cpus-per-task={self.cpus_per_task}", "--unbuffered",
-                *self.python.split(), "-m", "lorafull.train", self.run_dir]
+                *shlex.split(self.python), "-m", "lorafull.train", self.run_dir]
 
     def environment(self) -> dict:
         env = dict(os.environ)  # secrets reach the ranks through the environment only
-        env.setdefault("MASTER_ADDR", _first_host())
-        env.setdefault("MASTER_PORT", str(master_port(env.get("SLURM_JOB_ID", "0"))))
+        addr, port = rendezvous(env)  # what each rank would derive itself; set here so the log shows it
+        env.update(MASTER_ADDR=addr, MASTER_PORT=str(port))
         env.setdefault("OMP_NUM_THREADS", str(self.cpus_per_task))
         return env
 
     def __call__(self) -> dict:
-        print(f"[launch] training {self.run_dir}: {' '.join(self.command())}", flush=True)
+        print(f"[launch] training {self.run_dir}: {shlex.join(self.command())}", flush=True)
         self._child = _Child(self.command(), self.environment())
         rc = self._child.wait()
         if rc == 0:
@@ -152,10 +139,10 @@ class StageJob(submitit.helpers.Checkpointable):
         self._child: Optional[_Child] = None
 
     def command(self) -> list[str]:
-        return [*self.python.split(), "-m", self.module, self.path]
+        return [*shlex.split(self.python), "-m", self.module, self.path]
 
     def __call__(self) -> dict:
-        print(f"[launch] {' '.join(self.command())}", flush=True)
+        print(f"[launch] {shlex.join(self.command())}", flush=True)
         # its own session: the preemption signal goes to this process, which decides what to do
         self._child = _Child(self.command(), dict(os.environ), new_session=True)
         rc = self._child.wait()

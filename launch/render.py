@@ -21,9 +21,9 @@ from lorafull.config import ConfigError, Study, load_study, save_run_config, sav
 
 from .jobs import launch_dir
 from .planning import Plan, make_plan
-from .resources import (EXIT_REQUEUE, PORT_BASE, PORT_SPAN, Shape, eval_shape, gres, python_command, report_shape,
+from .resources import (EXIT_REQUEUE, Shape, eval_shape, gres, python_command, report_shape,
                         sbatch_time, study_job_prefix)
-from .state import RunView
+from .state import RunView, study_run_dir
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "slurm_templates"
 
@@ -51,6 +51,11 @@ def fill(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\{\{(\w+)\}\}", one, text)
 
 
+def comment_text(value) -> str:
+    """A value shown inside a # comment of a script: one line, so it cannot start a command."""
+    return " ".join(str(value).split())
+
+
 def sbatch_lines(study: Study, shape: Shape, name: str, array_size: int = 0, signal: bool = False) -> str:
     slurm = study.slurm
     opts: list[tuple[str, str]] = [("job-name", name)]
@@ -74,8 +79,8 @@ def sbatch_lines(study: Study, shape: Shape, name: str, array_size: int = 0, sig
 def full_plan(study: Study) -> Plan:
     """The arrays of the whole study, as a first submission would make them (no folder is read)."""
     sigs = study_signatures(study)
-    views = [RunView(run=r, signature=sigs[r.name], run_dir=study.run_dir(r), status={}, folder_signature=None)
-             for r in study.runs]
+    views = [RunView(run=r, signature=sigs[r.name], run_dir=study_run_dir(study, r), status={},
+                     folder_signature=None) for r in study.runs]
     return make_plan(study, views)
 
 
@@ -85,12 +90,12 @@ def render_study(study: Study) -> dict[str, str]:
     prefix = study_job_prefix(study.study.name)
     python = python_command(study.slurm, rendered=True)
     setup = "\n".join(["# slurm.setup"] + list(study.slurm.setup)) if study.slurm.setup else ""
-    common = {"study": study.study.name, "setup": setup, "python": python,
+    common = {"study": comment_text(study.study.name), "setup": setup, "python": python,
               "study_dir": shlex.quote(str(study.output_dir))}
     files: dict[str, str] = {}
     lines = [
         "#!/bin/bash",
-        f"# Submit study {study.study.name}: training arrays, their evaluations (task i after training task i),",
+        f"# Submit study {comment_text(study.study.name)}: training arrays, their evaluations (task i after training task i),",
         "# chained runs after their parent's task, one report after every evaluation.",
         "# Rendered by `python -m launch.render STUDY.yaml OUT_DIR`; run it from anywhere: bash OUT_DIR/submit.sh",
         "set -euo pipefail",
@@ -102,14 +107,14 @@ def render_study(study: Study) -> dict[str, str]:
     evals = []
     for k, array in enumerate(plan.train_arrays):
         manifest = f"train_{k}.runs"
-        files[manifest] = "".join(f"{v.run_dir}\n" for v in array.runs)
+        files[manifest] = "".join(f"{v.run_dir}\n" for v in array.runs)  # data: read by sed, used "$RUN_DIR"
         n = len(array.runs)
         files[f"train_{k}.sbatch"] = fill(_template("train_array.sbatch"), {
             **common, "job_name": f"{prefix}-train-{k}", "manifest": manifest,
             "sbatch": sbatch_lines(study, array.shape, f"{prefix}-train-{k}", n, signal=True),
             "nodes": array.shape.nodes, "tasks_per_node": array.shape.tasks_per_node,
             "cpus_per_task": array.shape.cpus_per_task, "max_requeues": study.slurm.max_requeues,
-            "exit_requeue": EXIT_REQUEUE, "port_base": PORT_BASE, "port_span": PORT_SPAN})
+            "exit_requeue": EXIT_REQUEUE})
         files[f"eval_{k}.sbatch"] = fill(_template("eval.sbatch"), {
             **common, "job_name": f"{prefix}-eval-{k}", "manifest": manifest,
             "sbatch": sbatch_lines(study, eval_shape(study.slurm), f"{prefix}-eval-{k}", n)})
@@ -122,7 +127,7 @@ def render_study(study: Study) -> dict[str, str]:
             p_index = [v.name for v in parent_array.runs].index(view.parent)
             lines.append(f"scontrol update JobId=\"${{train_{k}}}_{i}\" "
                          f"Dependency=afterok:\"${{train_{index[id(parent_array)]}}}_{p_index}\"  "
-                         f"# {view.name} after {view.parent}")
+                         f"# {comment_text(view.name)} after {comment_text(view.parent)}")
         if chained:
             lines.append(f'scontrol release "$train_{k}"')
         lines.append(f"eval_{k}=$(submit --dependency=aftercorr:\"$train_{k}\" eval_{k}.sbatch)")
@@ -133,7 +138,8 @@ def render_study(study: Study) -> dict[str, str]:
     dep = f"--dependency=afterany:{':'.join(evals)} " if evals else ""
     lines.append(f'report=$(submit {dep}report.sbatch)')
     trains = " ".join(f"$train_{k}" for k in range(len(plan.train_arrays)))
-    lines.append(f'echo "study {study.study.name}: training {trains}; evaluation {" ".join(evals)}; report $report"')
+    lines.append(f'echo {shlex.quote("study " + study.study.name)}": training {trains}; evaluation '
+                 f'{" ".join(evals)}; report $report"')
     files["submit.sh"] = "\n".join(lines) + "\n"
     return files
 
@@ -143,14 +149,15 @@ def prepare_folders(study: Study) -> list[str]:
     from lorafull.config import run_signature_from_folder
 
     sigs = study_signatures(study)
-    conflicts = [f"{study.run_dir(r)}: signature {run_signature_from_folder(study.run_dir(r))} != {sigs[r.name]}"
+    dirs = {r.name: study_run_dir(study, r) for r in study.runs}
+    conflicts = [f"{dirs[r.name]}: signature {run_signature_from_folder(dirs[r.name])} != {sigs[r.name]}"
                  for r in study.runs
-                 if run_signature_from_folder(study.run_dir(r)) not in (None, sigs[r.name])]
+                 if run_signature_from_folder(dirs[r.name]) not in (None, sigs[r.name])]
     if conflicts:
         return conflicts
     save_study_settings(study)
     for run in study.runs:
-        save_run_config(run, study.run_dir(run), sigs[run.name])
+        save_run_config(run, dirs[run.name], sigs[run.name])
     return []
 
 

@@ -12,14 +12,9 @@ from typing import Optional
 
 from lorafull.config import RunConfig, SlurmConfig
 from lorafull.config.resources import processes_per_node, world_size
+# the requeue exit code is the training's (lorafull.train.distributed, with the rendezvous)
+from lorafull.train.distributed import EXIT_REQUEUE  # noqa: F401 (re-exported for launch)
 
-# The training stage exits with this code after saving a checkpoint on a preemption/time-limit signal
-# (EX_TEMPFAIL): the job wrapper requeues the task, and the requeued job resumes from the checkpoint.
-EXIT_REQUEUE = 75
-
-# Port range for the rendezvous of a job's ranks; derived from the job id because every node of a
-# (local) cluster may share one network namespace and two jobs on one node need different ports.
-PORT_BASE, PORT_SPAN = 20000, 20000
 
 
 @dataclass(frozen=True)
@@ -71,10 +66,6 @@ def python_command(slurm: SlurmConfig, rendered: bool = False) -> str:
     if slurm.python:
         return slurm.python
     return "python" if rendered else shlex.quote(sys.executable)
-
-
-def master_port(job_id: str | int) -> int:
-    return PORT_BASE + int(job_id) % PORT_SPAN
 
 
 def sbatch_time(timeout_min: int) -> str:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from lorafull.config import RunConfig, Study, run_signature_from_folder, study_signatures
-from lorafull.runs import RunPaths, read_status
+from lorafull.config import ConfigError, RunConfig, Study, run_signature_from_folder, study_signatures
+from lorafull.runs import RunPaths, path_inside, read_status
 
 from .jobs import JobInfo, Ledger, job_state, pid_alive
 
@@ -115,13 +115,21 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
         view.detail = f"stopped at step {status.get('step', '?')}: resumes from its checkpoint"
 
 
+def study_run_dir(study: Study, run) -> Path:
+    """The run's folder, refused (one line) unless it lies under the study folder."""
+    try:
+        return path_inside(study.output_dir / "runs", study.run_dir(run), f"runs: name {run.name!r}")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def study_views(study: Study, ledger: Ledger, infos: dict[str, JobInfo]) -> list[RunView]:
     """One RunView per run, parents first (the study's order)."""
     sigs = study_signatures(study)
     views: list[RunView] = []
     by_name: dict[str, RunView] = {}
     for run in study.runs:
-        run_dir = study.run_dir(run)
+        run_dir = study_run_dir(study, run)
         view = RunView(run=run, signature=sigs[run.name], run_dir=run_dir, status=read_status(run_dir),
                        folder_signature=run_signature_from_folder(run_dir))
         classify(view, ledger.run(run.name), infos)

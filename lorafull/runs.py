@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -43,6 +44,17 @@ class RunPaths:
     logs = property(lambda s: s.root / "logs")
 
 
+def path_inside(root: str | os.PathLike, path: str | os.PathLike, what: str) -> Path:
+    """`path` (relative to `root`, or absolute) if it lies strictly below `root` once `..` are folded,
+    else a one-line ValueError naming `what`: a run named ../../x, .. or /abs must not write outside its
+    folder. Lexical on purpose: a run folder that the user made a symlink to scratch space stays allowed."""
+    root = Path(os.path.normpath(os.path.abspath(root)))
+    full = Path(os.path.normpath(os.path.join(root, path)))
+    if "\n" in str(path) or root not in full.parents:
+        raise ValueError(f"{what}: {str(path)!r} would lie outside {root}")
+    return full
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temporary name, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +73,49 @@ def read_status(run_dir: str | os.PathLike) -> dict:
         return {}
 
 
+# ---------------------------------------------------------------------------------------------
+# secrets: nothing this package writes (status, error lines, logs, scores, reports) may hold one
+# ---------------------------------------------------------------------------------------------
+REDACTED = "***"
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+# OpenAI-style keys, also when a server echoes one partly masked ("sk-proj-abc***xyz")
+_KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_*.-]{6,}")
+_registered: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Redact `value` from now on, whatever variable it came from (the judge key's api_key_env may be
+    named anything)."""
+    if value and len(value) >= 4:
+        _registered.add(value)
+
+
+def _secret_values() -> list[str]:
+    from_env = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 4}
+    return sorted(from_env | _registered, key=len, reverse=True)  # longest first: no partial leftovers
+
+
+def redact(text: str) -> str:
+    """`text` with every secret value replaced by ***: registered ones, the value of each environment
+    variable whose name contains KEY, TOKEN, SECRET or PASSWORD, and anything shaped like an API key."""
+    if not text:
+        return text
+    for value in _secret_values():
+        text = text.replace(value, REDACTED)
+    return _KEY_SHAPE.sub(REDACTED, text)
+
+
+def redact_obj(obj: Any) -> Any:
+    """redact() applied to every string inside dicts and lists (a status, a jsonl row)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj
+
+
 def write_status(run_dir: str | os.PathLike, state: str, stage: str = "train", error: Optional[str] = None,
                  **extra) -> dict:
     """Update status.json. `state` is the state of the whole run (queued|running|done|failed);
@@ -71,6 +126,7 @@ def write_status(run_dir: str | os.PathLike, state: str, stage: str = "train", e
     status.update({"state": state, "stage": stage, "error": error, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
     stages = status.setdefault("stages", {})
     stages[stage] = state
+    status = redact_obj(status)
     write_json_atomic(RunPaths.of(run_dir).status, status)
     return status
 
@@ -118,11 +174,11 @@ def _to_stderr(message: str) -> None:
 def error_line(exc: BaseException) -> str:
     """One line naming what went wrong (file:line of a bad input is in the message itself)."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return redact(f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
 
 
 def error_detail(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+    return redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:])
 
 
 class JsonlWriter:

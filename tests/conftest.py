@@ -57,3 +57,21 @@ def tiny_final(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     build_tiny_model("tiny-llama", vocab_size=len(tok), seed=1).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(params=["bwrap", "unshare"])
+def sandbox_backend(request, tmp_path, monkeypatch) -> str:
+    """Each isolation the code sandbox can use, chosen by what PATH shows it (unshare: bwrap hidden)."""
+    from helpers.sandbox import path_with_only
+
+    tool = request.param
+    if not path_with_only(tmp_path / "bin", [tool]):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is not installed (CI installs bubblewrap and util-linux)")
+        pytest.skip(f"{tool} is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    from lorafull.judge.sandbox import isolation
+
+    if isolation() is None or isolation()[0] != tool:
+        pytest.skip(f"{tool} cannot create namespaces on this machine")
+    return tool

@@ -1,9 +1,8 @@
-"""Offline scorers: math final numbers, ROUGE-L, and the code sandbox (time, memory, files, network)."""
+"""Offline scorers: math final numbers, ROUGE-L, code run against its tests (time and memory limits;
+isolation itself is tested in test_sandbox.py)."""
 from __future__ import annotations
 
 import random
-import socket
-import threading
 
 import pytest
 
@@ -66,51 +65,3 @@ def test_code_infinite_loop_times_out():
 def test_code_memory_is_limited():
     result = run_code("x = bytearray(2 * 1024 ** 3)\n", mem_mb=512)
     assert not result.passed and "MemoryError" in result.stderr
-
-
-def test_code_cannot_touch_files_outside_its_folder(tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    outside = tmp_path / "escape.txt"
-    attempts = [
-        f"open({str(outside)!r}, 'w').write('x')",
-        f"import os; os.remove({str(victim)!r})",
-        f"import os; os.rename({str(victim)!r}, 'stolen.txt')",
-        f"import os; os.symlink({str(victim)!r}, 'link'); open('link', 'w').write('x')",
-        f"import shutil; shutil.rmtree({str(tmp_path)!r})",
-        f"import os; os.chdir({str(tmp_path)!r})",
-        f"import os; fd = os.open({str(outside)!r}, os.O_WRONLY | os.O_CREAT); os.write(fd, b'x')",
-        "import subprocess; subprocess.run(['rm', '-f', " + repr(str(victim)) + "])",
-        "import ctypes",
-    ]
-    for code in attempts:
-        result = run_code(code)
-        assert not result.passed, code
-        assert "sandbox" in result.stderr, (code, result.stderr[-300:])
-    assert victim.read_text() == "keep me" and not outside.exists()
-    inside = run_code("open('scratch.txt', 'w').write('ok')\nprint(open('scratch.txt').read())")
-    assert inside.passed and inside.stdout.strip() == "ok"  # its own folder is writable
-
-
-def test_code_has_no_network():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(3.0)
-    port = server.getsockname()[1]
-    accepted = []
-
-    def accept():
-        try:
-            accepted.append(server.accept())
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    result = run_code(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.send(b'hi')")
-    thread.join()
-    server.close()
-    assert not result.passed and not accepted
-    assert score("code", f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}', timeout=2)",
-                 "assert True") == 0.0

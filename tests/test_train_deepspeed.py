@@ -140,7 +140,7 @@ def test_deepspeed_preempted_then_killed_matches_uninterrupted(tmp_path, tiny_to
     assert proc.returncode == 75, (tmp_path / "job.log").read_text()[-3000:]
     status = read_status(run_dir)
     assert status["state"] == "queued" and status["preempted"] and 5 <= status["step"] < 40
-    assert (run_dir / "checkpoints" / f"step-{status['step']:08d}" / "rng" / "rank-00001.pkl").exists()
+    assert (run_dir / "checkpoints" / f"step-{status['step']:08d}" / "rng" / "rank-00001.pt").exists()
 
     # 2) requeued, then SIGKILL of the whole job (parent, torchrun, both ranks) after the step-20 checkpoint
     proc = launch()
@@ -177,4 +177,4 @@ def test_srun_tasks_are_the_ranks(tmp_path, tiny_tokenizer_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = summary_of(run_dir)
     assert summary["world_size"] == 2 and summary["steps"] == 12
-    assert (run_dir / "checkpoints" / "step-00000012" / "rng" / "rank-00001.pkl").exists()
+    assert (run_dir / "checkpoints" / "step-00000012" / "rng" / "rank-00001.pt").exists()

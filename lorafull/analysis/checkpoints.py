@@ -3,6 +3,7 @@
 The trainer's checkpoints (RUN_DIR/checkpoints/step-N/, see lorafull.train.checkpoint) hold engine state,
 not a loadable model: engine/state.pt (the plain-torch engine: {"model": trainable tensors, ...}) or a
 DeepSpeed checkpoint under engine/ with tag "state" (rebuilt to fp32 by DeepSpeed's zero_to_fp32).
+Every file is read with torch.load(weights_only=True) (lorafull.train.checkpoint.safe_load): no pickle.
 The trainable tensors are loaded over the run's base (+ a fresh LoRA wrapper for LoRA runs, merged
 afterwards). A checkpoint folder that already holds an HF model or peft adapter folder is used as is.
 """
@@ -17,6 +18,7 @@ import torch
 
 from lorafull.config import RunConfig
 from lorafull.runs import RunPaths
+from lorafull.train.checkpoint import fp32_state_from_zero_checkpoint, safe_load
 
 _STEP = re.compile(r"^(?:step|checkpoint)[-_]?(\d+)$")
 
@@ -50,17 +52,15 @@ def trainable_state(ckpt: Path) -> dict[str, torch.Tensor]:
     if (engine / "state.pt").exists():
         return torch.load(engine / "state.pt", map_location="cpu", weights_only=True)["model"]
     if engine.is_dir():
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
         tags = [p.name for p in engine.iterdir() if p.is_dir()]
         tag = "state" if "state" in tags else (tags[0] if len(tags) == 1 else None)
         if tag is None:
             raise FileNotFoundError(f"{engine}: no DeepSpeed checkpoint tag folder (found {tags})")
         if not list((engine / tag).glob("*optim_states.pt")):
             # ZeRO stage 0 keeps no partitioned optimizer files: the module states hold the weights
-            states = torch.load(engine / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+            states = safe_load(engine / tag / "mp_rank_00_model_states.pt")
             return {k: v.float() for k, v in states["module"].items()}
-        return get_fp32_state_dict_from_zero_checkpoint(str(engine), tag=tag)
+        return fp32_state_from_zero_checkpoint(engine, tag)
     raise FileNotFoundError(f"{ckpt}: neither engine/state.pt nor a DeepSpeed engine/ folder")
 
 

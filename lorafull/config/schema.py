@@ -98,6 +98,9 @@ class JudgeConfig:
     parse_retries: int = 2
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict = field(default_factory=lambda: {"math": "math", "code": "code"})
+    # kind: reference -- where no sandbox (bwrap / unshare) can be built, run code answers unisolated
+    # (plain subprocesses with rlimits) instead of refusing: for answers you trust only
+    unsafe_code_execution: bool = False
     # reply as JSON {"score": 0..1, "reason": str} through response_format (a JSON schema), validated;
     # for endpoints that support structured output
     structured: bool = False

@@ -28,6 +28,7 @@ from lorafull.config import JudgeConfig
 from lorafull.judge.cache import CachedReply, JudgeCache, cache_key
 from lorafull.judge.limits import FatalJudgeError, RateLimiter, RetryPolicy, classify, estimate_tokens, retry_after_s
 from lorafull.judge.parse import Reading, read_score, read_structured
+from lorafull.runs import register_secret
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 # a re-ask after an unreadable reply must be able to differ from it, even from a greedy judge
@@ -63,6 +64,7 @@ def resolve_api_key(cfg: JudgeConfig) -> str:
     A local server (127.0.0.1 / localhost) may run without one."""
     key = os.environ.get(cfg.api_key_env, "").strip()
     if key:
+        register_secret(key)  # echoed back in an error, it is redacted from every file and line
         return key
     host = urlparse(cfg.base_url).hostname if cfg.base_url else None
     if host in _LOCAL_HOSTS:

@@ -6,27 +6,19 @@
     score("text", response, reference)   ROUGE-L F1 (Chinese by character, other text by word)
 
 Used by `judge.kind: reference` (class -> scorer through eval.judge.scorers) and by the analysis
-generation tasks. The code sandbox (run_code) guards against the accidents of model-written code
-(endless loops, memory blow-ups, stray file writes, network calls); it is not a security boundary
-against a determined attacker.
+generation tasks. Code answers run in lorafull.judge.sandbox (kernel namespaces and rlimits; its
+docstring has the threat model); where no isolation is possible, code scoring refuses to run unless
+judge.unsafe_code_execution is set.
 """
 from __future__ import annotations
 
 import ast
-import os
 import re
-import resource
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import unicodedata
-from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
-from pathlib import Path
 from typing import Optional
+
+from lorafull.judge.sandbox import CodeResult, run_code  # noqa: F401 (CodeResult: re-exported)
 
 
 SCORERS = ("math", "code", "text")
@@ -97,120 +89,6 @@ def math_score(response: str, reference: str) -> Optional[float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the code sandbox
-# ---------------------------------------------------------------------------------------------
-# Runs first in the child (python -I: no PYTHONPATH, no user site), installs an audit hook, then runs
-# the program. Audit hooks cannot be removed once installed, and every file, socket and process API of
-# the standard library raises an audit event before it acts.
-_GUARD = r'''
-import os, sys, runpy
-ROOT = os.path.realpath(sys.argv[1])
-PROGRAM = sys.argv[2]
-WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-PATH_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.chmod": (0,), "os.chown": (0,),
-               "os.truncate": (0,), "os.utime": (0,), "os.rename": (0, 1), "os.link": (0, 1),
-               "os.symlink": (1,), "os.chdir": (0,), "os.chflags": (0,), "os.mkfifo": (0,), "os.mknod": (0,),
-               "shutil.rmtree": (0,), "shutil.move": (0, 1), "shutil.copyfile": (1,), "os.removexattr": (0,),
-               "os.setxattr": (0,)}
-DENIED = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-          "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-          "os.kill", "os.killpg", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "os.chroot"}
-DENIED_IMPORTS = {"ctypes", "_ctypes", "cffi", "_posixsubprocess"}
-
-def inside(path):
-    if isinstance(path, int):
-        return True  # an fd we were already allowed to open
-    try:
-        real = os.path.realpath(os.fsdecode(path))  # relative paths resolve against the cwd
-    except Exception:
-        return False
-    return real == ROOT or real.startswith(ROOT + os.sep)
-
-def hook(event, args):
-    if event == "open":
-        path, mode, flags = args
-        writing = bool(flags & WRITE) or any(c in (mode or "") for c in "wax+")
-        if path is not None and not inside(path):
-            if writing or (not isinstance(path, int) and os.path.isdir(path)):
-                raise PermissionError(f"sandbox: writing outside the working folder is not allowed: {path}")
-    elif event in PATH_EVENTS:
-        for i in PATH_EVENTS[event]:
-            if i < len(args) and args[i] is not None and not inside(args[i]):
-                raise PermissionError(f"sandbox: {event} outside the working folder: {args[i]}")
-    elif event in DENIED:
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    elif event == "import" and args[0] in DENIED_IMPORTS:
-        raise ImportError(f"sandbox: import of {args[0]} is not allowed")
-
-sys.addaudithook(hook)
-sys.argv = [PROGRAM]
-runpy.run_path(PROGRAM, run_name="__main__")
-'''
-
-
-@dataclass
-class CodeResult:
-    passed: bool
-    returncode: Optional[int]
-    timed_out: bool
-    stdout: str
-    stderr: str
-
-
-@lru_cache(maxsize=1)
-def _netns_prefix() -> tuple[str, ...]:
-    """`unshare -rn` (a private network namespace with only a down loopback) when the kernel allows
-    unprivileged user namespaces; else nothing, and the audit hook alone blocks sockets."""
-    exe = shutil.which("unshare")
-    if not exe:
-        return ()
-    try:
-        ok = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return (exe, "-rn") if ok else ()
-
-
-def _limits(mem_mb: int, cpu_s: int, file_mb: int):
-    def apply():  # runs in the child between fork and exec
-        os.setsid()  # own process group: a timeout kills everything it started
-        resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb << 20, file_mb << 20))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
-
-
-def run_code(code: str, timeout_s: float = 10.0, mem_mb: int = 1024, file_mb: int = 16,
-             network: bool = False) -> CodeResult:
-    """Run Python `code` in a fresh temp folder (its cwd, HOME and TMPDIR) with time, memory and
-    file-size limits, no network, no subprocesses and no writes outside that folder."""
-    workdir = Path(tempfile.mkdtemp(prefix="lorafull-code-"))
-    try:
-        (workdir / "program.py").write_text(code, encoding="utf-8")
-        guard = workdir / ".guard.py"
-        guard.write_text(_GUARD, encoding="utf-8")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "TMPDIR": str(workdir),
-               "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-        prefix = () if network else _netns_prefix()
-        cmd = [*prefix, sys.executable, "-I", "-B", str(guard), str(workdir), str(workdir / "program.py")]
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_limits(mem_mb, int(timeout_s) + 2, file_mb))
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            timed_out = True
-        return CodeResult(passed=(not timed_out and proc.returncode == 0), returncode=proc.returncode,
-                          timed_out=timed_out, stdout=out.decode("utf-8", "replace")[-4000:],
-                          stderr=err.decode("utf-8", "replace")[-4000:])
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # code: run it
 # ---------------------------------------------------------------------------------------------
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -226,8 +104,10 @@ def extract_code(text: str) -> str:
     return "\n\n".join(python or [body for _, body in blocks]).strip()
 
 
-def code_score(response: str, reference: str, timeout_s: float = 10.0, mem_mb: int = 1024) -> Optional[float]:
-    """1.0 when the response's code followed by the reference's test code exits 0 in the sandbox."""
+def code_score(response: str, reference: str, timeout_s: float = 10.0, mem_mb: int = 1024,
+               unsafe: bool = False) -> Optional[float]:
+    """1.0 when the response's code followed by the reference's test code exits 0 in the sandbox;
+    `unsafe` (judge.unsafe_code_execution) allows unisolated runs where no sandbox can be built."""
     tests = extract_code(reference)
     try:
         ast.parse(tests)
@@ -236,7 +116,7 @@ def code_score(response: str, reference: str, timeout_s: float = 10.0, mem_mb: i
     if not tests.strip():
         return None
     solution = extract_code(response)
-    result = run_code(solution + "\n\n" + tests, timeout_s=timeout_s, mem_mb=mem_mb)
+    result = run_code(solution + "\n\n" + tests, timeout_s=timeout_s, mem_mb=mem_mb, unsafe=unsafe)
     return 1.0 if result.passed else 0.0
 
 

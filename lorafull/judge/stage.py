@@ -28,8 +28,8 @@ from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
 from lorafull.judge.summary import summarize
-from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, repair_jsonl_tail, run_stage_cli, stage_lock,
-                           write_json_atomic, write_status)
+from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, redact, repair_jsonl_tail, run_stage_cli,
+                           stage_lock, write_json_atomic, write_status)
 
 SUMMARY_FILE = "judge_summary.json"
 
@@ -121,6 +121,14 @@ def check_judge_setup(cfg: JudgeConfig, classes: set[str]) -> None:
         for cls, name in cfg.scorers.items():
             if name not in SCORERS:
                 raise JudgeSetupError(f"eval.judge.scorers.{cls}: unknown scorer {name!r} (known: {', '.join(SCORERS)})")
+        code_classes = {normalize_class(k) for k, v in cfg.scorers.items() if v == "code"}
+        if code_classes & {normalize_class(c) for c in classes}:
+            from lorafull.judge.sandbox import SandboxUnavailable, require_isolation
+
+            try:
+                require_isolation(cfg.unsafe_code_execution)
+            except SandboxUnavailable as e:
+                raise JudgeSetupError(str(e)) from None
         return
     resolve_api_key(cfg)
     check_classes(classes, load_prompts(cfg.prompts), cfg.prompts)
@@ -136,7 +144,8 @@ def judge_reference(todo: list[dict], cfg: JudgeConfig, writer, bar) -> None:
     scorers = {normalize_class(k): v for k, v in cfg.scorers.items()}
     for item in todo:
         name = scorers.get(normalize_class(item["class"]), "text")
-        value = score(name, item.get("response", ""), item.get("std_answer", ""))
+        kw = {"unsafe": cfg.unsafe_code_execution} if name == "code" else {}
+        value = score(name, item.get("response", ""), item.get("std_answer", ""), **kw)
         writer.write(_row(item, score=value, judge=f"reference:{name}", reply=None, tokens=0, cost=0.0))
         bar.update()
 
@@ -153,7 +162,7 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
         except ItemFailed as e:
             # recorded unscored; "transport" failures are retried by the next run (resume_scores)
             writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
-                              error=str(e), error_kind=e.kind))
+                              error=redact(str(e)), error_kind=e.kind))
         else:
             row = _row(item, score=j.score, judge=cfg.model, reply=j.replies[-1],
                        tokens=j.prompt_tokens + j.completion_tokens, cost=request_cost(cfg, j.prompt_tokens,

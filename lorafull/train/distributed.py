@@ -9,6 +9,8 @@ A training job starts in one of three ways (python -m lorafull.train RUN_DIR in 
   (c) under srun, one task per GPU: SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID give the ranks,
       MASTER_ADDR is the first host of SLURM_JOB_NODELIST (unless set), MASTER_PORT is derived from
       SLURM_JOB_ID (unless set), so every task of the job agrees without talking first.
+rendezvous() is the one place that computes them (launch's job body uses it too), and EXIT_REQUEUE
+is the one exit code that asks the job wrapper to requeue (the trainer, launch and the sbatch template).
 """
 from __future__ import annotations
 
@@ -19,9 +21,13 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
+if TYPE_CHECKING:  # torch is imported inside the functions: launch reads the rendezvous without it
+    import torch
+
+# torch is imported inside the functions that use it: launch (submitting, rendering) reads the
+# rendezvous and exit codes from this module and must start without loading torch
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,14 @@ class DistEnv:
 # ---------------------------------------------------------------------------------------------
 # Which launch mode is this
 # ---------------------------------------------------------------------------------------------
+# The training exits with this code after saving a checkpoint on a preemption / time-limit signal
+# (EX_TEMPFAIL, "try again later"): the job wrapper (sbatch script or submitit body) requeues the task.
+EXIT_REQUEUE = 75
+# A rendezvous port per job, derived from the job id: every node of a (local) cluster may share one
+# network namespace, and two jobs on one node need different ports.
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
 def first_host(nodelist: str) -> str:
     """First host of a Slurm node list: 'gpu[07-09,12],cpu1' -> 'gpu07'; 'n1,n2' -> 'n1'."""
     m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
@@ -50,9 +64,20 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]  # keeps zero padding: gpu[07-09] -> gpu07
 
 
-def port_from_job_id(job_id: str) -> int:
+def port_from_job_id(job_id: str | int) -> int:
     """A port every task of a job derives alike; array tasks have distinct job ids, so distinct ports."""
-    return 20000 + int(re.sub(r"\D", "", job_id) or 0) % 20000
+    return PORT_BASE + int(re.sub(r"\D", "", str(job_id)) or 0) % PORT_SPAN
+
+
+def rendezvous(env=None) -> tuple[str, int]:
+    """(MASTER_ADDR, MASTER_PORT) of a job, the one place they are computed: the values already in
+    the environment, else the first host of the job's node list and the port of its job id, so every
+    process of the job (srun tasks, torchrun nodes) agrees without talking first."""
+    env = os.environ if env is None else env
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
+    addr = env.get("MASTER_ADDR") or (first_host(nodelist) if nodelist else "127.0.0.1")
+    port = int(env.get("MASTER_PORT") or port_from_job_id(env.get("SLURM_JOB_ID", "0")))
+    return addr, port
 
 
 def _in_slurm_step() -> bool:
@@ -69,8 +94,8 @@ def detect_env() -> DistEnv:
                        "torchrun" if "TORCHELASTIC_RUN_ID" in env else "env")
     if _in_slurm_step() and int(env.get("SLURM_NTASKS", "1")) > 1:
         rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-        env.setdefault("MASTER_ADDR", first_host(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "localhost"))))
-        env.setdefault("MASTER_PORT", str(port_from_job_id(env.get("SLURM_JOB_ID", "0"))))
+        addr, port = rendezvous(env)
+        env.update(MASTER_ADDR=addr, MASTER_PORT=str(port))
         env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
         return DistEnv(rank, world, local, "slurm")
     return DistEnv()
@@ -93,11 +118,13 @@ def set_single_process_env() -> None:
 
 def default_nproc() -> int:
     """Processes per node when train.nproc is not set: one per GPU, or 1 on the CPU."""
+    import torch
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
 def use_cpu_accelerator() -> None:
     """Pick DeepSpeed's CPU accelerator explicitly when there is no GPU (before deepspeed is imported)."""
+    import torch
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
@@ -111,8 +138,7 @@ def torchrun_command(module_args: list[str], nproc: int) -> list[str]:
     nnodes = int(env.get("SLURM_NNODES", "1"))
     if _in_slurm_step() and nnodes > 1 and int(env.get("SLURM_NTASKS", "1")) == nnodes:
         # one task per node in a multi-node allocation: a static multi-node torchrun
-        master = env.get("MASTER_ADDR") or first_host(env.get("SLURM_JOB_NODELIST", "localhost"))
-        port = env.get("MASTER_PORT") or str(port_from_job_id(env.get("SLURM_JOB_ID", "0")))
+        master, port = rendezvous(env)
         cmd += [f"--nnodes={nnodes}", f"--node_rank={env.get('SLURM_NODEID', '0')}",
                 f"--master_addr={master}", f"--master_port={port}"]
     else:
@@ -124,6 +150,7 @@ def run_torchrun(module_args: list[str], nproc: int) -> int:
     """Run torchrun to completion. A SIGUSR2/SIGTERM sent to this process reaches the workers as
     SIGTERM (torchrun relays SIGTERM to its workers and gives them 30 s; it would die on SIGUSR2
     without telling them). Returns torchrun's exit code."""
+    import torch
     env = dict(os.environ)
     if not torch.cuda.is_available():
         # N ranks share the cores: more threads per rank only oversubscribe them
@@ -147,6 +174,7 @@ def run_torchrun(module_args: list[str], nproc: int) -> int:
 # Process group and collectives (no-ops with one process)
 # ---------------------------------------------------------------------------------------------
 def device_for(env: DistEnv) -> torch.device:
+    import torch
     if torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank)
         return torch.device("cuda", env.local_rank)
@@ -155,6 +183,7 @@ def device_for(env: DistEnv) -> torch.device:
 
 def init_deepspeed_distributed() -> None:
     """Start DeepSpeed's process group (nccl on GPUs, gloo on the CPU)."""
+    import torch
     use_cpu_accelerator()
     set_single_process_env()
     import importlib
@@ -172,15 +201,18 @@ def init_deepspeed_distributed() -> None:
 
 
 def is_initialized() -> bool:
+    import torch
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def barrier() -> None:
+    import torch
     if is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.barrier()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    import torch
     if is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(t)
     return t
@@ -188,6 +220,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when any rank says so: every rank stops (or saves) at the same step boundary."""
+    import torch
     if not (is_initialized() and torch.distributed.get_world_size() > 1):
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
@@ -196,6 +229,7 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def destroy() -> None:
+    import torch
     if is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -206,6 +240,7 @@ def destroy() -> None:
 def ds_config(train, dtype: str, world_size: int, grad_accum: int, on_gpu: Optional[bool] = None) -> dict:
     """The DeepSpeed config of a run. The optimizer is ours (torch AdamW, passed to deepspeed.initialize)
     so both engines optimise alike and nothing is JIT-compiled, except DeepSpeedCPUAdam for GPU offload."""
+    import torch
     on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
     zero: dict = {"stage": train.zero_stage}
     if train.zero_stage == 3:

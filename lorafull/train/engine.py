@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from lorafull.train import distributed as dist
+from lorafull.train.checkpoint import safe_checkpoint_engine
 from lorafull.models.load import torch_dtype
 
 
@@ -140,6 +141,8 @@ class DeepSpeedEngine:
         self.scheduler = _scheduler(optimizer, run.train, total_steps)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=self.scheduler,
                                                     config=config)
+        # DeepSpeed's own engine unpickles whatever the checkpoint folder holds; ours reads data only
+        self.engine.checkpoint_engine = safe_checkpoint_engine(self.engine._config)
         self.model = self.engine.module
         self.device = self.engine.device
         self.engine.train()

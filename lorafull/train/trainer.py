@@ -30,7 +30,7 @@ from lorafull.runs import RunPaths, error_detail, error_line, read_status, write
 from lorafull.train.metrics import peak_mem_gb
 from lorafull.train.order import BatchOrder, seed_everything
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" -- the wrapper requeues
+EXIT_PREEMPTED = dist.EXIT_REQUEUE  # the wrapper requeues (lorafull.train.distributed)
 
 
 class Trainer:

@@ -9,7 +9,8 @@ so a test knows what the judge must read. GET /stats returns what the server saw
 Faults, per distinct prompt ("key"): the k-th request of a key gets the k-th fault of its plan, later
 requests succeed. A plan comes from a "FAULTS=a,b,c" marker in the messages, or (fault_rate > 0) is
 drawn from a seeded RNG per key. Kinds: 429 (with Retry-After), 500, 503, timeout (sleeps past the
-client's timeout), drop (closes the connection without a reply), 401 (marker only), html (a 200 that is not JSON),
+client's timeout), drop (closes the connection without a reply), 401 (marker only), 401echo / 400echo (marker only:
+the error message repeats the key the client sent), html (a 200 that is not JSON),
 garbage (a well-formed completion without any score: a paid reply the judge cannot read), trickle (a
 200 whose body comes one byte per `trickle_s` seconds: only a total deadline per request ends it).
 
@@ -215,6 +216,10 @@ class FakeJudgeServer:
                     return self._trickle()
                 if fault == "401":  # only by marker: a bad key fails every request
                     return self._send(401, b'{"error": {"message": "invalid api key", "type": "auth"}}')
+                if fault in ("401echo", "400echo"):  # marker only: an endpoint that echoes the key it got
+                    sent = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    message = json.dumps({"error": {"message": f"Incorrect API key provided: {sent}", "type": "auth"}})
+                    return self._send(int(fault[:3]), message.encode())
                 if fault in ("500", "503"):
                     return self._send(int(fault), b'{"error": {"message": "server error"}}')
                 if fault == "timeout":

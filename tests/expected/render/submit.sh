@@ -23,4 +23,4 @@ scontrol release "$train_2"
 eval_2=$(submit --dependency=aftercorr:"$train_2" eval_2.sbatch)
 
 report=$(submit --dependency=afterany:$eval_0:$eval_1:$eval_2 report.sbatch)
-echo "study render-demo: training $train_0 $train_1 $train_2; evaluation $eval_0 $eval_1 $eval_2; report $report"
+echo 'study render-demo'": training $train_0 $train_1 $train_2; evaluation $eval_0 $eval_1 $eval_2; report $report"
