@@ -33,5 +33,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'signature': 'study',
     'study_signatures': 'study',
     'validate_run': 'study',
+    'check_run': 'study',
+    'prepare_study': 'study',
+    'input_identity': 'content',
+    'file_sha256': 'content',
     'load_study': 'study',
 })

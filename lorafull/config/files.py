@@ -29,8 +29,8 @@ import yaml
 
 from lorafull.config.schema import (AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection,
                                     StudySettings)
-from lorafull.config.study import load_study, study_signatures
-from lorafull.config.typed import ConfigError, _build, _line_map, _Where, to_dict
+from lorafull.config.study import check_run, load_study, study_signatures
+from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,21 +47,28 @@ def save_run_config(run: RunConfig, run_dir: Path, signature_value: str) -> Path
 
 
 def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
-    """The resolved settings a stage runs with (RUN_DIR/config.yaml)."""
+    """The resolved settings a stage runs with (RUN_DIR/config.yaml), checked as a study file's runs
+    are: a folder edited by hand fails here, naming its line and key, before any work starts."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{path}: no such file (is {run_dir} a run folder? launch.grid writes it)")
-    text = path.read_text()
-    d = yaml.safe_load(text) or {}
+    d, lines = read_yaml_file(path, "run config")
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of the run's sections, got {type(d).__name__}")
     d.pop("signature", None)
-    return _build(RunConfig, d, _Where(str(path), _line_map(text)), "")
+    where = _Where(str(path), lines)
+    run = _build(RunConfig, d, where, "")
+    check_run(run, where)
+    return run
 
 
 def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         return None
-    return (yaml.safe_load(path.read_text()) or {}).get("signature")
+    d, _ = read_yaml_file(path, "run config")
+    return d.get("signature") if isinstance(d, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,8 +92,9 @@ def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
     """The study-level sections saved by save_study_settings; defaults when the file is absent
     (a run folder made by hand still runs every stage)."""
     path = Path(study_dir) / "study.yaml"
-    raw = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    where = _Where(str(path), _line_map(path.read_text()) if path.exists() else {})
+    raw, lines = read_yaml_file(path, "study settings") if path.exists() else ({}, {})
+    raw = raw if isinstance(raw, dict) else {}
+    where = _Where(str(path), lines)
     parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
     return StudySettings(**parts)
 
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[0])
         return 2
     try:
-        study = load_study(argv[0], argv[1:])
+        study = load_study(argv[0], argv[1:], prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
