@@ -57,7 +57,7 @@ class DataConfig:
     train: Optional[str] = None  # .json or .jsonl
     format: DataFormat = "auto"  # alpaca | conversations | text (plain {"text"}: every token trained) | auto
     num_samples: Optional[int] = ranged(None, ge=1)  # deterministic subset (by train.seed); null = all
-    max_length: int = ranged(1024, ge=1)
+    max_length: int = ranged(1024, ge=2)  # a prompt token and an answer token at least
     template: Template = "belle"  # chat = the tokenizer's chat template
     # concatenate samples into max_length blocks (labels keep their masks; attention crosses
     # sample boundaries; long samples are split across blocks instead of truncated)
