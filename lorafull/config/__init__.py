@@ -36,6 +36,12 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'check_run': 'study',
     'prepare_study': 'study',
     'input_identity': 'content',
+    'eval_fingerprint': 'fingerprint',
+    'read_eval_fingerprint': 'fingerprint',
+    'eval_is_current': 'fingerprint',
+    'refresh_eval_results': 'fingerprint',
+    'FINGERPRINT_FILE': 'fingerprint',
+    'HISTORY_DIR': 'fingerprint',
     'file_sha256': 'content',
     'load_study': 'study',
 })

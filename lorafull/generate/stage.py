@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from lorafull.config import RunConfig, load_run_config
+from lorafull.config import RunConfig, load_run_config, refresh_eval_results
 from lorafull.runs import (JsonlWriter, RunPaths, iter_json_lines, read_jsonl, repair_jsonl_tail, run_stage_cli,
                    write_status)
 
@@ -214,6 +214,7 @@ def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     items = run_eval_items(run_dir, cfg)
+    refresh_eval_results(run_dir, cfg)  # responses of other eval settings go to eval_history/, never mixed in
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
     write_status(run_dir, "running", stage="generate")

@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lorafull.config import JudgeConfig, load_run_config
+from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results
 from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
@@ -187,7 +187,9 @@ def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir).eval.judge
+    run_cfg = load_run_config(run_dir)
+    refresh_eval_results(run_dir, run_cfg)  # scores of another judge go to eval_history/, never mixed in
+    cfg = run_cfg.eval.judge
     paths = RunPaths.of(run_dir)
     responses = load_responses(run_dir)
     check_judge_setup(cfg, {r["class"] for r in responses})  # before any request
