@@ -106,7 +106,7 @@ CASES = [
     ("unknown_key", ("lr: 1.0e-3", "lrr: 1.0e-3"), [], "base.train.lrr", "lrr: 1.0e-3", r"unknown key \(did you mean 'lr'"),
     ("duplicate_section", ("plan: {mfu: 0.5}", "plan: {mfu: 0.5}\nplan: {mfu: 0.4}"), [], "plan", "plan: {mfu: 0.4}",
      r"key given twice in one mapping \(first on line 18\)"),
-    ("duplicate_key", ("r: 4, alpha: 8", "r: 4, alpha: 8, r: 16"), [], "r", "r: 16", r"key given twice"),
+    ("duplicate_key", ("r: 4, alpha: 8", "r: 4, alpha: 8, r: 16"), [], "base.method.r", "r: 16", r"key given twice"),
     ("cli_lr_negative", None, ["train.lr=-1"], "base.train.lr", None, r"must be > 0"),
     ("cli_zero_stage", None, ["train.zero_stage=7"], "base.train.zero_stage", None, r"expected one of 0, 1, 2, 3"),
     ("cli_unknown_key", None, ["train.lrr=1"], "base.train.lrr", None, r"unknown key"),

@@ -14,9 +14,12 @@ the same run on other hardware is the same run, and its folder (and checkpoints)
 Import from the package (`from lorafull.config import RunConfig, load_study, ...`). This module holds
 the entry points on files (RUN_DIR/config.yaml, STUDY_DIR/study.yaml) and the command; the parts
 import only downwards:
-    typed    ConfigError, YAML -> dataclass with file:line: key errors
-    schema   the dataclasses: every key a study file may set, with its default and comment
-    study    overrides, grid expansion, run names, signatures, load_study
+    typed        ConfigError, YAML -> dataclass with file:line: key errors; ranges and name patterns
+    schema       the dataclasses: every key a study file may set, with its default, choices and range
+    content      input files and folders by content hash (cached by path, size and mtime)
+    signatures   run signatures from the settings that change a result and the inputs' contents
+    fingerprint  what a run's responses and scores were computed under; older results moved aside
+    study        overrides, grid expansion, run names, load_study
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import yaml
 
 from lorafull.config.schema import (AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection,
                                     StudySettings)
-from lorafull.config.study import check_run, load_study, study_signatures
+from lorafull.config.signatures import study_signatures
+from lorafull.config.study import check_run, load_study
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
 

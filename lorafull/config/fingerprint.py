@@ -31,9 +31,8 @@ from lorafull.config.schema import RunConfig
 from lorafull.config.typed import to_dict
 from lorafull.runs import RunPaths, write_json_atomic
 
-FINGERPRINT_FILE = "eval_fingerprint.json"
-HISTORY_DIR = "eval_history"
-JUDGE_SUMMARY_FILE = "judge_summary.json"
+FINGERPRINT_FILE = RunPaths.of(".").eval_fingerprint.name
+HISTORY_DIR = RunPaths.of(".").eval_history.name
 GENERATION_KEYS = ("max_new_tokens", "temperature", "backend", "num_items")
 # judge settings that change how it runs, not what it returns
 JUDGE_OPERATIONAL = {"base_url", "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute",
@@ -64,7 +63,7 @@ def eval_fingerprint(run: RunConfig) -> dict:
 
 
 def read_eval_fingerprint(run_dir: str | os.PathLike) -> Optional[dict]:
-    path = Path(run_dir) / FINGERPRINT_FILE
+    path = RunPaths.of(run_dir).eval_fingerprint
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -103,10 +102,10 @@ def refresh_eval_results(run_dir: str | os.PathLike, run: RunConfig) -> Optional
         old = {"fingerprint": "unknown"}
     moved = None
     if old is not None and old.get("fingerprint") != now["fingerprint"] and _has_results(run_dir):
-        moved = _free_folder(run_dir / HISTORY_DIR / str(old["fingerprint"]))
-        moved.mkdir(parents=True)
         paths = RunPaths.of(run_dir)
-        for path in (paths.scores, run_dir / JUDGE_SUMMARY_FILE, run_dir / FINGERPRINT_FILE):
+        moved = _free_folder(paths.eval_history / str(old["fingerprint"]))
+        moved.mkdir(parents=True)
+        for path in (paths.scores, paths.judge_summary, paths.eval_fingerprint):
             if path.exists():
                 os.replace(path, moved / path.name)
         if paths.responses.exists():
@@ -115,5 +114,5 @@ def refresh_eval_results(run_dir: str | os.PathLike, run: RunConfig) -> Optional
             else:
                 os.replace(paths.responses, moved / paths.responses.name)
     if old is None or moved is not None or old != now:
-        write_json_atomic(run_dir / FINGERPRINT_FILE, now)
+        write_json_atomic(RunPaths.of(run_dir).eval_fingerprint, now)
     return moved

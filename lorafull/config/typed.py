@@ -55,7 +55,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int]]:
         raise ConfigError(f"{file}{_mark(e)}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if node is None:
         return None, {}
-    _check_nodes(node, file)
+    _check_size(node, file)
+    lines = _line_map(node, file)  # refuses a key given twice, naming it
     loader = yaml.SafeLoader("")
     try:
         value = loader.construct_document(node)
@@ -63,7 +64,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[str, int]]:
         raise ConfigError(f"{file}{_mark(e)}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     finally:
         loader.dispose()
-    return value, _line_map(node)
+    return value, lines
 
 
 def _mark(e: yaml.YAMLError) -> str:
@@ -71,9 +72,9 @@ def _mark(e: yaml.YAMLError) -> str:
     return f":{mark.line + 1}" if mark else ""
 
 
-def _check_nodes(root: yaml.Node, file: str) -> None:
-    """Refuse duplicate mapping keys and documents whose aliases expand past MAX_YAML_NODES. Sizes are
-    memoised per node, so the check itself is linear in the text however deep the aliases nest."""
+def _check_size(root: yaml.Node, file: str) -> None:
+    """Refuse documents whose aliases expand past MAX_YAML_NODES. Sizes are memoised per node, so the
+    check itself is linear in the text however deep the aliases nest."""
     sizes: dict[int, int] = {}
 
     def size(node: yaml.Node) -> int:
@@ -84,7 +85,6 @@ def _check_nodes(root: yaml.Node, file: str) -> None:
         sizes[id(node)] = -1
         total = 1
         if isinstance(node, yaml.MappingNode):
-            _no_duplicate_keys(node, file)
             total += sum(size(k) + size(v) for k, v in node.value)
         elif isinstance(node, yaml.SequenceNode):
             total += sum(size(v) for v in node.value)
@@ -97,26 +97,23 @@ def _check_nodes(root: yaml.Node, file: str) -> None:
     size(root)
 
 
-def _no_duplicate_keys(node: yaml.MappingNode, file: str) -> None:
-    seen: dict[str, int] = {}
-    for k, _ in node.value:
-        if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
-            continue
-        if k.value in seen:
-            raise ConfigError(f"{file}:{k.start_mark.line + 1}: {k.value}: key given twice in one mapping "
-                              f"(first on line {seen[k.value]}); the second would silently replace the first")
-        seen[k.value] = k.start_mark.line + 1
-
-
-def _line_map(root: yaml.Node) -> dict[str, int]:
-    """dotted key path -> 1-based line of that key in the YAML text."""
+def _line_map(root: yaml.Node, file: str) -> dict[str, int]:
+    """dotted key path -> 1-based line of that key in the YAML text. A key given twice in one mapping is
+    an error (PyYAML would keep the second silently). Walks the expanded tree: call after _check_size."""
     lines: dict[str, int] = {}
 
     def walk(node, prefix):
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for k, v in node.value:
                 key = f"{prefix}.{k.value}" if prefix else str(k.value)
-                lines.setdefault(key, k.start_mark.line + 1)
+                line = k.start_mark.line + 1
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if k.value in seen:
+                        raise ConfigError(f"{file}:{line}: {key}: key given twice in one mapping (first on line "
+                                          f"{seen[k.value]}); the second would silently replace the first")
+                    seen[k.value] = line
+                lines.setdefault(key, line)
                 walk(v, key)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
