@@ -202,9 +202,11 @@ def test_results_of_earlier_eval_settings_are_moved_aside_never_overwritten(tmp_
     run_dir.mkdir()
     run = RunConfig(name="r")
     run.eval.judge.kind, run.eval.max_new_tokens = "reference", 8
-    (run_dir / "scores.jsonl").write_text("legacy\n")  # from before fingerprints: unknown settings
-    assert not eval_is_current(run_dir, run)
-    assert refresh_eval_results(run_dir, run) == run_dir / HISTORY_DIR / "unknown"
+    (run_dir / "scores.jsonl").write_text("legacy\n")  # from before fingerprints: unknown settings, kept
+    assert eval_is_current(run_dir, run) and refresh_eval_results(run_dir, run) is None
+    assert read_eval_fingerprint(run_dir) is None and (run_dir / "scores.jsonl").read_text() == "legacy\n"
+    (run_dir / "scores.jsonl").unlink()
+    assert refresh_eval_results(run_dir, run) is None  # nothing to move: the settings are recorded
     prints = []
     for tokens in (8, 16, 8, 16):  # A -> B -> A -> B: four result sets, four folders
         prints.append(eval_fingerprint(run)["fingerprint"])
@@ -216,7 +218,7 @@ def test_results_of_earlier_eval_settings_are_moved_aside_never_overwritten(tmp_
         refresh_eval_results(run_dir, run)
         assert not (run_dir / "responses.jsonl").exists() and not (run_dir / "scores.jsonl").exists()
     kept = sorted(p.name for p in (run_dir / HISTORY_DIR).iterdir())
-    assert kept == sorted(["unknown", prints[0], prints[1], f"{prints[0]}-2", f"{prints[1]}-2"])
+    assert kept == sorted([prints[0], prints[1], f"{prints[0]}-2", f"{prints[1]}-2"])
     assert (run_dir / HISTORY_DIR / f"{prints[0]}-2" / "scores.jsonl").read_text() == "scores 8\n"
     # only the judge changes: the responses stay (a copy goes with the old scores)
     (run_dir / "responses.jsonl").write_text("answers\n")

@@ -104,10 +104,10 @@ def test_each_row_shows_its_eval_fingerprint_and_mixed_fingerprints_are_called_o
     full, lora = study / "runs" / "full_2m", study / "runs" / "lora_2m"
     for run_dir in (full, lora):  # what the stages record before they write
         (run_dir / "scores.jsonl").rename(run_dir / "kept.jsonl")
-        refresh_eval_results(run_dir, load_run_config(run_dir, check=False))
+        refresh_eval_results(run_dir, load_run_config(run_dir))
         (run_dir / "kept.jsonl").rename(run_dir / "scores.jsonl")
     table = read_table(build_report(study) / "table.csv")
-    same = eval_fingerprint(load_run_config(full, check=False))["fingerprint"]
+    same = eval_fingerprint(load_run_config(full))["fingerprint"]
     assert table["full_2m"]["eval_fingerprint"] == table["lora_2m"]["eval_fingerprint"] == same
     assert table["lora_4m"]["eval_fingerprint"] == ""  # nothing scored, nothing to fingerprint
     assert "note:" not in (study / "report" / "table.md").read_text(encoding="utf-8")

@@ -50,10 +50,11 @@ def save_run_config(run: RunConfig, run_dir: Path, signature_value: str) -> Path
     return out
 
 
-def load_run_config(run_dir: str | os.PathLike, check: bool = True) -> RunConfig:
-    """The resolved settings a stage runs with (RUN_DIR/config.yaml), checked as a study file's runs
-    are: a folder edited by hand fails here, naming its line and key, before any work starts. Readers
-    that only describe a run (the report) pass check=False to skip the checks across keys."""
+def load_run_config(run_dir: str | os.PathLike, for_training: bool = False) -> RunConfig:
+    """The resolved settings a stage runs with (RUN_DIR/config.yaml), every key checked as in a study
+    file (type, choices, range): a folder edited by hand fails here, naming its line and key, before
+    any work starts. for_training adds the checks across keys that only training needs (batch sizes
+    that divide, a tokenizer for a scratch model), so a judge-only folder needs no tokenizer."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{path}: no such file (is {run_dir} a run folder? launch.grid writes it)")
@@ -64,7 +65,7 @@ def load_run_config(run_dir: str | os.PathLike, check: bool = True) -> RunConfig
     d.pop("signature", None)
     where = _Where(str(path), lines)
     run = _build(RunConfig, d, where, "")
-    if check:
+    if for_training:
         check_run(run, where)
     return run
 

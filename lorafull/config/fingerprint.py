@@ -76,12 +76,12 @@ def _has_results(run_dir: Path) -> bool:
 
 
 def eval_is_current(run_dir: str | os.PathLike, run: RunConfig) -> bool:
-    """True when the folder's responses and scores (if any) were computed under the run's eval settings.
-    Results without a fingerprint have unknown settings: not current."""
+    """False when the folder's responses or scores were computed under other eval settings than the run's.
+    Results without a fingerprint (written before fingerprints existed, or by hand) are taken as they
+    are: re-evaluating every old study on upgrade would cost GPU time and judge fees unasked, and the
+    report marks their rows 'unknown'."""
     recorded = read_eval_fingerprint(run_dir)
-    if recorded is None:
-        return not _has_results(Path(run_dir))
-    return recorded.get("fingerprint") == eval_fingerprint(run)["fingerprint"]
+    return recorded is None or recorded.get("fingerprint") == eval_fingerprint(run)["fingerprint"]
 
 
 def _free_folder(base: Path) -> Path:
@@ -99,7 +99,7 @@ def refresh_eval_results(run_dir: str | os.PathLike, run: RunConfig) -> Optional
     now = eval_fingerprint(run)
     old = read_eval_fingerprint(run_dir)
     if old is None and _has_results(run_dir):
-        old = {"fingerprint": "unknown"}
+        return None  # results of unknown settings: continued, never stamped with settings they may not have
     moved = None
     if old is not None and old.get("fingerprint") != now["fingerprint"] and _has_results(run_dir):
         paths = RunPaths.of(run_dir)
@@ -113,6 +113,6 @@ def refresh_eval_results(run_dir: str | os.PathLike, run: RunConfig) -> Optional
                 shutil.copy2(paths.responses, moved / paths.responses.name)
             else:
                 os.replace(paths.responses, moved / paths.responses.name)
-    if old is None or moved is not None or old != now:
+    if old != now:
         write_json_atomic(RunPaths.of(run_dir).eval_fingerprint, now)
     return moved

@@ -71,7 +71,7 @@ def _method(cfg) -> Optional[str]:
 def run_row(run_dir: Path) -> tuple[dict, dict]:
     """(row, category means) of one run folder."""
     try:
-        cfg = load_run_config(run_dir, check=False)  # a report describes runs; the stages check them
+        cfg = load_run_config(run_dir)
     except ConfigError as e:
         print(f"warning: {e}", file=sys.stderr)
         cfg = None
