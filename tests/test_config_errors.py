@@ -101,6 +101,8 @@ CASES = [
      r"expected one of choice, generation"),
     ("task_metric_unknown", ("metric: acc", "metric: accuracy"), [], "analysis.source_tasks[0].metric",
      "metric: accuracy", r"expected one of acc, acc_norm"),
+    ("task_needs_scorer", ("kind: choice, metric: acc", "kind: generation"), [], "analysis.source_tasks[0].scorer",
+     "kind: generation", r"a generation task needs a scorer"),
     ("slurm_nodes_zero", ("nodes: 1", "nodes: 0"), [], "slurm.nodes", "nodes: 0", r">= 1"),
     ("plan_mfu_above_1", ("mfu: 0.5", "mfu: 1.5"), [], "plan.mfu", "mfu: 1.5", r"<= 1"),
     ("unknown_key", ("lr: 1.0e-3", "lrr: 1.0e-3"), [], "base.train.lrr", "lrr: 1.0e-3", r"unknown key \(did you mean 'lr'"),

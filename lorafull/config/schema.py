@@ -227,6 +227,8 @@ class AnalysisConfig:
             for i, task in enumerate(getattr(self, group)):
                 if not task.path:
                     out.append((f"analysis.{group}[{i}].path", "every task needs a path"))
+                if task.kind == "generation" and task.scorer is None:
+                    out.append((f"analysis.{group}[{i}].scorer", "a generation task needs a scorer: math, code or text"))
                 if task.name in seen:
                     out.append((f"analysis.{group}[{i}].name", f"task name {task.name!r} given twice"))
                 seen.add(task.name)
