@@ -88,7 +88,7 @@ CASES = [
     ("keep_checkpoints_zero", ("keep_checkpoints: 2", "keep_checkpoints: 0"), [], "base.train.keep_checkpoints",
      "keep_checkpoints: 0", r">= 1"),
     ("save_every_negative", ("save_every_steps: 100", "save_every_steps: -1"), [], "base.train.save_every_steps",
-     "save_every_steps: -1", r">= 1"),
+     "save_every_steps: -1", r">= 0"),
     ("grid_empty_list", ("method.kind: [full, lora]", "train.lr: []"), [], "grid.train.lr", "train.lr: []",
      r"an empty list of values"),
     ("grid_value_bad", ("method.kind: [full, lora]", "method.kind: [full, lorra]"), [], "grid.method.kind",
@@ -193,7 +193,7 @@ TRAIN_CASES = [
     ("method.r", 0, r">= 1"),
     ("train.scheduler", "cosine_with_restarts", r"expected one of cosine, linear, constant"),
     ("train.warmup_ratio", 1.5, r"< 1"),
-    ("train.save_every_steps", -1, r">= 1"),
+    ("train.save_every_steps", -1, r">= 0"),
     ("train.micro_batch_size", 0, r">= 1"),
 ]
 

@@ -81,7 +81,7 @@ class TrainConfig:
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: bool = False
     seed: int = ranged(42, ge=0)
-    save_every_steps: int = ranged(500, ge=1)
+    save_every_steps: int = ranged(500, ge=0)  # 0 = no periodic checkpoints (preemption still saves one)
     keep_checkpoints: int = ranged(2, ge=1)
     log_every_steps: int = ranged(10, ge=1)
     deepspeed: bool = True  # false = the same loop without DeepSpeed (plain torch, 1 process)
