@@ -76,7 +76,7 @@ class TrainConfig:
     warmup_ratio: float = ranged(0.03, ge=0, lt=1)
     warmup_steps: Optional[int] = ranged(None, ge=0)  # when set, wins over warmup_ratio
     weight_decay: float = ranged(0.0, ge=0)
-    grad_clip: float = ranged(1.0, gt=0)
+    grad_clip: float = ranged(1.0, ge=0)  # 0 = no clipping
     zero_stage: ZeroStage = 2
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: bool = False
