@@ -68,16 +68,8 @@ def _report_needed(study: Study, ledger: Ledger, infos: dict, views) -> bool:
     return settled and not table.exists() and not (report_job and report_job.active)
 
 
-def prepare(study: Study) -> None:
-    """study.prepare ("module:function") makes missing data files before planning (the demo's data)."""
-    from lorafull.plan.estimate import prepare_study
-
-    prepare_study(study)
-
-
 def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "") -> int:
-    prepare(study)
-    ledger = Ledger(study.output_dir)
+    ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)
     plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
@@ -175,7 +167,7 @@ def cancel(study: Study, executor: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        study = load_study(args.config, args.overrides)
+        study = load_study(args.config, args.overrides, prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

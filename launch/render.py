@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-only", action="store_true", help="write OUT_DIR only, not the study's run folders")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
-        study = load_study(args.config, args.overrides)
+        study = load_study(args.config, args.overrides, prepare=True)
         files = render_study(study)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from lorafull.config import ConfigError, RunConfig, Study, run_signature_from_folder, study_signatures
+from lorafull.config import ConfigError, RunConfig, Study, eval_is_current, run_signature_from_folder, study_signatures
 from lorafull.runs import RunPaths, path_inside, read_status
 
 from .jobs import JobInfo, Ledger, job_state, pid_alive
@@ -53,6 +53,7 @@ class RunView:
     eval_info: Optional[JobInfo] = None
     trained: bool = False
     evaluated: bool = False
+    eval_stale: bool = False  # evaluated, but under other eval settings (lorafull.config.fingerprint)
     children: list[str] = field(default_factory=list)
 
     @property
@@ -68,7 +69,9 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
     """Set view.state and view.detail from the folder and the scheduler."""
     status = view.status
     view.trained = train_done(view.run_dir, status)
-    view.evaluated = view.trained and eval_done(status)
+    # evaluated under the study's current eval settings; results of older ones are evaluated again
+    view.eval_stale = view.trained and eval_done(status) and not eval_is_current(view.run_dir, view.run)
+    view.evaluated = view.trained and eval_done(status) and not view.eval_stale
     view.train_job, view.eval_job = ledger_entry.get("train"), ledger_entry.get("eval")
     view.train_info, view.eval_info = job_state(infos, view.train_job), job_state(infos, view.eval_job)
     folder_state = status.get("state")
@@ -108,7 +111,9 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
         view.detail = f"status.json says {status.get('stage', '?')} is running, but no job of this study runs it"
         return
     if view.trained:
-        view.state, view.detail = "trained", "evaluation not submitted yet"
+        view.state, view.detail = "trained", ("eval settings changed since it was scored: evaluate again (the old "
+                                              "results move to eval_history/)" if view.eval_stale
+                                              else "evaluation not submitted yet")
         return
     view.state = "new"
     if folder_state == "queued" and status.get("preempted"):

@@ -41,6 +41,9 @@ class RunPaths:
     responses = property(lambda s: s.root / "responses.jsonl")
     scores = property(lambda s: s.root / "scores.jsonl")
     analysis = property(lambda s: s.root / "analysis")
+    judge_summary = property(lambda s: s.root / "judge_summary.json")
+    eval_fingerprint = property(lambda s: s.root / "eval_fingerprint.json")  # lorafull.config.fingerprint
+    eval_history = property(lambda s: s.root / "eval_history")  # results of earlier eval settings
     logs = property(lambda s: s.root / "logs")
 
 

@@ -114,8 +114,11 @@ def test_bad_task_file_names_the_line(tmp_path, tiny_tokenizer_dir):
     path.write_text(path.read_text() + "{oops\n")
     with pytest.raises(TaskError, match=r"bad\.jsonl:2: answer|bad\.jsonl:3"):
         load_task(TaskSpec(name="bad", path=str(path)))
-    with pytest.raises(TaskError, match="scorer"):
-        load_task(TaskSpec(name="gen", path=str(path), kind="generation"))
+    # a generation task without a scorer: refused when the study loads (the schema), before any task runs
+    from lorafull.config import AnalysisConfig
+
+    problems = AnalysisConfig(source_tasks=[TaskSpec(name="gen", path=str(path), kind="generation")]).problems()
+    assert problems == [("analysis.source_tasks[0].scorer", "a generation task needs a scorer: math, code or text")]
 
 
 def test_cli_runs_what_the_study_asks(tmp_path, tiny_tokenizer_dir, task_files):

@@ -128,3 +128,102 @@ def test_the_planning_hint_model_arch_is_not_part_of_a_signature(tmp_path):
 
     path = _write(tmp_path, 'base: {model: {name_or_path: /PATH/TO/llama-7b-hf, arch: llama-7b}}\n')
     assert study_signatures(load_study(path)) == study_signatures(load_study(path, ["model.arch=llama-13b"]))
+
+
+def test_editing_a_data_file_changes_exactly_the_runs_that_read_it(tmp_path):
+    import os
+
+    from lorafull.config import study_signatures
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"instruction": "x", "output": "y"}\n')
+    b.write_text('{"instruction": "p", "output": "q"}\n')
+    path = _write(tmp_path, f"""
+base: {{model: {{name_or_path: "scratch:tiny-llama", tokenizer: tok}}, data: {{train: {a}}}}}
+grid: {{method.kind: [full, lora]}}
+runs:
+  - {{name: on_b, data.train: {b}}}
+  - {{name: child_of_b, model.name_or_path: "run:on_b", data.train: {a}}}
+  - {{name: b_child_of_b, model.name_or_path: "run:on_b", data.train: {b}}}
+""")
+    before = study_signatures(load_study(path))
+    stat = b.stat()
+    b.write_text('{"instruction": "p", "output": "Q"}\n')  # same size, same place: another content
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    study = load_study(path)
+    after = study_signatures(study)
+    # the runs that read b, and the runs trained on top of one that did
+    changed = {n for n in after if after[n] != before.get(n)}
+    assert changed == {"on_b", "child_of_b", "b_child_of_b"}
+    grid_runs = [r.name for r in study.runs if r.name.startswith(("full-", "lora-"))]
+    assert len(grid_runs) == 2 and all(before[n] == after[n] for n in grid_runs)  # named as before
+
+
+def test_signatures_follow_content_not_location_and_hashes_are_cached(tmp_path, monkeypatch):
+    import shutil
+
+    from lorafull.config import content, study_signatures
+
+    for d in ("one", "two"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "train.jsonl").write_text('{"text": "same bytes"}\n')
+        shutil.copytree(REPO / "lorafull" / "models" / "archs", tmp_path / d / "tok")  # any folder: hashed by its files
+    text = 'base: {model: {name_or_path: "scratch:tiny-llama", tokenizer: ./tok}, data: {train: ./train.jsonl}}\n' \
+           'grid: {train.lr: [1.0e-4, 2.0e-4]}\n'
+    sigs = []
+    for d in ("one", "two"):
+        monkeypatch.chdir(tmp_path / d)
+        _write(tmp_path / d, text)
+        sigs.append(study_signatures(load_study("s.yaml", [f"study.output_dir={tmp_path / d / 'out'}"])))
+    assert sigs[0] == sigs[1]  # other folders, other cwd, other study folder: the same runs
+    (tmp_path / "two" / "tok" / "tiny-llama.json").write_text("{}")  # another tokenizer: other runs
+    assert study_signatures(load_study("s.yaml", [f"study.output_dir={tmp_path / 'two' / 'out'}"])) != sigs[1]
+
+    # the hash of a file is read from the cache while its path, size and mtime stay; the disk cache
+    # serves a new process (the in-memory one cleared)
+    data, cache = tmp_path / "one" / "train.jsonl", tmp_path / "cache"
+    content._memo.clear()
+    first = content.file_sha256(data, cache)
+    assert (cache / content.CACHE_FILE).exists()
+    stat = data.stat()
+    data.write_text('{"text": "SAME bytes"}\n')
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    content._memo.clear(), content._disk.clear()
+    assert content.file_sha256(data, cache) == first  # not read again: that is what the cache is for
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert content.file_sha256(data, cache) != first
+
+
+def test_results_of_earlier_eval_settings_are_moved_aside_never_overwritten(tmp_path):
+    from lorafull.config import (HISTORY_DIR, RunConfig, eval_fingerprint, eval_is_current, read_eval_fingerprint,
+                                 refresh_eval_results)
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    run = RunConfig(name="r")
+    run.eval.judge.kind, run.eval.max_new_tokens = "reference", 8
+    (run_dir / "scores.jsonl").write_text("legacy\n")  # from before fingerprints: unknown settings, kept
+    assert eval_is_current(run_dir, run) and refresh_eval_results(run_dir, run) is None
+    assert read_eval_fingerprint(run_dir) is None and (run_dir / "scores.jsonl").read_text() == "legacy\n"
+    (run_dir / "scores.jsonl").unlink()
+    assert refresh_eval_results(run_dir, run) is None  # nothing to move: the settings are recorded
+    prints = []
+    for tokens in (8, 16, 8, 16):  # A -> B -> A -> B: four result sets, four folders
+        prints.append(eval_fingerprint(run)["fingerprint"])
+        assert eval_is_current(run_dir, run) and read_eval_fingerprint(run_dir)["fingerprint"] == prints[-1]
+        (run_dir / "responses.jsonl").write_text(f"responses {tokens}\n")
+        (run_dir / "scores.jsonl").write_text(f"scores {tokens}\n")
+        run.eval.max_new_tokens = 16 if tokens == 8 else 8
+        assert not eval_is_current(run_dir, run)
+        refresh_eval_results(run_dir, run)
+        assert not (run_dir / "responses.jsonl").exists() and not (run_dir / "scores.jsonl").exists()
+    kept = sorted(p.name for p in (run_dir / HISTORY_DIR).iterdir())
+    assert kept == sorted([prints[0], prints[1], f"{prints[0]}-2", f"{prints[1]}-2"])
+    assert (run_dir / HISTORY_DIR / f"{prints[0]}-2" / "scores.jsonl").read_text() == "scores 8\n"
+    # only the judge changes: the responses stay (a copy goes with the old scores)
+    (run_dir / "responses.jsonl").write_text("answers\n")
+    (run_dir / "scores.jsonl").write_text("old scores\n")
+    run.eval.judge.scorers = {"math": "text"}
+    moved = refresh_eval_results(run_dir, run)
+    assert (run_dir / "responses.jsonl").read_text() == (moved / "responses.jsonl").read_text() == "answers\n"
+    assert (moved / "scores.jsonl").read_text() == "old scores\n" and not (run_dir / "scores.jsonl").exists()

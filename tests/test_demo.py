@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,3 +79,17 @@ def test_short_demo_runs_end_to_end_and_reports_every_run(tmp_path):
     assert {r.name for r in study.runs} <= {row.get("run") for row in rows}
     for run in study.runs:
         assert run.name in table
+
+    # the finished study copied to another folder (run from another directory): the same run names,
+    # nothing to train or evaluate, in the copy as in the original
+    moved = tmp_path / "elsewhere" / "demo"
+    shutil.copytree(out, moved)
+    moved_overrides = [f"study.output_dir={moved}", *overrides[1:]]
+    assert [r.name for r in load_study(REPO / "configs" / "demo.yaml", moved_overrides).runs] == \
+        [r.name for r in study.runs]
+    for settings in (overrides, moved_overrides):
+        dry = subprocess.run([sys.executable, "-m", "launch.grid", str(REPO / "configs" / "demo.yaml"), "--dry-run",
+                              "--executor", "local", *settings], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        assert "would train 0 run(s)" in dry.stdout and "evaluate 0," in dry.stdout, dry.stdout[-2000:]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from helpers.common import REPO, write_jsonl
-from helpers.grid import grid, make_data, status, study_dict, write_study
+from helpers.grid import (EVAL_ITEMS, dry_run_counts, grid, make_data, status, study_dict, study_dir_files,
+                          write_study)
 
 from launch import grid as grid_cli
 from launch.jobs import JobInfo, Ledger
@@ -242,3 +243,85 @@ def test_resources_follow_the_slurm_section(tmp_path, files):
     assert (s8.tasks_per_node, s8.gpus_per_node) == (8, 0) and gres(study.slurm, 0) is None
     assert eval_shape(study.slurm).gpus_per_node == 0
     assert s8.describe().startswith("2 node x 8 proc (no GPU/node), 6 cpu/proc, ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Portable names, current evaluations
+# ---------------------------------------------------------------------------------------------
+def _dry_run(cfg, capsys, *overrides) -> tuple[int, int]:
+    assert grid_cli.main([str(cfg), "--dry-run", "--executor", "local", *overrides]) == 0
+    return dry_run_counts(capsys.readouterr().out)
+
+
+def test_a_cloned_study_keeps_every_run_name_and_plans_nothing_after_it_finished(tmp_path, tiny_tokenizer_dir,
+                                                                                   monkeypatch, capsys):
+    import shutil
+
+    first, clone = tmp_path / "first", tmp_path / "elsewhere" / "clone"
+    files = study_dir_files(first / "studies" / "moving", tiny_tokenizer_dir)
+    study = study_dict(first, files, name="moving", base={"train": {"max_steps": 2}},
+                       runs=[{"name": "child", "model.name_or_path": "run:full", "train.seed": 5}])
+    study["study"]["output_dir"] = "studies/{name}"  # relative to where launch.grid runs
+    study["grid"] = {"method.kind": ["full", "lora"]}
+    write_study(first / "s.yaml", study)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.chdir(first)
+    assert grid_cli.main(["s.yaml", "--executor", "debug"]) == 0, capsys.readouterr()
+    names = [r.name for r in load_study("s.yaml").runs]
+    assert _dry_run("s.yaml", capsys) == (0, 0)
+
+    shutil.copytree(first, clone)  # the whole project: study file, data, run folders
+    monkeypatch.chdir(clone)
+    moved = load_study("s.yaml")
+    assert moved.output_dir == clone / "studies" / "moving"
+    assert [r.name for r in moved.runs] == names and len(names) == 3
+    assert _dry_run("s.yaml", capsys) == (0, 0)
+
+
+def test_a_changed_eval_set_or_judge_model_re_evaluates_a_done_run_and_keeps_the_old_results(
+        tmp_path, files, monkeypatch, capsys):
+    from helpers.openai_server import FakeJudgeServer
+    from lorafull.config import read_eval_fingerprint
+    from lorafull.runs import read_jsonl
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with FakeJudgeServer() as server:
+        judge = {"kind": "openai", "model": "judge-a", "base_url": server.base_url, "backoff_base_s": 0.05,
+                 "cache": str(tmp_path / "judge.sqlite")}
+        cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "only"}],
+                                                          base={"train": {"max_steps": 2}, "eval": {"judge": judge}}))
+        assert grid_cli.main([str(cfg), "--executor", "debug"]) == 0, capsys.readouterr()
+        run_dir = tmp_path / "gridtest" / "runs" / "only"
+        trained = {p.name: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()}
+        metrics = (run_dir / "metrics.jsonl").read_bytes()
+        first = read_eval_fingerprint(run_dir)
+        first_scores = (run_dir / "scores.jsonl").read_bytes()
+        assert len(list(read_jsonl(run_dir / "scores.jsonl"))) == 4 and _dry_run(cfg, capsys) == (0, 0)
+
+        # the eval set edited in place: generation and judging again; training untouched
+        write_jsonl(Path(files["eval"]), EVAL_ITEMS + [{"id": "e9", "question": "What is 1 plus 1?", "class": "math",
+                                                        "std_answer": "2"}])
+        assert _dry_run(cfg, capsys) == (0, 1)
+        assert grid_cli.main([str(cfg), "--executor", "debug"]) == 0, capsys.readouterr()
+        old = run_dir / "eval_history" / first["fingerprint"]
+        assert (old / "scores.jsonl").read_bytes() == first_scores and (old / "responses.jsonl").exists()
+        second = read_eval_fingerprint(run_dir)
+        assert second["fingerprint"] != first["fingerprint"] and second["judge"] == first["judge"]
+        assert len(list(read_jsonl(run_dir / "scores.jsonl"))) == 5
+        responses = (run_dir / "responses.jsonl").read_bytes()
+        hits = sum(server.stats.as_dict()["hits"].values())
+
+        # another judge model: judged again (each item paid once more), the responses kept as they are
+        assert _dry_run(cfg, capsys, "eval.judge.model=judge-b") == (0, 1)
+        assert grid_cli.main([str(cfg), "--executor", "debug", "eval.judge.model=judge-b"]) == 0
+        assert sum(server.stats.as_dict()["hits"].values()) == hits + 5
+    third = read_eval_fingerprint(run_dir)
+    assert third["generation"] == second["generation"] and third["judge"] != second["judge"]
+    assert (run_dir / "responses.jsonl").read_bytes() == responses
+    assert (run_dir / "eval_history" / second["fingerprint"] / "responses.jsonl").read_bytes() == responses
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "final").iterdir()} == trained
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+    assert status(run_dir)["state"] == "done"
+    table = (tmp_path / "gridtest" / "report" / "table.md").read_text()
+    assert third["fingerprint"] in table

@@ -13,9 +13,8 @@ from helpers.openai_server import FakeJudgeServer
 from helpers.eval_runs import make_generation_run
 from helpers.eval_runs import make_judge_run
 from helpers.eval_runs import scores_by_id
-from lorafull.config import load_run_config, save_run_config
+from lorafull.config import ConfigError, load_run_config, save_run_config
 from lorafull.judge.stage import judge_run
-from lorafull.judge.client import JudgeSetupError
 from lorafull.runs import read_status
 
 
@@ -84,5 +83,6 @@ def test_reference_judge_uses_offline_scorers_per_class(tmp_path):
     assert rows["c1"]["judge"] == "reference:code"
     assert summary["others"] == pytest.approx(0.5) and summary["average"] == pytest.approx((0.5 + 0.75) / 2)
     bad = make_judge_run(tmp_path / "bad", responses, None, kind="reference", scorers={"math": "algebra"})
-    with pytest.raises(JudgeSetupError, match="eval.judge.scorers.math"):
+    # the schema lists the scorers: the run's config.yaml is refused when it is read, naming the line
+    with pytest.raises(ConfigError, match=r"config.yaml:\d+: eval.judge.scorers.math: expected one of math, code"):
         judge_run(bad, progress=False)

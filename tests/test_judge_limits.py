@@ -93,11 +93,11 @@ def test_the_failure_count_is_shared_by_the_runs_of_a_study(tmp_path):
     assert hits_second <= 1 + 1 and "in a row failed" in second.stderr
 
 
-BAD_SETTINGS = [("max_retries", -1, "must be >= 0"), ("timeout_s", 0, "> 0 and finite"),
-                ("timeout_s", float("inf"), "> 0 and finite"), ("retry_after_cap_s", float("inf"), "finite"),
+BAD_SETTINGS = [("max_retries", -1, "must be >= 0"), ("timeout_s", 0, "must be > 0"),
+                ("timeout_s", float("inf"), "finite"), ("retry_after_cap_s", float("inf"), "finite"),
                 ("concurrency", 0, "must be >= 1"), ("parse_retries", -1, "must be >= 0"),
                 ("n_samples", 0, "must be >= 1"), ("max_consecutive_failures", 0, "must be >= 1"),
-                ("temperature", -0.5, "in [0, 2]"), ("requests_per_minute", 0, "> 0 or null")]
+                ("temperature", -0.5, "must be >= 0 and <= 2"), ("requests_per_minute", 0, "must be >= 1")]
 
 
 @pytest.mark.parametrize("key, value, message", BAD_SETTINGS, ids=[f"{k}={v}" for k, v, _ in BAD_SETTINGS])

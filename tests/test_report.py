@@ -91,3 +91,26 @@ def test_report_of_a_folder_without_runs_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lorafull.report", str(tmp_path)],
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "no runs/ folder" in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+def test_each_row_shows_its_eval_fingerprint_and_mixed_fingerprints_are_called_out(tmp_path, capsys):
+    from lorafull.config import FINGERPRINT_FILE, eval_fingerprint, load_run_config, refresh_eval_results
+
+    study = make_study(tmp_path)
+    full, lora = study / "runs" / "full_2m", study / "runs" / "lora_2m"
+    for run_dir in (full, lora):  # what the stages record before they write
+        (run_dir / "scores.jsonl").rename(run_dir / "kept.jsonl")
+        refresh_eval_results(run_dir, load_run_config(run_dir))
+        (run_dir / "kept.jsonl").rename(run_dir / "scores.jsonl")
+    table = read_table(build_report(study) / "table.csv")
+    same = eval_fingerprint(load_run_config(full))["fingerprint"]
+    assert table["full_2m"]["eval_fingerprint"] == table["lora_2m"]["eval_fingerprint"] == same
+    assert table["lora_4m"]["eval_fingerprint"] == ""  # nothing scored, nothing to fingerprint
+    assert "note:" not in (study / "report" / "table.md").read_text(encoding="utf-8")
+
+    (lora / FINGERPRINT_FILE).unlink()  # scores of unknown provenance, as before fingerprints existed
+    report = build_report(study)
+    assert read_table(report / "table.csv")["lora_2m"]["eval_fingerprint"] == "unknown"
+    md = (report / "table.md").read_text(encoding="utf-8")
+    assert f"note: rows were scored under 2 different eval fingerprints ({same}, unknown)" in md
+    assert "different eval fingerprints" in capsys.readouterr().err

@@ -22,7 +22,6 @@ import torch
 from lorafull.config import TaskSpec
 from lorafull.runs import iter_json_lines
 
-KINDS = ("choice", "generation")
 
 
 class TaskError(ValueError):
@@ -31,14 +30,7 @@ class TaskError(ValueError):
 
 def load_task(spec: TaskSpec) -> list[dict]:
     """The task's items, checked: every error names the file, line and field."""
-    path = Path(spec.path)
-    if spec.kind not in KINDS:
-        raise TaskError(f"analysis task {spec.name!r}: kind: expected choice or generation, got {spec.kind!r}")
-    if spec.kind == "generation" and spec.scorer not in ("math", "code", "text"):
-        raise TaskError(f"analysis task {spec.name!r}: scorer: a generation task needs math, code or text, "
-                        f"got {spec.scorer!r}")
-    if spec.kind == "choice" and spec.metric not in ("acc", "acc_norm"):
-        raise TaskError(f"analysis task {spec.name!r}: metric: expected acc or acc_norm, got {spec.metric!r}")
+    path = Path(spec.path)  # kind, scorer and metric were checked when the study loaded (the schema)
     if not path.exists():
         raise TaskError(f"{path}: no such task file (analysis task {spec.name!r})")
     items = []

@@ -14,9 +14,12 @@ the same run on other hardware is the same run, and its folder (and checkpoints)
 Import from the package (`from lorafull.config import RunConfig, load_study, ...`). This module holds
 the entry points on files (RUN_DIR/config.yaml, STUDY_DIR/study.yaml) and the command; the parts
 import only downwards:
-    typed    ConfigError, YAML -> dataclass with file:line: key errors
-    schema   the dataclasses: every key a study file may set, with its default and comment
-    study    overrides, grid expansion, run names, signatures, load_study
+    typed        ConfigError, YAML -> dataclass with file:line: key errors; ranges and name patterns
+    schema       the dataclasses: every key a study file may set, with its default, choices and range
+    content      input files and folders by content hash (cached by path, size and mtime)
+    signatures   run signatures from the settings that change a result and the inputs' contents
+    fingerprint  what a run's responses and scores were computed under; older results moved aside
+    study        overrides, grid expansion, run names, load_study
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ import yaml
 
 from lorafull.config.schema import (AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection,
                                     StudySettings)
-from lorafull.config.study import load_study, study_signatures
-from lorafull.config.typed import ConfigError, _build, _line_map, _Where, to_dict
+from lorafull.config.signatures import study_signatures
+from lorafull.config.study import check_run, load_study
+from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,22 +50,32 @@ def save_run_config(run: RunConfig, run_dir: Path, signature_value: str) -> Path
     return out
 
 
-def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
-    """The resolved settings a stage runs with (RUN_DIR/config.yaml)."""
+def load_run_config(run_dir: str | os.PathLike, for_training: bool = False) -> RunConfig:
+    """The resolved settings a stage runs with (RUN_DIR/config.yaml), every key checked as in a study
+    file (type, choices, range): a folder edited by hand fails here, naming its line and key, before
+    any work starts. for_training adds the checks across keys that only training needs (batch sizes
+    that divide, a tokenizer for a scratch model), so a judge-only folder needs no tokenizer."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{path}: no such file (is {run_dir} a run folder? launch.grid writes it)")
-    text = path.read_text()
-    d = yaml.safe_load(text) or {}
+    d, lines = read_yaml_file(path, "run config")
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of the run's sections, got {type(d).__name__}")
     d.pop("signature", None)
-    return _build(RunConfig, d, _Where(str(path), _line_map(text)), "")
+    where = _Where(str(path), lines)
+    run = _build(RunConfig, d, where, "")
+    if for_training:
+        check_run(run, where)
+    return run
 
 
 def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         return None
-    return (yaml.safe_load(path.read_text()) or {}).get("signature")
+    d, _ = read_yaml_file(path, "run config")
+    return d.get("signature") if isinstance(d, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,8 +99,9 @@ def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
     """The study-level sections saved by save_study_settings; defaults when the file is absent
     (a run folder made by hand still runs every stage)."""
     path = Path(study_dir) / "study.yaml"
-    raw = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    where = _Where(str(path), _line_map(path.read_text()) if path.exists() else {})
+    raw, lines = read_yaml_file(path, "study settings") if path.exists() else ({}, {})
+    raw = raw if isinstance(raw, dict) else {}
+    where = _Where(str(path), lines)
     parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
     return StudySettings(**parts)
 
@@ -102,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[0])
         return 2
     try:
-        study = load_study(argv[0], argv[1:])
+        study = load_study(argv[0], argv[1:], prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,9 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
-from lorafull.config.typed import ConfigError, SettingError
+from lorafull.config.typed import ConfigError, named, ranged
+
+# The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
+DType = Literal["bf16", "fp16", "fp32"]
+MethodKind = Literal["full", "lora"]
+DataFormat = Literal["auto", "alpaca", "conversations", "text"]
+Template = Literal["belle", "chat"]
+Scheduler = Literal["cosine", "linear", "constant"]
+ZeroStage = Literal[0, 1, 2, 3]
+JudgeKind = Literal["openai", "reference"]
+Scorer = Literal["math", "code", "text"]
+Backend = Literal["auto", "hf", "vllm"]
+TaskKind = Literal["choice", "generation"]
+TaskMetric = Literal["acc", "acc_norm"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -21,7 +34,7 @@ class ModelConfig:
     # a local HF folder, a hub id, "run:<name>" (another run's final model), or
     # "scratch:<arch>" = random init from lorafull/archs/<arch>.json or from a config.json path
     name_or_path: str = "scratch:tiny-llama"
-    dtype: str = "bf16"  # bf16 | fp16 | fp32
+    dtype: DType = "bf16"
     tokenizer: Optional[str] = None  # defaults to name_or_path (required for scratch:)
     # architecture for the plan when name_or_path has no config.json here (a hub id, or a path that
     # exists only on the cluster): a shipped arch name (lorafull/archs/<arch>.json) or a config.json path.
@@ -31,10 +44,10 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    kind: str = "lora"  # full | lora
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
+    kind: MethodKind = "lora"
+    r: int = ranged(8, ge=1)
+    alpha: float = ranged(16.0, gt=0)
+    dropout: float = ranged(0.05, ge=0, lt=1)
     # attention | mlp | all-linear | [q_proj, v_proj, ...]
     target_modules: Union[str, list[str]] = "all-linear"
 
@@ -42,10 +55,10 @@ class MethodConfig:
 @dataclass
 class DataConfig:
     train: Optional[str] = None  # .json or .jsonl
-    format: str = "auto"  # alpaca | conversations | text (plain {"text"}: every token trained) | auto
-    num_samples: Optional[int] = None  # deterministic subset (by train.seed); null = all
-    max_length: int = 1024
-    template: str = "belle"  # belle | chat (the tokenizer's chat template)
+    format: DataFormat = "auto"  # alpaca | conversations | text (plain {"text"}: every token trained) | auto
+    num_samples: Optional[int] = ranged(None, ge=1)  # deterministic subset (by train.seed); null = all
+    max_length: int = ranged(1024, ge=2)  # a prompt token and an answer token at least
+    template: Template = "belle"  # chat = the tokenizer's chat template
     # concatenate samples into max_length blocks (labels keep their masks; attention crosses
     # sample boundaries; long samples are split across blocks instead of truncated)
     packing: bool = False
@@ -54,50 +67,50 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0
-    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
-    global_batch_size: int = 32
-    micro_batch_size: int = 2
-    lr: float = 5.0e-6
-    scheduler: str = "cosine"  # cosine | linear | constant
-    warmup_ratio: float = 0.03
-    warmup_steps: Optional[int] = None  # when set, wins over warmup_ratio
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    zero_stage: int = 2  # 0 | 1 | 2 | 3
+    epochs: float = ranged(3.0, gt=0)
+    max_steps: Optional[int] = ranged(None, ge=1)  # stop after this many optimizer steps (overrides epochs)
+    global_batch_size: int = ranged(32, ge=1)
+    micro_batch_size: int = ranged(2, ge=1)
+    lr: float = ranged(5.0e-6, gt=0)
+    scheduler: Scheduler = "cosine"
+    warmup_ratio: float = ranged(0.03, ge=0, lt=1)
+    warmup_steps: Optional[int] = ranged(None, ge=0)  # when set, wins over warmup_ratio
+    weight_decay: float = ranged(0.0, ge=0)
+    grad_clip: float = ranged(1.0, ge=0)  # 0 = no clipping
+    zero_stage: ZeroStage = 2
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: bool = False
-    seed: int = 42
-    save_every_steps: int = 500
-    keep_checkpoints: int = 2
-    log_every_steps: int = 10
+    seed: int = ranged(42, ge=0)
+    save_every_steps: int = ranged(500, ge=0)  # 0 = no periodic checkpoints (preemption still saves one)
+    keep_checkpoints: int = ranged(2, ge=1)
+    log_every_steps: int = ranged(10, ge=1)
     deepspeed: bool = True  # false = the same loop without DeepSpeed (plain torch, 1 process)
-    nproc: Optional[int] = None  # processes per node; default: GPUs per node, or 1 on the CPU
+    nproc: Optional[int] = ranged(None, ge=1)  # processes per node; default: GPUs per node, or 1 on the CPU
 
 
 @dataclass
 class JudgeConfig:
-    kind: str = "openai"  # openai | reference
+    kind: JudgeKind = "openai"
     model: str = "gpt-3.5-turbo"
     base_url: Optional[str] = None
     api_key_env: str = "OPENAI_API_KEY"
     prompts: Optional[str] = None  # BELLE format {"class", "prompt"} per line; default: the package's
-    temperature: float = 0.0
-    max_tokens: int = 256
-    n_samples: int = 1  # judge each item n times and average
-    concurrency: int = 16
-    requests_per_minute: Optional[int] = None
-    tokens_per_minute: Optional[int] = None
-    max_retries: int = 6
-    backoff_base_s: float = 1.0  # retry k waits uniform(0, min(60, backoff_base_s * 2^k)) s (no Retry-After)
-    timeout_s: float = 60.0
+    temperature: float = ranged(0.0, ge=0, le=2)
+    max_tokens: int = ranged(256, ge=1)
+    n_samples: int = ranged(1, ge=1)  # judge each item n times and average
+    concurrency: int = ranged(16, ge=1)
+    requests_per_minute: Optional[int] = ranged(None, ge=1)
+    tokens_per_minute: Optional[int] = ranged(None, ge=1)
+    max_retries: int = ranged(6, ge=0)
+    backoff_base_s: float = ranged(1.0, ge=0)  # retry k waits uniform(0, min(60, backoff_base_s * 2^k)) s (no Retry-After)
+    timeout_s: float = ranged(60.0, gt=0)
     cache: Optional[str] = None  # default STUDY_DIR/cache/judge.sqlite
     # USD per 1M tokens, by judge model: {gpt-3.5-turbo: {input: 0.5, output: 1.5}}
     prices: dict = field(default_factory=dict)
     # an unreadable judge reply is asked again this many times (a new sample), then recorded as null
-    parse_retries: int = 2
+    parse_retries: int = ranged(2, ge=0)
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
-    scorers: dict = field(default_factory=lambda: {"math": "math", "code": "code"})
+    scorers: dict[str, Scorer] = field(default_factory=lambda: {"math": "math", "code": "code"})
     # kind: reference -- where no sandbox (bwrap / unshare) can be built, run code answers unisolated
     # (plain subprocesses with rlimits) instead of refusing: for answers you trust only
     unsafe_code_execution: bool = False
@@ -105,43 +118,26 @@ class JudgeConfig:
     # for endpoints that support structured output
     structured: bool = False
     # a Retry-After longer than this (3600, inf) waits this long and tries again, so no header stalls the judge
-    retry_after_cap_s: float = 120.0
+    retry_after_cap_s: float = ranged(120.0, gt=0)
     # this many items in a row failing after all their retries stop the judge with one error line
-    max_consecutive_failures: int = 10
-
-    def __post_init__(self):
-        # refused at load (file:line: key) rather than as a hang or a crash after hours of judging
-        for key, minimum in (("max_retries", 0), ("parse_retries", 0), ("n_samples", 1), ("concurrency", 1),
-                             ("max_tokens", 1), ("max_consecutive_failures", 1)):
-            if getattr(self, key) < minimum:
-                raise SettingError(key, f"must be >= {minimum}, got {getattr(self, key)}")
-        for key in ("timeout_s", "retry_after_cap_s"):
-            if not 0 < getattr(self, key) < float("inf"):
-                raise SettingError(key, f"must be a number of seconds > 0 and finite, got {getattr(self, key)}")
-        if not 0 <= self.backoff_base_s < float("inf"):
-            raise SettingError("backoff_base_s", f"must be >= 0 and finite, got {self.backoff_base_s}")
-        if not 0 <= self.temperature <= 2:
-            raise SettingError("temperature", f"must be in [0, 2], got {self.temperature}")
-        for key in ("requests_per_minute", "tokens_per_minute"):
-            if getattr(self, key) is not None and getattr(self, key) <= 0:
-                raise SettingError(key, f"must be > 0 or null (no limit), got {getattr(self, key)}")
+    max_consecutive_failures: int = ranged(10, ge=1)
 
 
 @dataclass
 class EvalConfig:
     eval_set: Optional[str] = None
-    max_new_tokens: int = 512
-    temperature: float = 0.001  # <= 0.01 is treated as greedy
-    batch_size: int = 16
-    num_items: Optional[int] = None  # first N items only (quick looks)
-    backend: str = "auto"  # auto | hf | vllm
+    max_new_tokens: int = ranged(512, ge=1)
+    temperature: float = ranged(0.001, ge=0)  # <= 0.01 is treated as greedy
+    batch_size: int = ranged(16, ge=1)
+    num_items: Optional[int] = ranged(None, ge=1)  # first N items only (quick looks)
+    backend: Backend = "auto"
     merge_lora: bool = True  # hf backend: fold a LoRA adapter into the weights first (faster, same outputs)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass
 class RunConfig:
-    name: Optional[str] = None
+    name: Optional[str] = named(None)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -154,13 +150,24 @@ class RunConfig:
         p = self.model.name_or_path
         return p[len("run:"):] if p.startswith("run:") else None
 
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, why) for checks across keys; each key's own type, choices and range the loader checks."""
+        out = []
+        t = self.train
+        if t.global_batch_size % t.micro_batch_size:
+            out.append(("train.global_batch_size", f"{t.global_batch_size} is not a multiple of "
+                        f"train.micro_batch_size {t.micro_batch_size}"))
+        if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:
+            out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
+        return out
+
 
 # ---------------------------------------------------------------------------------------------
 # Study-level sections
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class StudySection:
-    name: str = "study"
+    name: str = named("study")
     output_dir: str = "studies/{name}"
     # "module:function" called with (study) before planning, to make data files that are missing
     prepare: Optional[str] = None
@@ -172,48 +179,48 @@ class SlurmConfig:
     account: Optional[str] = None
     qos: Optional[str] = None
     constraint: Optional[str] = None
-    nodes: int = 1
-    gpus_per_node: int = 8
-    cpus_per_gpu: int = 8
-    mem_per_gpu_gb: int = 60
-    timeout_min: int = 2880
-    signal_delay_s: int = 120
-    array_parallelism: int = 16
-    max_requeues: int = 10
-    gpu_mem_gb: float = 40.0  # memory of one GPU of the partition; the plan checks fit against it
+    nodes: int = ranged(1, ge=1)
+    gpus_per_node: int = ranged(8, ge=1)
+    cpus_per_gpu: int = ranged(8, ge=1)
+    mem_per_gpu_gb: int = ranged(60, ge=1)
+    timeout_min: int = ranged(2880, ge=1)
+    signal_delay_s: int = ranged(120, ge=0)
+    array_parallelism: int = ranged(16, ge=1)
+    max_requeues: int = ranged(10, ge=0)
+    gpu_mem_gb: float = ranged(40.0, gt=0)  # memory of one GPU of the partition; the plan checks fit against it
     setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load ...)
-    eval_gpus: int = 1  # GPUs for a generation job
-    eval_timeout_min: int = 600
+    eval_gpus: int = ranged(1, ge=0)  # GPUs for a generation job
+    eval_timeout_min: int = ranged(600, ge=1)
     # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
     # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
     gres: Optional[str] = "gpu"
     # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
     # "python" from the job's environment (the scripts of launch.render)
     python: Optional[str] = None
-    report_timeout_min: int = 60  # (launch) the report job's time limit
+    report_timeout_min: int = ranged(60, ge=1)  # (launch) the report job's time limit
 
 
 @dataclass
 class PlanConfig:
-    mfu: float = 0.4  # model FLOPs utilisation assumed for GPU-hour estimates
-    gpu_tflops: float = 312.0  # peak dense bf16 TFLOP/s of one GPU (A100: 312)
+    mfu: float = ranged(0.4, gt=0, le=1)  # model FLOPs utilisation assumed for GPU-hour estimates
+    gpu_tflops: float = ranged(312.0, gt=0)  # peak dense bf16 TFLOP/s of one GPU (A100: 312)
     # mean tokens per training sample (prompt + answer); null = counted from data.train when the file
     # is here (first lines, with the run's tokenizer), else max_length / 2
-    avg_tokens_per_sample: Optional[float] = None
-    mem_margin: float = 0.1  # fraction of slurm.gpu_mem_gb kept free (allocator fragmentation, spikes)
-    overhead_gb: float = 1.5  # per GPU: CUDA context, NCCL and DeepSpeed buffers
+    avg_tokens_per_sample: Optional[float] = ranged(None, gt=0)
+    mem_margin: float = ranged(0.1, ge=0, lt=1)  # fraction of slurm.gpu_mem_gb kept free (allocator fragmentation, spikes)
+    overhead_gb: float = ranged(1.5, ge=0)  # per GPU: CUDA context, NCCL and DeepSpeed buffers
 
 
 @dataclass
 class TaskSpec:
-    name: str = ""
+    name: str = named("task")
     path: str = ""
-    kind: str = "choice"  # choice (log-likelihood of options) | generation (offline scorer)
-    scorer: Optional[str] = None  # math | code | text, for generation tasks
+    kind: TaskKind = "choice"  # choice (log-likelihood of options) | generation (offline scorer)
+    scorer: Optional[Scorer] = None  # for generation tasks
     # (analysis) choice tasks: which accuracy is the task's score: acc | acc_norm (length-normalised)
-    metric: str = "acc"
-    num_items: Optional[int] = None  # (analysis) first N items only; null = all
-    max_new_tokens: Optional[int] = None  # (analysis) generation tasks; null = the run's eval.max_new_tokens
+    metric: TaskMetric = "acc"
+    num_items: Optional[int] = ranged(None, ge=1)  # (analysis) first N items only; null = all
+    max_new_tokens: Optional[int] = ranged(None, ge=1)  # (analysis) generation tasks; null = the run's eval.max_new_tokens
 
 
 @dataclass
@@ -222,7 +229,20 @@ class AnalysisConfig:
     source_tasks: list[TaskSpec] = field(default_factory=list)
     spectrum: bool = False  # spectral analysis of the weight change of every run
     checkpoints: bool = False  # also evaluate intermediate checkpoints for learning/forgetting
-    spike_factor: float = 3.0  # loss above k x running median = a spike
+    spike_factor: float = ranged(3.0, gt=1)  # loss above k x running median = a spike
+
+    def problems(self) -> list[tuple[str, str]]:
+        out, seen = [], set()
+        for group in ("target_tasks", "source_tasks"):
+            for i, task in enumerate(getattr(self, group)):
+                if not task.path:
+                    out.append((f"analysis.{group}[{i}].path", "every task needs a path"))
+                if task.kind == "generation" and task.scorer is None:
+                    out.append((f"analysis.{group}[{i}].scorer", "a generation task needs a scorer: math, code or text"))
+                if task.name in seen:
+                    out.append((f"analysis.{group}[{i}].name", f"task name {task.name!r} given twice"))
+                seen.add(task.name)
+        return out
 
 
 @dataclass

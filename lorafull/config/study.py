@@ -1,12 +1,12 @@
 """From a study file to its runs: dotted overrides, grid expansion (cross product, zipped keys), run
-names, signatures, path resolution, validation and parents-first ordering.
+names, path resolution, validation and parents-first ordering (signatures: lorafull.config.signatures).
 
 Library module; the command that prints the result is `python -m lorafull.config FILE [k=v ...]`.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
+import importlib
 import itertools
 import json
 import os
@@ -16,7 +16,8 @@ from typing import Any, Optional
 import yaml
 
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
-from lorafull.config.typed import ConfigError, _build, _line_map, _Where, to_dict
+from lorafull.config.signatures import study_signatures
+from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,16 +61,20 @@ def _short(v) -> str:
         s = f"{v // 1000000}m" if v % 1000000 == 0 else f"{v // 1000}k"
     if isinstance(v, list):
         s = "+".join(map(str, v))
-    return "".join(c if c.isalnum() or c in ".-" else "-" for c in s)[:24]
+    # ASCII only: a run name is a folder and a job name (lorafull.config.typed.NAME_PATTERN)
+    return "".join(c if (c.isascii() and c.isalnum()) or c in ".-" else "-" for c in s)[:24]
 
 
-def _grid_points(grid: dict) -> list[dict]:
+def _grid_points(grid: dict, where: _Where) -> list[dict]:
     """Cross product over the grid's keys. A key 'a.b,c.d' zips settings that vary together (e.g. a
     rank with its alpha): its values are lists [a.b value, c.d value]."""
     if not grid:
         return []
     keys = list(grid)
     values = [v if isinstance(v, list) else [v] for v in grid.values()]
+    for key, vals in zip(keys, values):
+        if not vals:  # an empty list would silently collapse the whole grid to nothing
+            raise ConfigError(f"{where.at(f'grid.{key}')}: an empty list of values (give at least one)")
     points = []
     for combo in itertools.product(*values):
         point = {}
@@ -79,7 +84,8 @@ def _grid_points(grid: dict) -> list[dict]:
                 point[key] = value
                 continue
             if not isinstance(value, list) or len(value) != len(parts):
-                raise ConfigError(f"grid.{key}: each value must be a list of {len(parts)} settings, got {value!r}")
+                raise ConfigError(f"{where.at(f'grid.{key}')}: each value must be a list of {len(parts)} settings, "
+                                  f"got {value!r}")
             point.update(zip(parts, value))
         points.append(point)
     return points
@@ -88,54 +94,6 @@ def _grid_points(grid: dict) -> list[dict]:
 def _name_keys(grid: dict) -> set[str]:
     """Grid keys that name a run: every plain key, and the first key of each zipped group."""
     return {str(k).split(",")[0].strip() for k in (grid or {})}
-
-
-# ---------------------------------------------------------------------------------------------
-# Signatures
-# ---------------------------------------------------------------------------------------------
-# Settings that do not change what a run learns: resources, cadence, logging, outputs, eval.
-_NOT_IN_SIGNATURE = {
-    "name",
-    "eval",
-    "model.arch",  # planning hint only
-    "data.cache_dir",
-    "train.zero_stage",
-    "train.offload",
-    "train.micro_batch_size",
-    "train.gradient_checkpointing",
-    "train.save_every_steps",
-    "train.keep_checkpoints",
-    "train.log_every_steps",
-    "train.deepspeed",
-    "train.nproc",
-}
-
-
-def signature_payload(run: RunConfig, parent_signature: Optional[str] = None) -> dict:
-    d = to_dict(run)
-    for dotted in _NOT_IN_SIGNATURE:
-        parts = dotted.split(".")
-        sub = d
-        for p in parts[:-1]:
-            sub = sub.get(p, {})
-        sub.pop(parts[-1], None)
-    if run.parent is not None:
-        # a chained run depends on what its parent learned, not on the parent's name
-        d["model"]["name_or_path"] = f"run-signature:{parent_signature}"
-    return d
-
-
-def signature(run: RunConfig, parent_signature: Optional[str] = None) -> str:
-    payload = json.dumps(signature_payload(run, parent_signature), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:8]
-
-
-def study_signatures(study: Study) -> dict[str, str]:
-    """name -> signature for every run, parents first (chained runs hash their parent's signature)."""
-    sigs: dict[str, str] = {}
-    for run in study.runs:  # runs are topologically ordered by load_study
-        sigs[run.name] = signature(run, sigs.get(run.parent) if run.parent else None)
-    return sigs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,33 +124,15 @@ def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
     run.eval.judge.cache = fix(run.eval.judge.cache) or str((study_dir / "cache" / "judge.sqlite").resolve())
 
 
+def check_run(run: RunConfig, where: _Where) -> None:
+    """The checks across keys (RunConfig.problems); each key alone was checked when it was loaded."""
+    for key, why in run.problems():
+        raise ConfigError(f"{where.at(key)}: {why}" + (f" (run {run.name})" if run.name else ""))
+
+
 def validate_run(run: RunConfig, where: str) -> None:
-    """Checks that need no files: enumerations and ranges."""
-
-    def bad(key, msg):
-        raise ConfigError(f"{where}: run {run.name!r}: {key}: {msg}")
-
-    if run.method.kind not in ("full", "lora"):
-        bad("method.kind", f"expected full or lora, got {run.method.kind!r}")
-    if run.model.dtype not in ("bf16", "fp16", "fp32"):
-        bad("model.dtype", f"expected bf16, fp16 or fp32, got {run.model.dtype!r}")
-    if run.data.format not in ("auto", "alpaca", "conversations", "text"):
-        bad("data.format", f"expected auto, alpaca, conversations or text, got {run.data.format!r}")
-    if run.data.template not in ("belle", "chat"):
-        bad("data.template", f"expected belle or chat, got {run.data.template!r}")
-    if run.train.scheduler not in ("cosine", "linear", "constant"):
-        bad("train.scheduler", f"expected cosine, linear or constant, got {run.train.scheduler!r}")
-    if run.train.zero_stage not in (0, 1, 2, 3):
-        bad("train.zero_stage", f"expected 0, 1, 2 or 3, got {run.train.zero_stage}")
-    if run.train.global_batch_size % run.train.micro_batch_size:
-        bad("train.global_batch_size", f"{run.train.global_batch_size} is not a multiple of micro_batch_size "
-            f"{run.train.micro_batch_size}")
-    if run.eval.judge.kind not in ("openai", "reference"):
-        bad("eval.judge.kind", f"expected openai or reference, got {run.eval.judge.kind!r}")
-    if run.method.kind == "lora" and run.method.r <= 0:
-        bad("method.r", "must be > 0")
-    if run.model.name_or_path.startswith("scratch:") and not run.model.tokenizer:
-        bad("model.tokenizer", "a scratch: model needs a tokenizer path")
+    """The cross-key checks of a run built in code (no file lines to name)."""
+    check_run(run, _Where(where, {}))
 
 
 def _default_name(point: dict) -> str:
@@ -202,111 +142,147 @@ def _default_name(point: dict) -> str:
                     for k, v in point.items()) or "run"
 
 
-def _read_study_yaml(path: Path) -> tuple[dict, str]:
-    """The study file's mapping and its text (for line numbers); every failure is one ConfigError line."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read study file: {e.strerror}") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+def _read_study_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """The study file's mapping and its key lines; every failure is one ConfigError line."""
+    raw, lines = read_yaml_file(path, "study file")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study file is a mapping with keys {', '.join(_TOP_KEYS)}")
-    return raw, text
+    return raw, lines
 
 
-def _run_points(raw: dict, where: "_Where", default_name: str) -> list[tuple[str, dict, str]]:
-    """(name, dotted overrides of base, origin) for every grid point and explicit run; the base alone
-    (named after the study) when there are neither."""
-    points: list[tuple[str, dict, str]] = []  # (name, dotted overrides, where-prefix)
+def _apply_overrides(raw: dict, overrides: list[str]) -> dict[str, str]:
+    """Set each 'dotted.key=value' in the raw study; returns file key -> the override's text, so that
+    an error in a value given on the command line is blamed on the command line."""
+    cli: dict[str, str] = {}
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as e:
+            raise ConfigError(f"command line: {e}") from None
+        if key.split(".")[0] in _SECTIONS:
+            key = "base." + key
+        top = key.split(".")[0]
+        if top not in _TOP_KEYS:
+            close = difflib.get_close_matches(top, _TOP_KEYS, n=1)
+            raise ConfigError(f"command line override {text!r}: unknown section {top!r}"
+                              + (f" (did you mean {close[0]!r}?)" if close else ""))
+        try:
+            if top == "grid" and "." in key:  # grid keys are dotted themselves: grid.train.lr=[...]
+                raw.setdefault("grid", {})[key[len("grid."):]] = value
+            else:
+                set_dotted(raw, key, value)
+        except ConfigError as e:
+            raise ConfigError(f"command line override {text!r}: {e}") from None
+        cli[key] = text
+    return cli
+
+
+def _run_points(raw: dict, where: _Where, default_name: str) -> list[tuple[str, dict, dict]]:
+    """(name, dotted overrides of base, run key -> file key that set it) for every grid point and
+    explicit run; the base alone (named after the study) when there are neither."""
+    points: list[tuple[str, dict, dict]] = []
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict):
         raise ConfigError(f"{where.at('grid')}: expected a mapping of dotted keys to lists")
-    try:
-        grid_points = _grid_points(grid)
-    except ConfigError as e:
-        raise ConfigError(f"{where.at('grid')}: {e}") from None
     naming = _name_keys(grid)
-    for point in grid_points:
+    origin_of = {_run_key(part.strip()): f"grid.{k}" for k in grid for part in str(k).split(",")}
+    for point in _grid_points(grid, where):
         name = _default_name({k: v for k, v in point.items() if k in naming})
-        points.append((name, {_run_key(k): v for k, v in point.items()}, "grid"))
-    for i, entry in enumerate(raw.get("runs") or []):
+        dotted = {_run_key(k): v for k, v in point.items()}
+        points.append((name, dotted, {k: origin_of[k] for k in dotted}))
+    runs = raw.get("runs") or []
+    if not isinstance(runs, list):
+        raise ConfigError(f"{where.at('runs')}: expected a list of runs like [{{name: ..., method.kind: full}}]")
+    for i, entry in enumerate(runs):
         if not isinstance(entry, dict):
             raise ConfigError(f"{where.at(f'runs[{i}]')}: expected a mapping like {{name: ..., method.kind: full}}")
         entry = dict(entry)
         name = entry.pop("name", None)
         if not name:
             raise ConfigError(f"{where.at(f'runs[{i}]')}: every explicit run needs a name")
-        points.append((str(name), {_run_key(k): v for k, v in entry.items()}, f"runs[{i}]"))
+        origins = {_run_key(k): f"runs[{i}].{k}" for k in entry} | {"name": f"runs[{i}].name"}
+        points.append((str(name), {_run_key(k): v for k, v in entry.items()}, origins))
     if not points:
-        points.append((default_name, {}, "base"))
-
+        points.append((default_name, {}, {"name": "study.name"}))
     return points
 
 
-def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> Study:
-    """Read, validate and expand a study file. Overrides are 'dotted.key=value' strings; a key
-    without a top-level section (e.g. 'train.lr') applies to base."""
-    path = Path(path)
-    raw, text = _read_study_yaml(path)
-    where = _Where(str(path), _line_map(text))
-
-    for text_override in overrides or []:
-        key, value = parse_override(text_override)
-        if key.split(".")[0] in _SECTIONS:
-            key = "base." + key
-        if key.split(".")[0] not in _TOP_KEYS:
-            raise ConfigError(f"override {text_override!r}: unknown section {key.split('.')[0]!r}")
-        set_dotted(raw, key, value)
-
+def _study_sections(raw: dict, where: _Where) -> dict:
     for k in raw:
         if k not in _TOP_KEYS:
             close = difflib.get_close_matches(str(k), _TOP_KEYS, n=1)
             raise ConfigError(f"{where.at(k)}: unknown section" + (f" (did you mean {close[0]!r}?)" if close else ""))
-
+    for k in ("study", "base", "slurm", "plan", "analysis"):
+        if raw.get(k) is not None and not isinstance(raw[k], dict):
+            raise ConfigError(f"{where.at(k)}: expected a mapping, got {raw[k]!r}")
     section = _build(StudySection, raw.get("study") or {}, where, "study")
-    section.output_dir = section.output_dir.replace("{name}", section.name)
-    study_dir = Path(section.output_dir).expanduser().resolve()
-    section.output_dir = str(study_dir)
-    slurm = _build(SlurmConfig, raw.get("slurm") or {}, where, "slurm")
-    plan = _build(PlanConfig, raw.get("plan") or {}, where, "plan")
+    section.output_dir = str(Path(section.output_dir.replace("{name}", section.name)).expanduser().resolve())
     analysis = _build(AnalysisConfig, raw.get("analysis") or {}, where, "analysis")
+    for key, why in analysis.problems():
+        raise ConfigError(f"{where.at(key)}: {why}")
+    for task in analysis.target_tasks + analysis.source_tasks:
+        task.path = str(Path(task.path.replace("{study_dir}", section.output_dir)).expanduser().resolve())
+    return {"study": section, "slurm": _build(SlurmConfig, raw.get("slurm") or {}, where, "slurm"),
+            "plan": _build(PlanConfig, raw.get("plan") or {}, where, "plan"), "analysis": analysis,
+            "base": _build(RunConfig, raw.get("base") or {}, where, "base")}
 
-    base_raw = raw.get("base") or {}
-    if not isinstance(base_raw, dict):
-        raise ConfigError(f"{where.at('base')}: expected a mapping")
-    base = _build(RunConfig, base_raw, where, "base")
 
-    points = _run_points(raw, where, section.name)
-
+def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig], set[str]]:
+    """(every run, the names of the grid's runs)."""
+    study_dir = Path(parts["study"].output_dir)
+    base_dict = to_dict(parts["base"])
     runs: list[RunConfig] = []
-    base_dict = to_dict(base)
-    for name, dotted, origin in points:
+    grid_names = set()
+    for name, dotted, origins in _run_points(raw, where, parts["study"].name):
+        if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
+            grid_names.add(name)
+        run_where = where.for_run(origins)
         d = json.loads(json.dumps(base_dict))
         for k, v in dotted.items():
             if k.split(".")[0] not in _SECTIONS:
-                raise ConfigError(f"{where.at(origin)}: {k}: unknown key (keys start with {', '.join(_SECTIONS)})")
+                raise ConfigError(f"{run_where.at(k)}: unknown key (keys start with {', '.join(_SECTIONS)})")
             set_dotted(d, k, v)
         d["name"] = name
-        run = _build(RunConfig, d, _Where(str(path), where.lines), "")
+        run = _build(RunConfig, d, run_where, "")
+        check_run(run, run_where)
         _resolve_paths(run, study_dir)
-        validate_run(run, str(path))
         runs.append(run)
-
     names = [r.name for r in runs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"{path}: run names appear twice: {', '.join(dupes)}")
-    runs = _order_by_parents(runs, path)
-    for task in analysis.target_tasks + analysis.source_tasks:
-        task.path = str(Path(task.path.replace("{study_dir}", str(study_dir))).expanduser().resolve())
-    study = Study(path=path, study=section, base=base, runs=runs, slurm=slurm, plan=plan, analysis=analysis)
-    _name_grid_runs(study, {n for n, _, o in points if o == "grid"})
+        raise ConfigError(f"{where.file}: run names appear twice: {', '.join(dupes)}")
+    return runs, grid_names
+
+
+def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prepare: bool = False) -> Study:
+    """Read, validate and expand a study file. Overrides are 'dotted.key=value' strings; a key
+    without a top-level section (e.g. 'train.lr') applies to base. With prepare, the study's
+    study.prepare hook makes its missing input files first: grid runs are named by their inputs'
+    contents, so the names are taken once the inputs exist."""
+    path = Path(path)
+    raw, lines = _read_study_yaml(path)
+    where = _Where(str(path), lines, cli=_apply_overrides(raw, overrides or []))
+    parts = _study_sections(raw, where)
+    runs, grid_names = _expand_runs(raw, where, parts)
+    study = Study(path=path, runs=_order_by_parents(runs, path), **parts)
+    if prepare:
+        prepare_study(study)
+    _name_grid_runs(study, grid_names)
     return study
+
+
+def prepare_study(study: Study) -> None:
+    """Call study.prepare ("module:function") with the study: it makes the input files that are missing
+    (the demo's data). The module is the user's, named in the study file, so it is imported by name."""
+    if not study.study.prepare:
+        return
+    module, _, func = study.study.prepare.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), func or "prepare")
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
+    fn(study)
 
 
 def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:

@@ -29,8 +29,8 @@ from typing import Optional
 import numpy as np
 
 from lorafull.data.cache import cache_key, ensure_cache, file_sha256, open_cache, tokenizer_fingerprint
-from lorafull.data.read import FORMATS, DataError, detect_format, first_record
-from lorafull.data.template import TEMPLATES, encode_prompt, format_prompt
+from lorafull.data.read import DataError, detect_format, first_record
+from lorafull.data.template import encode_prompt, format_prompt
 
 __all__ = ["DataError", "TokenizedDataset", "build_dataset", "collate", "format_prompt", "encode_prompt",
            "subset_indices"]
@@ -134,12 +134,6 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
     path = Path(data.train)
     if not path.is_file():
         raise DataError(f"data.train: {path}: no such file")
-    if data.template not in TEMPLATES:
-        raise DataError(f"data.template: unknown template {data.template!r} (expected {' or '.join(TEMPLATES)})")
-    if data.format not in FORMATS + ("auto",):
-        raise DataError(f"data.format: unknown format {data.format!r} (expected {', '.join(FORMATS)} or auto)")
-    if data.max_length < 2:
-        raise DataError(f"data.max_length: must be >= 2, got {data.max_length}")
     if data.template == "chat":
         format_prompt("", tokenizer, "chat")  # fail before reading the file when there is no chat template
     fmt = data.format

@@ -17,13 +17,15 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from lorafull.config.schema import DataFormat
 from lorafull.runs import iter_json_lines
 
-FORMATS = ("alpaca", "conversations", "text")
+FORMATS = tuple(f for f in typing.get_args(DataFormat) if f != "auto")  # the schema checks data.format at load
 _HUMAN_ROLES = {"human": "human", "user": "human", "assistant": "assistant", "gpt": "assistant",
                 "system": "system"}
 _CHUNK_BYTES = 1 << 20
@@ -182,9 +184,7 @@ def to_sample(rec: dict, fmt: str, where: str) -> Optional[Sample]:
     if fmt == "text":
         text = _text_field(rec, "text", where)
         return Sample([(None, text)]) if text.strip() else None
-    if fmt == "conversations":
-        return _conversation(rec, where)
-    raise DataError(f"data.format: unknown format {fmt!r} (expected {', '.join(FORMATS)} or auto)")
+    return _conversation(rec, where)  # "conversations": data.format's choices were checked at load
 
 
 def _conversation(rec: dict, where: str) -> Optional[Sample]:
@@ -203,6 +203,9 @@ def _conversation(rec: dict, where: str) -> Optional[Sample]:
         if role is None:
             raise DataError(f"{where}: field '{field}.from' is {role_raw!r}; expected human or assistant")
         value = _text_field(msg, "value", f"{where}: {field}")
+        if not isinstance(msg["value"], str):  # a number is no message: the file is not what it claims to be
+            raise DataError(f"{where}: {field}: field 'value' must be a string, got "
+                            f"{type(msg['value']).__name__} {msg['value']!r}")
         if role == "system":
             if turns or pending:
                 raise DataError(f"{where}: field '{field}.from': a system message must come first")

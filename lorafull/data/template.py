@@ -14,21 +14,18 @@ model: a BPE merge across the prompt/answer boundary can never blur the mask.
 """
 from __future__ import annotations
 
+import typing
 from typing import Optional
 
+from lorafull.config.schema import Template
 from lorafull.data.read import DataError, Sample
 
-TEMPLATES = ("belle", "chat")
+TEMPLATES = typing.get_args(Template)  # the choices live in the schema, which checks them at load
 BELLE_PROMPT = "Human: {question}\n\nAssistant: "
 BELLE_SYSTEM = "{system}\n\n"
 EOS = object()  # marker segment: the tokenizer's EOS id, trained
 
 Segment = tuple  # (text | EOS, trained: bool)
-
-
-def _check_template(template: str) -> None:
-    if template not in TEMPLATES:
-        raise DataError(f"data.template: unknown template {template!r} (expected {' or '.join(TEMPLATES)})")
 
 
 def _check_chat(tokenizer) -> None:
@@ -54,7 +51,6 @@ def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
 
 def format_prompt(question: str, tokenizer, template: str = "belle", system: Optional[str] = None) -> str:
     """The text a model sees before its answer, exactly as in training (generation uses it)."""
-    _check_template(template)
     if template == "belle":
         return (BELLE_SYSTEM.format(system=system) if system else "") + BELLE_PROMPT.format(question=question)
     _check_chat(tokenizer)

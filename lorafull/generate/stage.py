@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from lorafull.config import RunConfig, load_run_config
+from lorafull.config import RunConfig, load_run_config, refresh_eval_results
 from lorafull.runs import (JsonlWriter, RunPaths, iter_json_lines, read_jsonl, repair_jsonl_tail, run_stage_cli,
                            stage_lock, write_status)
 
@@ -213,6 +213,7 @@ def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
     cfg = load_run_config(run_dir)
     items = run_eval_items(run_dir, cfg)
     with stage_lock(run_dir, "generate"):  # a second generator waits, then finds its items written
+        refresh_eval_results(run_dir, cfg)  # responses of other eval settings go to eval_history/, never mixed in
         return _generate_locked(run_dir, cfg, items, progress)
 
 

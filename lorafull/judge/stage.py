@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lorafull.config import JudgeConfig, load_run_config
+from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results
 from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
@@ -197,10 +197,12 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
 def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
     """Judge every response not judged yet; returns the run's score summary."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir).eval.judge
-    responses = load_responses(run_dir)
-    check_judge_setup(cfg, {r["class"] for r in responses})  # before any request
+    run_cfg = load_run_config(run_dir)
+    cfg = run_cfg.eval.judge
     with stage_lock(run_dir, "judge"):
+        refresh_eval_results(run_dir, run_cfg)  # scores of another judge go to eval_history/, never mixed in
+        responses = load_responses(run_dir)
+        check_judge_setup(cfg, {r["class"] for r in responses})  # before any request
         return _judge_locked(run_dir, cfg, responses, progress)
 
 

@@ -189,8 +189,6 @@ def apply_method(model, method_cfg: MethodConfig, seed: int = 0):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    if method_cfg.kind != "lora":
-        raise ValueError(f"method.kind: expected full or lora, got {method_cfg.kind!r}")
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=method_cfg.r, lora_alpha=method_cfg.alpha, lora_dropout=method_cfg.dropout,

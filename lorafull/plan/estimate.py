@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import resources
-from lorafull.config import ConfigError, RunConfig, Study, load_study
+from lorafull.config import ConfigError, RunConfig, Study, load_study, prepare_study  # noqa: F401 (re-exported)
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 GB = 1024 ** 3
@@ -366,18 +366,6 @@ def format_plan(rows: list[dict], totals: dict) -> str:
     return "\n".join(lines + [totals["formula"]])
 
 
-def prepare_study(study: Study) -> None:
-    """Call study.prepare ("module:function") with the study, as launch.grid does before planning."""
-    if not study.study.prepare:
-        return
-    module, _, func = study.study.prepare.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), func or "prepare")
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
-    fn(study)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -385,8 +373,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     start = time.perf_counter()
     try:
-        study = load_study(argv[0], argv[1:])
-        prepare_study(study)
+        study = load_study(argv[0], argv[1:], prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

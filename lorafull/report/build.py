@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
-from lorafull.report.rows import collect_rows, loss_curve
+from lorafull.report.rows import collect_rows, fingerprint_note, loss_curve
 from lorafull.runs import error_line
 
 def columns_of(rows: list[dict]) -> list[str]:
@@ -41,9 +41,10 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")
 
 
-def write_markdown(rows: list[dict], cols: list[str], path: Path) -> Path:
+def write_markdown(rows: list[dict], cols: list[str], path: Path, note: str = "") -> Path:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["", note] if note else []
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -76,7 +77,10 @@ def build_report(study_dir: str | Path) -> Path:
     rows, categories = collect_rows(study_dir)
     _extend(study_dir, rows, report_dir)
     cols = columns_of(rows)
-    write_markdown(rows, cols, report_dir / "table.md")
+    note = fingerprint_note(rows)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    write_markdown(rows, cols, report_dir / "table.md", note)
     write_csv(rows, cols, report_dir / "table.csv")
     plot_scores(rows, report_dir / "score_per_run.png")
     plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")

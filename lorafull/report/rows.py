@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from lorafull.config import ConfigError, load_run_config
+from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
 from lorafull.judge.summary import summarize
 from lorafull.runs import RunPaths, read_jsonl, read_status
 
@@ -90,6 +90,10 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     row["judge_cost_usd"] = scores["cost"] if scores else None
     row["unscored"] = scores["unscored"] if scores else None
     row["judged_items"] = scores["items"] if scores else None
+    # what the scores were computed under (eval set, judge, generation settings): rows with different
+    # fingerprints are not comparable; scores from before fingerprints existed are "unknown"
+    recorded = read_eval_fingerprint(run_dir) if scores else None
+    row["eval_fingerprint"] = (recorded or {}).get("fingerprint", "unknown") if scores else None
     return row, categories
 
 
@@ -116,5 +120,14 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
     for row, cats in built:
         head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
-        rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}})
+        rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, "eval_fingerprint": row["eval_fingerprint"]})
     return rows, columns
+
+
+def fingerprint_note(rows: list[dict]) -> str:
+    """A warning when the scored rows were scored under different eval fingerprints, else ''."""
+    prints = sorted({r["eval_fingerprint"] for r in rows if r.get("score") is not None and r.get("eval_fingerprint")})
+    if len(prints) < 2:
+        return ""
+    return (f"note: rows were scored under {len(prints)} different eval fingerprints ({', '.join(prints)}): "
+            "compare scores only between rows with the same eval_fingerprint (rerun launch.grid to re-evaluate)")

@@ -326,7 +326,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     run_dir = Path(argv[0]).resolve()
     env = dist.detect_env()
     try:
-        run = load_run_config(run_dir)
+        run = load_run_config(run_dir, for_training=True)  # every key, and the checks across keys
         if is_done(run_dir):
             if env.is_main:
                 print(f"{run_dir}: already done", file=sys.stderr)

@@ -155,3 +155,19 @@ def final_state_dict(run_dir: Path) -> dict:
     for f in files:
         out.update(load_file(str(f)))
     return out
+
+
+def study_dir_files(study_dir: Path, tokenizer_dir: Path) -> dict:
+    """make_data under STUDY_DIR/data, named in the study file by {study_dir}: a study that carries its
+    inputs, as the demo does (moving or cloning it moves them along)."""
+    made = make_data(study_dir, tokenizer_dir)
+    return {k: "{study_dir}/" + str(Path(v).relative_to(study_dir)) for k, v in made.items()}
+
+
+def dry_run_counts(stdout: str) -> tuple[int, int]:
+    """(runs to train, runs to evaluate) from launch.grid --dry-run's last line."""
+    import re
+
+    m = re.search(r"would train (\d+) run\(s\).*evaluate (\d+)", stdout)
+    assert m, stdout
+    return int(m.group(1)), int(m.group(2))
