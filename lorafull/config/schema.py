@@ -19,7 +19,8 @@ from lorafull.config.typed import ConfigError
 @dataclass
 class ModelConfig:
     # a local HF folder, a hub id, "run:<name>" (another run's final model), or
-    # "scratch:<arch>" = random init from lorafull/archs/<arch>.json or from a config.json path
+    # "scratch:<arch>" = random init from lorafull/archs/<arch>.json or from a config.json path, or
+    # "gguf:<file.gguf>" / "gguf:smollm2" = a GGUF model converted once into $LORAFULL_MODEL_CACHE
     name_or_path: str = "scratch:tiny-llama"
     dtype: str = "bf16"  # bf16 | fp16 | fp32
     tokenizer: Optional[str] = None  # defaults to name_or_path (required for scratch:)
