@@ -236,3 +236,10 @@ def test_resources_follow_the_slurm_section(tmp_path, files):
     assert (s8.tasks_per_node, s8.gpus_per_node) == (8, 0) and gres(study.slurm, 0) is None
     assert eval_shape(study.slurm).gpus_per_node == 0
     assert json.dumps(s8.describe())
+    # gpus_per_node: 0 with a gres set is a CPU partition too: no `gpu:0` gres (Slurm rejects it), one process
+    study.slurm.gres, study.slurm.gpus_per_node = "gpu:a100", 0
+    s0 = train_shape(study.run("gpu8"), study.slurm)
+    assert (s0.tasks_per_node, s0.gpus_per_node) == (1, 0) and gres(study.slurm, 0) is None
+    assert gres(study.slurm, 1) is None and eval_shape(study.slurm).gpus_per_node == 0 and "CPU" in s0.describe()
+    from launch.render import sbatch_lines
+    assert "--gres" not in sbatch_lines(study, s0, "t") and "--ntasks-per-node=1" in sbatch_lines(study, s0, "t")

@@ -158,8 +158,9 @@ class SlurmConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load ...)
     eval_gpus: int = 1  # GPUs for a generation job
     eval_timeout_min: int = 600
-    # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
-    # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
+    # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null (or gpus_per_node: 0)
+    # = a CPU partition: no GPUs are requested and training starts train.nproc (default gpus_per_node,
+    # at least 1) processes per node, one per Slurm task
     gres: Optional[str] = "gpu"
     # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
     # "python" from the job's environment (the scripts of launch.render)
