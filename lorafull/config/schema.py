@@ -74,6 +74,9 @@ class TrainConfig:
     log_every_steps: int = 10
     deepspeed: bool = True  # false = the same loop without DeepSpeed (plain torch, 1 process)
     nproc: Optional[int] = None  # processes per node; default: GPUs per node, or 1 on the CPU
+    # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
+    # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
+    report_to: Optional[list[str]] = None
 
 
 @dataclass

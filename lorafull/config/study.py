@@ -108,6 +108,7 @@ _NOT_IN_SIGNATURE = {
     "train.log_every_steps",
     "train.deepspeed",
     "train.nproc",
+    "train.report_to",
 }
 
 
@@ -193,6 +194,9 @@ def validate_run(run: RunConfig, where: str) -> None:
         bad("eval.judge.kind", f"expected openai or reference, got {run.eval.judge.kind!r}")
     if run.method.kind == "lora" and run.method.r <= 0:
         bad("method.r", "must be > 0")
+    unknown = [t for t in run.train.report_to or [] if t not in ("tensorboard", "wandb", "mlflow")]
+    if unknown:
+        bad("train.report_to", f"unknown tracker {unknown[0]!r} (expected tensorboard, wandb or mlflow)")
     if run.model.name_or_path.startswith("scratch:") and not run.model.tokenizer:
         bad("model.tokenizer", "a scratch: model needs a tokenizer path")
 
