@@ -42,7 +42,11 @@ class MethodConfig:
 
 @dataclass
 class DataConfig:
-    train: Optional[str] = None  # .json or .jsonl
+    # .json / .jsonl, a .parquet file, a datasets save_to_disk folder, or hf:OWNER/NAME (a hub dataset read
+    # from the datasets cache); split and subset choose within the last two
+    train: Optional[str] = None
+    split: str = "train"
+    subset: Optional[str] = None
     format: str = "auto"  # alpaca | conversations | text (plain {"text"}: every token trained) | auto
     num_samples: Optional[int] = None  # deterministic subset (by train.seed); null = all
     max_length: int = 1024
