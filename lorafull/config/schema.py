@@ -104,6 +104,8 @@ class JudgeConfig:
     prices: dict = field(default_factory=dict)
     # an unreadable judge reply is asked again this many times (a new sample), then recorded as null
     parse_retries: int = 2
+    # online | batch (the OpenAI Batch API: half the price, replies within 24 h; lorafull.judge.batch)
+    mode: str = "online"
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict = field(default_factory=lambda: {"math": "math", "code": "code"})
 

@@ -192,6 +192,8 @@ def validate_run(run: RunConfig, where: str) -> None:
             f"{run.train.micro_batch_size}")
     if run.eval.judge.kind not in ("openai", "reference"):
         bad("eval.judge.kind", f"expected openai or reference, got {run.eval.judge.kind!r}")
+    if run.eval.judge.mode not in ("online", "batch"):
+        bad("eval.judge.mode", f"expected online or batch, got {run.eval.judge.mode!r}")
     if run.method.kind == "lora" and run.method.r <= 0:
         bad("method.r", "must be > 0")
     unknown = [t for t in run.train.report_to or [] if t not in ("tensorboard", "wandb", "mlflow")]

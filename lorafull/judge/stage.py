@@ -202,7 +202,12 @@ def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
         elif todo:
             cache = JudgeCache(cfg.cache or default_cache_path(run_dir))
             try:
-                counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
+                if cfg.mode == "batch":  # the Batch API: submit / poll / score (BatchPending while it runs)
+                    from lorafull.judge.batch import judge_batch
+
+                    counters = judge_batch(run_dir, todo, cfg, cache, writer, bar)
+                else:
+                    counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
             finally:
                 cache.close()
     summary = {**summarize(read_jsonl(paths.scores)), "judge": cfg.model if cfg.kind == "openai" else "reference",
