@@ -68,3 +68,25 @@ def test_failed_lines_are_marked_and_never_bought_again(tmp_path):
     assert all(scores[str(i)]["score"] is not None for i in range(N) if i not in (2, 5))
     assert summary["unscored"] == 2 and again["unscored"] == 2
     assert server.created == 1 and server.chat_requests == 0 and len(server.paid) == N - 2
+
+
+@pytest.mark.slow
+def test_launch_grid_status_polls_the_batch_and_the_report_follows(tmp_path, tiny_tokenizer_dir):
+    from helpers.grid import grid, make_data, study_dict, write_study
+
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    with FakeBatchServer(polls_to_complete=3) as server:
+        judge = {"kind": "openai", "mode": "batch", "base_url": server.base_url, "model": "judge",
+                 "prices": {"judge": {"input": 1.0, "output": 2.0}}}
+        cfg = write_study(tmp_path / "b.yaml", study_dict(tmp_path, files, name="batched",
+                                                          base={"eval": {"judge": judge}}, runs=[{"name": "r"}]))
+        first = grid(cfg, "--executor", "local", check=False)  # trains, generates, submits the batch (poll 1)
+        run_dir = tmp_path / "batched" / "runs" / "r"
+        assert (run_dir / STATE_FILE).exists() and server.created == 1, first.stdout + first.stderr
+        still = grid(cfg, "--status", "--executor", "local")  # poll 2
+        assert "is in_progress" in still.stdout, still.stdout
+        done = grid(cfg, "--status", "--executor", "local")  # poll 3: completes, scores
+        assert "judge batch finished" in done.stdout and " done " in done.stdout, done.stdout
+        report = grid(cfg, "--executor", "local")
+    assert server.created == 1 and server.chat_requests == 0 and set(server.paid.values()) == {1}
+    assert len(scores_by_id(run_dir)) == 4 and (tmp_path / "batched" / "report" / "table.md").exists(), report.stdout
