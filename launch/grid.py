@@ -29,6 +29,7 @@ from submitit.core.utils import FailedJobError
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
 from lorafull.runs import read_status, write_status
 
+from .batches import poll_judge_batches
 from .jobs import (Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids,
                    wait_until_gone)
 from .plan_table import estimates, plan_text, status_text
@@ -128,6 +129,8 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
 
 
 def show_status(study: Study, executor: str) -> int:
+    for note in poll_judge_batches(study):  # eval.judge.mode: batch -- scores arrive when the user comes back
+        print(f"judge batch: {note}")
     ledger = Ledger(study.output_dir)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)

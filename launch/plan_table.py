@@ -100,6 +100,8 @@ def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[st
         mem = e.get("mem_per_gpu_gb")
         fits = e.get("fits")
         gpu_h = e.get("gpu_hours")
+        if plan.cpu:  # no GPU memory to fit and no GPU-hours: the columns say where the run goes
+            mem, fits, gpu_h = "CPU", "CPU", "CPU"
         if v.name in trains:
             action = "train+eval"
         elif v.name in submitting:
@@ -112,15 +114,24 @@ def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[st
                      Path(v.run.data.train).name if v.run.data.train else "-",
                      str(v.run.data.num_samples) if v.run.data.num_samples is not None else "all",
                      human_count(e.get("added_params")), v.state,
-                     f"{mem:.1f} GB" if isinstance(mem, (int, float)) else "?",
-                     ("yes" if fits else "NO") if fits is not None else "?",
-                     f"{gpu_h:.3g}" if isinstance(gpu_h, (int, float)) else "?", action])
+                     _cell(mem, "{:.1f} GB"), _cell(fits if fits in (None, "CPU") else ("yes" if fits else "NO")),
+                     _cell(gpu_h, "{:.3g}"), action])
     return header, rows
+
+
+def _cell(value, fmt: str = "{}") -> str:
+    if isinstance(value, str):
+        return value
+    return "?" if value is None else fmt.format(value)
 
 
 def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
     header, rows = plan_rows(plan, est)
     lines = [format_table(header, rows)]
+    if plan.cpu:
+        lines.append("CPU partition (slurm.gres: null or gpus_per_node: 0): no GPU is requested; "
+                     "one training process per Slurm task")
+        est = {n: {k: v for k, v in e.items() if k not in ("gpu_hours", "fits")} for n, e in est.items()}
     gpu_h = [e.get("gpu_hours") for n, e in est.items() if isinstance(e.get("gpu_hours"), (int, float))]
     to_train = {v.name for v in plan.to_train}
     todo_h = sum(est.get(n, {}).get("gpu_hours") or 0 for n in to_train

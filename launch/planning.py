@@ -13,7 +13,7 @@ from typing import Optional
 
 from lorafull.config import Study
 
-from .resources import Shape, train_shape
+from .resources import Shape, cpu_partition, train_shape
 from .state import RunView
 
 
@@ -44,6 +44,7 @@ class Plan:
     parent_dep: dict[str, tuple] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)  # run -> why it cannot be submitted
     report: bool = False
+    cpu: bool = False  # a CPU partition: no GPU requested (launch.resources.cpu_partition)
 
     @property
     def to_train(self) -> list[RunView]:
@@ -73,7 +74,7 @@ class Plan:
 
 def make_plan(study: Study, views: list[RunView], retry: bool = False, report_needed: bool = False) -> Plan:
     """Select runs (new / trained, and failed ones with retry) and arrange their jobs."""
-    plan = Plan(views=views)
+    plan = Plan(views=views, cpu=cpu_partition(study.slurm))
     by_name = {v.name: v for v in views}
     wanted = {"new", "trained"} | ({"failed"} if retry else set())
     selected: list[RunView] = []

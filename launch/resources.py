@@ -23,28 +23,34 @@ class Shape:
 
     nodes: int
     tasks_per_node: int  # processes per node: one per GPU (or train.nproc / gpus_per_node on a CPU)
-    gpus_per_node: int  # 0 on a CPU partition (slurm.gres: null)
+    gpus_per_node: int  # 0 on a CPU partition (slurm.gres: null or slurm.gpus_per_node: 0)
     cpus_per_task: int
     mem_gb: int  # per node
     timeout_min: int
 
     def describe(self) -> str:
-        gpus = f"{self.gpus_per_node} GPU" if self.gpus_per_node else "no GPU"
+        gpus = f"{self.gpus_per_node} GPU" if self.gpus_per_node else "CPU"
         return (f"{self.nodes} node x {self.tasks_per_node} proc ({gpus}/node), {self.cpus_per_task} cpu/proc, "
                 f"{self.mem_gb} GB/node, {self.timeout_min} min")
+
+
+def cpu_partition(slurm: SlurmConfig) -> bool:
+    """No GPU is asked for: `gres: null`, or `gpus_per_node: 0` (which would otherwise become a `gpu:0` gres
+    that a cluster without GPU gres rejects as an invalid generic resource)."""
+    return not slurm.gres or slurm.gpus_per_node <= 0
 
 
 def train_shape(run: RunConfig, slurm: SlurmConfig) -> Shape:
     procs = processes_per_node(run, slurm)
     nodes = world_size(run, slurm) // procs
-    gpus = procs if slurm.gres else 0  # one GPU per process (train.nproc may use fewer than gpus_per_node)
+    gpus = 0 if cpu_partition(slurm) else procs  # one GPU per process (train.nproc may use fewer than gpus_per_node)
     return Shape(nodes=nodes, tasks_per_node=procs, gpus_per_node=gpus, cpus_per_task=slurm.cpus_per_gpu,
                  mem_gb=slurm.mem_per_gpu_gb * procs, timeout_min=slurm.timeout_min)
 
 
 def eval_shape(slurm: SlurmConfig) -> Shape:
     gpus = max(1, slurm.eval_gpus)
-    return Shape(nodes=1, tasks_per_node=1, gpus_per_node=slurm.eval_gpus if slurm.gres else 0,
+    return Shape(nodes=1, tasks_per_node=1, gpus_per_node=0 if cpu_partition(slurm) else slurm.eval_gpus,
                  cpus_per_task=slurm.cpus_per_gpu * gpus, mem_gb=slurm.mem_per_gpu_gb * gpus,
                  timeout_min=slurm.eval_timeout_min)
 
@@ -57,7 +63,7 @@ def report_shape(slurm: SlurmConfig) -> Shape:
 
 def gres(slurm: SlurmConfig, gpus: int) -> Optional[str]:
     """'gpu:8' / 'gpu:a100:8'; None on a CPU partition or for a job without GPUs."""
-    return f"{slurm.gres}:{gpus}" if slurm.gres and gpus else None
+    return None if cpu_partition(slurm) or not gpus else f"{slurm.gres}:{gpus}"
 
 
 def python_command(slurm: SlurmConfig, rendered: bool = False) -> str:

@@ -16,6 +16,7 @@ from lorafull.config import load_run_config, load_study_settings, study_dir_of_r
 from lorafull.generate.stage import generate_run, run_eval_items
 from lorafull.judge.stage import check_judge_setup, judge_run
 from lorafull.runs import read_status, run_stage_cli, write_status
+from lorafull.train.tracking import log_eval_scores
 
 
 def wants_analyses(run_dir: Path) -> bool:
@@ -39,6 +40,7 @@ def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
     check_judge_setup(cfg.eval.judge, {it["class"] for it in items})
     generated = generate_run(run_dir, progress=progress)
     summary = judge_run(run_dir, progress=progress)
+    log_eval_scores(run_dir, cfg, summary)  # into the training's TensorBoard / W&B / MLflow run
     analysed = run_analyses_if_asked(run_dir)
     write_status(run_dir, "done", stage="evaluate")
     return {"generate": generated, "judge": summary, "analyses": analysed}

@@ -45,6 +45,17 @@ def make_run(tmp_path, tiny_tokenizer_dir):
 
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(request, tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct as a plain HF folder, converted once and kept in pytest's cache directory
+    (.pytest_cache/d/smollm2, keyed inside by the GGUF file's content) across test sessions; with the
+    cache plugin off (-p no:cacheprovider), once per session. Tests that use it are slow-marked."""
+    from helpers.real_model import smollm2_folder
+
+    cache = getattr(request.config, "cache", None)
+    return smollm2_folder(cache.mkdir("smollm2") if cache else tmp_path_factory.mktemp("smollm2"))
+
+
 @pytest.fixture(scope="module")
 def tiny_final(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     """A tiny full model + tokenizer, saved once as an HF folder."""

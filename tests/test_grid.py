@@ -242,7 +242,14 @@ def test_resources_follow_the_slurm_section(tmp_path, files):
     s8 = train_shape(study.run("gpu8"), study.slurm)
     assert (s8.tasks_per_node, s8.gpus_per_node) == (8, 0) and gres(study.slurm, 0) is None
     assert eval_shape(study.slurm).gpus_per_node == 0
-    assert s8.describe().startswith("2 node x 8 proc (no GPU/node), 6 cpu/proc, ")
+    assert s8.describe().startswith("2 node x 8 proc (CPU/node), 6 cpu/proc, ")
+    # gpus_per_node: 0 with a gres set is a CPU partition too: no `gpu:0` gres (Slurm rejects it), one process
+    study.slurm.gres, study.slurm.gpus_per_node = "gpu:a100", 0
+    s0 = train_shape(study.run("gpu8"), study.slurm)
+    assert (s0.tasks_per_node, s0.gpus_per_node) == (1, 0) and gres(study.slurm, 0) is None
+    assert gres(study.slurm, 1) is None and eval_shape(study.slurm).gpus_per_node == 0 and "CPU" in s0.describe()
+    from launch.render import sbatch_lines
+    assert "--gres" not in sbatch_lines(study, s0, "t") and "--ntasks-per-node=1" in sbatch_lines(study, s0, "t")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,3 +114,37 @@ def test_each_row_shows_its_eval_fingerprint_and_mixed_fingerprints_are_called_o
     md = (report / "table.md").read_text(encoding="utf-8")
     assert f"note: rows were scored under 2 different eval fingerprints ({same}, unknown)" in md
     assert "different eval fingerprints" in capsys.readouterr().err
+
+
+def test_the_html_report_is_one_page_with_table_figures_and_relative_run_links(tmp_path):
+    import base64
+    from html.parser import HTMLParser
+
+    study = make_study(tmp_path)
+    report = build_report(study)
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links, self.images, self.rows, self.row_classes = [], [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "a":
+                self.links.append(a["href"])
+            elif tag == "img":
+                self.images.append(a["src"])
+            elif tag == "tr":
+                self.rows.append(a.get("class"))
+
+    page = Page()
+    page.feed((report / "index.html").read_text(encoding="utf-8"))
+    # header, then full_2m, lora_2m, lora_4m: the first two tie at the best score 0.5 (both marked),
+    # the queued run has none
+    assert page.rows == [None, "best", "best", None]
+    assert len(page.images) == 4 and all(base64.b64decode(src.split(",", 1)[1])[:8] == PNG_MAGIC
+                                         for src in page.images)
+    files = [h for h in page.links if not h.startswith("#")]
+    assert "../runs/lora_4m/" in files and "../runs/full_2m/scores.jsonl" in files
+    for href in files:  # every link resolves from the report folder, wherever the study was copied
+        assert not href.startswith(("/", "file:")) and (report / href).exists(), href

@@ -24,6 +24,8 @@ Scorer = Literal["math", "code", "text"]
 Backend = Literal["auto", "hf", "vllm"]
 TaskKind = Literal["choice", "generation"]
 TaskMetric = Literal["acc", "acc_norm"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
+JudgeMode = Literal["online", "batch"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,7 +34,8 @@ TaskMetric = Literal["acc", "acc_norm"]
 @dataclass
 class ModelConfig:
     # a local HF folder, a hub id, "run:<name>" (another run's final model), or
-    # "scratch:<arch>" = random init from lorafull/archs/<arch>.json or from a config.json path
+    # "scratch:<arch>" = random init from lorafull/archs/<arch>.json or from a config.json path, or
+    # "gguf:<file.gguf>" / "gguf:smollm2" = a GGUF model converted once into $LORAFULL_MODEL_CACHE
     name_or_path: str = "scratch:tiny-llama"
     dtype: DType = "bf16"
     tokenizer: Optional[str] = None  # defaults to name_or_path (required for scratch:)
@@ -54,7 +57,11 @@ class MethodConfig:
 
 @dataclass
 class DataConfig:
-    train: Optional[str] = None  # .json or .jsonl
+    # .json / .jsonl, a .parquet file, a datasets save_to_disk folder, or hf:OWNER/NAME (a hub dataset read
+    # from the datasets cache); split and subset choose within the last two
+    train: Optional[str] = None
+    split: str = "train"
+    subset: Optional[str] = None
     format: DataFormat = "auto"  # alpaca | conversations | text (plain {"text"}: every token trained) | auto
     num_samples: Optional[int] = ranged(None, ge=1)  # deterministic subset (by train.seed); null = all
     max_length: int = ranged(1024, ge=2)  # a prompt token and an answer token at least
@@ -86,6 +93,9 @@ class TrainConfig:
     log_every_steps: int = ranged(10, ge=1)
     deepspeed: bool = True  # false = the same loop without DeepSpeed (plain torch, 1 process)
     nproc: Optional[int] = ranged(None, ge=1)  # processes per node; default: GPUs per node, or 1 on the CPU
+    # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
+    # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
+    report_to: Optional[list[Tracker]] = None
 
 
 @dataclass
@@ -109,6 +119,8 @@ class JudgeConfig:
     prices: dict = field(default_factory=dict)
     # an unreadable judge reply is asked again this many times (a new sample), then recorded as null
     parse_retries: int = ranged(2, ge=0)
+    # online | batch (the OpenAI Batch API: half the price, replies within 24 h; lorafull.judge.batch)
+    mode: JudgeMode = "online"
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict[str, Scorer] = field(default_factory=lambda: {"math": "math", "code": "code"})
     # kind: reference -- where no sandbox (bwrap / unshare) can be built, run code answers unisolated
@@ -180,7 +192,7 @@ class SlurmConfig:
     qos: Optional[str] = None
     constraint: Optional[str] = None
     nodes: int = ranged(1, ge=1)
-    gpus_per_node: int = ranged(8, ge=1)
+    gpus_per_node: int = ranged(8, ge=0)  # 0: a CPU partition (no GPU requested)
     cpus_per_gpu: int = ranged(8, ge=1)
     mem_per_gpu_gb: int = ranged(60, ge=1)
     timeout_min: int = ranged(2880, ge=1)
@@ -193,6 +205,9 @@ class SlurmConfig:
     eval_timeout_min: int = ranged(600, ge=1)
     # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
     # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
+    # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
+    # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
+    report_to: Optional[list[Tracker]] = None
     gres: Optional[str] = "gpu"
     # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
     # "python" from the job's environment (the scripts of launch.render)

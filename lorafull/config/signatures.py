@@ -31,6 +31,7 @@ _NOT_IN_SIGNATURE = {
     "train.log_every_steps",
     "train.deepspeed",
     "train.nproc",
+    "train.report_to",
 }
 
 

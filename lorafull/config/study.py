@@ -106,6 +106,8 @@ def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
     """Make file paths absolute (jobs run elsewhere) and expand {study_dir}."""
 
     def fix(p: Optional[str]) -> Optional[str]:
+        if p is not None and p.startswith("gguf:") and p.endswith(".gguf"):
+            return "gguf:" + fix(p[5:])  # a .gguf file is relative to the study; gguf:<name> stays a name
         if p is None or ":" in p.split("/")[0]:  # run:..., scratch:..., hub ids have no ':' but no '/'-prefix
             return p
         p = p.replace("{study_dir}", str(study_dir))

@@ -64,6 +64,22 @@ def file_sha256(path: Path, memo_dir: Path) -> str:
     return digest
 
 
+def source_sha256(source, memo_dir: Path) -> str:
+    """Content hash of data.train: a JSON or parquet file's bytes, or the arrow files behind a save_to_disk
+    folder or a cached hub dataset (the same rows give the same hash wherever they are)."""
+    if isinstance(source, Path):
+        return file_sha256(source, memo_dir)
+    h = hashlib.sha256(f"{source.kind}|{source.split if source.kind != 'parquet' else ''}".encode())
+    for f in source.data_files():
+        h.update(file_sha256(f, memo_dir).encode())
+    return h.hexdigest()
+
+
+def source_size(source) -> int:
+    """What the progress bar counts: bytes of a JSON file, rows of a Source."""
+    return source.stat().st_size if isinstance(source, Path) else source.size()
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """Hash of everything about a tokenizer that changes the ids: vocab, merges, normaliser,
     special tokens, the ids it adds in front, the chat template."""
@@ -242,7 +258,7 @@ def _tokenize_file(path: Path, fmt: str, tokenizer, template: str, max_length: i
     n_samples = n_tokens = n_labels = n_truncated = 0
     files["offsets"].write(np.zeros(1, np.int64).tobytes())
     show = _rank() == 0 or sys.stderr.isatty()
-    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"tokenizing {path.name}",
+    bar = tqdm(total=source_size(path), unit="B" if isinstance(path, Path) else "row", unit_scale=True, desc=f"tokenizing {path.name}",
                disable=not show, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     try:
         for samples, lines, done_bytes in _batches(path, fmt, counts):

@@ -28,8 +28,8 @@ from typing import Optional
 
 import numpy as np
 
-from lorafull.data.cache import cache_key, ensure_cache, file_sha256, open_cache, tokenizer_fingerprint
-from lorafull.data.read import DataError, detect_format, first_record
+from lorafull.data.cache import cache_key, ensure_cache, open_cache, source_sha256, tokenizer_fingerprint
+from lorafull.data.read import DataError, detect_format, first_record, open_source
 from lorafull.data.template import encode_prompt, format_prompt
 
 __all__ = ["DataError", "TokenizedDataset", "build_dataset", "collate", "format_prompt", "encode_prompt",
@@ -131,9 +131,7 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
     data = run.data
     if not data.train:
         raise DataError("data.train: no training file set")
-    path = Path(data.train)
-    if not path.is_file():
-        raise DataError(f"data.train: {path}: no such file")
+    path = open_source(data.train, data.split, data.subset)  # a JSON file's Path, or a parquet/datasets Source
     if data.template == "chat":
         format_prompt("", tokenizer, "chat")  # fail before reading the file when there is no chat template
     fmt = data.format
@@ -145,7 +143,7 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"data.cache_dir: cannot create {cache_dir}: {e.strerror}") from None
-    key = cache_key(file_sha256(path, cache_dir), tokenizer_fingerprint(tokenizer), data.template,
+    key = cache_key(source_sha256(path, cache_dir), tokenizer_fingerprint(tokenizer), data.template,
                     data.max_length, fmt, bool(data.packing))
     folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key)
     n_total = int(np.memmap(folder / "label_counts.int32", dtype=np.int32, mode="r").shape[0])

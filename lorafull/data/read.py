@@ -8,6 +8,12 @@ JSON lines, so the first non-blank character decides, not the extension):
                    (BELLE multi-turn; "user"/"gpt" and a leading "system" message are accepted too)
     text           {"text": str}   plain text for pre-training: every token is trained
 
+Beyond JSON files (the Source class below; records read through pyarrow / `datasets`, rows counted from 1
+where a JSON file counts lines): a `.parquet` file, a folder written by `datasets`' `save_to_disk`, and a
+hub dataset `hf:OWNER/NAME` (with data.subset and data.split) read from the `datasets` cache, which a login
+node fills (`python -c "import datasets; datasets.load_dataset('OWNER/NAME', SUBSET, split=SPLIT)"`) and
+a compute node reads with HF_HUB_OFFLINE=1.
+
 A record becomes a `Sample`: an optional system text plus turns (question, answer); a text record is
 one turn with no question. Bad input stops with a DataError naming file:line (and the field); an
 empty answer is not an error -- the sample is skipped and counted by the caller.
@@ -16,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +60,12 @@ def _first_char(path: Path) -> str:
                 return chr(stripped[0])
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict, int]]:
-    """Yield (line number, record, bytes read from the file so far) for every record of a file."""
+def iter_records(path) -> Iterator[tuple[int, dict, int]]:
+    """Yield (line number, record, bytes read from the file so far) for every record of a file; for a
+    Source, (row number, record, rows read so far)."""
+    if isinstance(path, Source):
+        yield from path.records()
+        return
     path = Path(path)
     first = _first_char(path)
     if first == "[":
@@ -136,6 +145,104 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, dict, int]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Sources beyond JSON files: parquet, save_to_disk folders, hub datasets from the datasets cache
+# ---------------------------------------------------------------------------------------------
+HUB_PREFIX = "hf:"
+_ROWS_PER_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class Source:
+    """data.train that is not a JSON file. str() is what messages name, followed by :<row>."""
+
+    spec: str  # the parquet file, the save_to_disk folder, or hf:OWNER/NAME
+    split: str = "train"
+    subset: Optional[str] = None
+
+    @property
+    def kind(self) -> str:
+        return "hub" if self.spec.startswith(HUB_PREFIX) else "parquet" if Path(self.spec).is_file() else "disk"
+
+    @property
+    def stem(self) -> str:  # names the tokenized cache folder
+        base = self.spec[len(HUB_PREFIX):].replace("/", "_") if self.kind == "hub" else Path(self.spec).stem
+        return base + (f"_{self.subset}" if self.subset else "") + (f"_{self.split}" if self.kind == "hub" else "")
+
+    name = stem
+
+    def __str__(self) -> str:
+        if self.kind != "hub":
+            return self.spec
+        return f"{self.spec}" + (f"/{self.subset}" if self.subset else "") + f"[{self.split}]"
+
+    def dataset(self):
+        """The rows as a datasets.Dataset (save_to_disk folder, hub dataset from the cache)."""
+        import datasets
+
+        if self.kind == "disk":
+            loaded = datasets.load_from_disk(self.spec)
+            if isinstance(loaded, datasets.DatasetDict):
+                if self.split not in loaded:
+                    raise DataError(f"data.split: {self.spec} has no split {self.split!r} "
+                                    f"(it has {', '.join(loaded)})")
+                loaded = loaded[self.split]
+            return loaded
+        name = self.spec[len(HUB_PREFIX):]
+        try:
+            return datasets.load_dataset(name, self.subset, split=self.split)
+        except ValueError as e:  # an unknown split or subset
+            raise DataError(f"data.split / data.subset: {self}: {str(e).splitlines()[0]}") from None
+        except (ConnectionError, FileNotFoundError) as e:
+            raise DataError(f"data.train: {self}: not in the datasets cache and the hub is not reachable "
+                            f"({type(e).__name__}); on a machine with internet run: python -c \"import datasets; "
+                            f"datasets.load_dataset({name!r}, {self.subset!r}, split={self.split!r})\"") from None
+
+    def data_files(self) -> list[Path]:
+        """The files holding the rows (what the content hash reads)."""
+        if self.kind == "parquet":
+            return [Path(self.spec)]
+        return sorted(Path(f["filename"]) for f in self.dataset().cache_files)
+
+    def size(self) -> int:
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(self.spec).metadata.num_rows
+        return len(self.dataset())
+
+    def records(self) -> Iterator[tuple[int, dict, int]]:
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            batches = (b.to_pylist() for b in pq.ParquetFile(self.spec).iter_batches(_ROWS_PER_BATCH))
+        else:
+            ds = self.dataset()
+            batches = (ds[i:i + _ROWS_PER_BATCH] for i in range(0, len(ds), _ROWS_PER_BATCH))
+            batches = ([dict(zip(b, row)) for row in zip(*b.values())] for b in batches)
+        row = 0
+        for batch in batches:
+            for rec in batch:
+                row += 1
+                yield row, rec, row
+
+
+def open_source(train: str, split: str = "train", subset: Optional[str] = None):
+    """data.train -> a Path (a JSON file) or a Source; a missing file or folder is a DataError."""
+    if train.startswith(HUB_PREFIX):
+        if train.count("/") != 1 or train.endswith("/"):
+            raise DataError(f"data.train: {train}: expected hf:OWNER/NAME")
+        return Source(train, split, subset)
+    path = Path(train)
+    if path.is_dir():
+        if not any((path / marker).exists() for marker in ("dataset_info.json", "dataset_dict.json", "state.json")):
+            raise DataError(f"data.train: {path}: a folder that datasets' save_to_disk did not write")
+        return Source(train, split, subset)
+    if not path.is_file():
+        raise DataError(f"data.train: {path}: no such file")
+    return Source(train, split, subset) if path.suffix == ".parquet" else path
+
+
+# ---------------------------------------------------------------------------------------------
 # Formats
 # ---------------------------------------------------------------------------------------------
 def detect_format(record: dict, where: str) -> str:
@@ -151,7 +258,7 @@ def detect_format(record: dict, where: str) -> str:
                     f"instruction/input/output (alpaca), conversations (BELLE) or text; or set data.format")
 
 
-def first_record(path: str | os.PathLike) -> tuple[int, dict]:
+def first_record(path) -> tuple[int, dict]:
     for lineno, rec, _ in iter_records(path):
         return lineno, rec
     raise DataError(f"{path}: the file holds no records")

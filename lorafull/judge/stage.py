@@ -221,7 +221,12 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
         elif todo:
             cache = JudgeCache(cfg.cache or default_cache_path(run_dir))
             try:
-                counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
+                if cfg.mode == "batch":  # the Batch API: submit / poll / score (BatchPending while it runs)
+                    from lorafull.judge.batch import judge_batch
+
+                    counters = judge_batch(run_dir, todo, cfg, cache, writer, bar)
+                else:
+                    counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
             finally:
                 cache.close()
     summary = {**summarize(read_jsonl(paths.scores)), "judge": cfg.model if cfg.kind == "openai" else "reference",

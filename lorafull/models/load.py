@@ -28,7 +28,12 @@ def torch_dtype(name: str) -> torch.dtype:
 
 def resolve_run_reference(name_or_path: str, run_dir: Path) -> str:
     """'run:<name>' -> that run's final model folder (a sibling of run_dir); LoRA parents are
-    merged into <parent>/merged first (chained runs train from a plain HF model)."""
+    merged into <parent>/merged first (chained runs train from a plain HF model). 'gguf:<file or name>'
+    -> its converted Hugging Face folder (lorafull.models.gguf; converted on first use)."""
+    if name_or_path.startswith("gguf:"):
+        from lorafull.models.gguf import gguf_folder  # local import: only GGUF users need the gguf package
+
+        return str(gguf_folder(name_or_path))
     if not name_or_path.startswith("run:"):
         return name_or_path
     parent_dir = Path(run_dir).parent / name_or_path[len("run:"):]
@@ -134,8 +139,8 @@ def prepare_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int =
 
 
 def load_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int = 0, dtype: Optional[str] = None):
-    """The base model of a run: a local folder, a hub id, run:<name> (a parent run's final model) or
-    scratch:<arch> (random init with `seed`, saved to RUN_DIR/base/ the first time)."""
+    """The base model of a run: a local folder, a hub id, run:<name> (a parent run's final model),
+    gguf:<file or name> (converted once into a cache) or scratch:<arch> (random init with `seed`, saved to RUN_DIR/base/ the first time)."""
     from transformers import AutoModelForCausalLM
 
     path = prepare_base(model_cfg, run_dir, seed)

@@ -9,6 +9,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'write_markdown': 'build',
     'write_csv': 'build',
     'build_report': 'build',
+    'write_html': 'html',
     'COST_COLUMNS': 'rows',
     'PAPER_ORDER': 'rows',
     'training_metrics': 'rows',

@@ -1,4 +1,4 @@
-"""A study's report: every run folder -> STUDY_DIR/report/table.md, table.csv and PNG figures.
+"""A study's report: every run folder -> STUDY_DIR/report/table.md, table.csv, PNG figures and index.html.
 
     python -m lorafull.report STUDY_DIR
 
@@ -16,6 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
+from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
 from lorafull.report.rows import collect_rows, fingerprint_note, loss_curve
 from lorafull.runs import error_line
@@ -88,6 +89,7 @@ def build_report(study_dir: str | Path) -> Path:
     runs_dir = study_dir / "runs"
     plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in rows}, {r["run"]: r.get("method") for r in rows},
                 report_dir / "loss_curves.png")
+    write_html(study_dir, rows, cols, report_dir)  # last: it inlines every figure written above
     return report_dir
 
 

@@ -36,10 +36,12 @@ def device_name(device: torch.device) -> str:
 
 
 class MetricsLog:
-    """Rank 0 writes; other ranks hold a MetricsLog that writes nothing."""
+    """Rank 0 writes; other ranks hold a MetricsLog that writes nothing. A tracker (lorafull.train.tracking)
+    gets every line written here."""
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int, spike_factor: float = 3.0):
+    def __init__(self, path: Path, enabled: bool, resume_step: int, spike_factor: float = 3.0, tracker=None):
         self.enabled = enabled
+        self.tracker = tracker
         self.monitor = StabilityMonitor(spike_factor=spike_factor) if enabled else None
         self._writer: Optional[JsonlWriter] = None
         if not enabled:
@@ -67,12 +69,19 @@ class MetricsLog:
         events = self.monitor.update(record["step"], record["loss"], record.get("grad_norm")) if self.monitor else []
         for e in events:
             self._writer.write(e)
+        if self.tracker is not None:
+            self.tracker.log_step(record, events)
         return events
 
     def summary(self, record: dict) -> None:
         if self.enabled:
             self._writer.write({"summary": True, **record})
+        if self.tracker is not None:
+            self.tracker.log_summary(record)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None

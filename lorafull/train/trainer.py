@@ -153,7 +153,10 @@ class Trainer:
             self.resumed_from = self.step
         self.last_saved = self.step if latest is not None else -1
         spike = load_study_settings(study_dir_of_run(self.run_dir)).analysis.spike_factor
-        self.metrics = MetricsLog(self.paths.metrics, self.is_main, self.step, spike)
+        from lorafull.train.tracking import Tracker  # TensorBoard / W&B / MLflow, rank 0 only
+
+        tracker = Tracker(self.run_dir, self.run, self.step) if self.is_main else None
+        self.metrics = MetricsLog(self.paths.metrics, self.is_main, self.step, spike, tracker)
         if self.is_main:
             write_status(self.run_dir, "running", signature=run_signature_from_folder(self.run_dir),
                          preempted=False, step=self.step, total_steps=self.total_steps, resumed_from=self.resumed_from,
