@@ -100,8 +100,14 @@ def test_gpu_hours_follow_the_stated_formula(tmp_path):
     n_matmul = row["total_params"] - 32000 * 4096  # all but the input embedding
     flops = 6 * n_matmul + 12 * 32 * 4096 * 200
     assert row["tokens"] == 1_000_000 * 200 * 2 and row["tokens_source"] == "plan.avg_tokens_per_sample"
-    assert row["gpu_hours"] == pytest.approx(row["tokens"] * flops / (0.5 * 100e12) / 3600)
-    assert row["hours_per_epoch"] == pytest.approx(row["gpu_hours"] / 2 / 8)
+    # the compute part of the step time is the FLOPs formula at mfu x peak; the other parts add to it
+    compute_gpu_hours = row["steps"] * row["step_parts_s"]["compute"] * 8 / 3600
+    assert compute_gpu_hours == pytest.approx(row["tokens"] * flops / (0.5 * 100e12) / 3600)
+    parts = row["step_parts_s"]
+    assert parts["total"] == pytest.approx(sum(parts[p] for p in ("compute", "optimizer", "communication", "offload")))
+    assert row["gpu_hours"] == pytest.approx(row["steps"] * parts["total"] * 8 / 3600)
+    assert row["gpu_hours"] > compute_gpu_hours
+    assert row["hours_per_epoch"] == pytest.approx(row["gpu_hours"] / 2 / 8) and row["basis"] == "modelled"
 
 
 def test_chained_runs_plan_with_their_roots_architecture_and_unknowns_are_named(tmp_path):
