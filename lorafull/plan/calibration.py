@@ -64,5 +64,5 @@ def measured_step(measured: dict, accum: int, tokens_per_sample: Optional[float]
     if tokens_per_sample and measured.get("tokens_per_sample"):
         scale = tokens_per_sample / measured["tokens_per_sample"]
     compute = accum * measured["fwd_bwd_s"] * scale
-    return {"compute": compute, "optimizer": measured["optimizer_s"], "communication": 0.0, "offload": 0.0,
+    return {"compute": compute, "optimizer": measured["optimizer_s"], "communication": 0.0, "offload": 0.0, "hidden": 0.0,
             "total": compute + measured["optimizer_s"]}

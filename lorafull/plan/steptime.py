@@ -17,8 +17,9 @@
     offload        PCIe traffic of ZeRO-Offload: gradients to the host and updated weights back (T/n x b
                    each way per step); at stage 3 also the rank's weight shard for every gathered pass
 with T trained parameters, P all parameters, b bytes of the training dtype, n data-parallel ranks.
-The parts are added: a plan that is right when nothing overlaps, and high by at most the overlapped
-communication when DeepSpeed's overlap_comm hides it behind compute.
+The parts are added, except at ZeRO-3, where DeepSpeed overlaps communication with compute by default
+(overlap_comm and parameter prefetch): there the collectives and the weight fetches over PCIe count
+only where they outlast the compute ("hidden" is the part they hide, subtracted from the total).
 
 Library module (no command): lorafull.plan.estimate uses it.
 """
@@ -95,21 +96,23 @@ def optimizer_seconds(run: RunConfig, study: Study, counts: dict, hw: Hardware) 
     return shard * per_param / (hw.mem_bw_gbs * 1e9)
 
 
-def offload_seconds(run: RunConfig, study: Study, counts: dict, hw: Hardware) -> float:
+def offload_seconds(run: RunConfig, study: Study, counts: dict, hw: Hardware) -> tuple[float, float]:
+    """(gradients down + updated weights up once per step, weight fetches of every gathered pass)."""
     if not (run.train.offload and run.train.zero_stage >= 1) or hw.name == "CPU":
-        return 0.0
-    n, b = world_size(run, study), DTYPE_BYTES[run.model.dtype]
-    moved = 2 * counts["trainable"] / n * b  # gradients down, updated weights up
+        return 0.0, 0.0
+    n, b, pcie = world_size(run, study), DTYPE_BYTES[run.model.dtype], hw.pcie_gbs * 1e9
+    per_step = 2 * counts["trainable"] / n * b / pcie
+    fetch = 0.0
     if run.train.zero_stage >= 3:  # the weight shard lives on the host: fetched for every gathered pass
         passes = 3 if run.train.gradient_checkpointing else 2
-        moved += grad_accumulation(run, study) * passes * counts["total"] / n * b
-    return moved / (hw.pcie_gbs * 1e9)
+        fetch = grad_accumulation(run, study) * passes * counts["total"] / n * b / pcie
+    return per_step, fetch
 
 
 def step_time(run: RunConfig, study: Study, arch: dict, counts: dict, tokens_per_sample: float,
               hw: Hardware) -> dict:
-    """{"compute", "optimizer", "communication", "offload", "total"} seconds of one optimizer step, and
-    "tokens_per_step", "flops_per_token"."""
+    """{"compute", "optimizer", "communication", "offload", "hidden", "total"} seconds of one optimizer
+    step, and "tokens_per_step", "flops_per_token"."""
     n = world_size(run, study)
     tokens = run.train.global_batch_size * tokens_per_sample
     fpt = flops_per_token(run, arch, counts, tokens_per_sample)
@@ -118,7 +121,10 @@ def step_time(run: RunConfig, study: Study, arch: dict, counts: dict, tokens_per
         "compute": tokens * fpt / (n * peak * study.plan.mfu),
         "optimizer": optimizer_seconds(run, study, counts, hw),
         "communication": communication_bytes(run, study, counts) / (ring_bandwidth_gbs(run, study, hw) * 1e9),
-        "offload": offload_seconds(run, study, counts, hw),
     }
+    per_step, fetch = offload_seconds(run, study, counts, hw)
+    parts["offload"] = per_step + fetch
+    overlappable = parts["communication"] + fetch if run.train.zero_stage >= 3 else 0.0
+    parts["hidden"] = -min(overlappable, parts["compute"])
     parts["total"] = sum(parts.values())
     return {**parts, "tokens_per_step": tokens, "flops_per_token": fpt}

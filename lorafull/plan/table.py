@@ -24,7 +24,7 @@ def _hours(x) -> str:  # short times in seconds: the demo's runs take seconds
 
 COLUMNS = ("run", "method", "trainable", "total", "added", "tokens", "mem/GPU GB", "fits", "GPU-h", "h/epoch",
            "basis")
-PARTS = ("compute", "optimizer", "communication", "offload")
+PARTS = ("compute", "optimizer", "communication", "offload", "hidden")
 
 
 def plan_cells(row: dict) -> list[str]:
@@ -42,7 +42,7 @@ def breakdown(row: dict) -> str:
     parts = row.get("step_parts_s")
     if not parts:
         return ""
-    shares = " + ".join(f"{p} {parts[p]:.3g}" for p in PARTS if parts.get(p))
+    shares = " + ".join(f"{p} {parts[p]:.3g}" for p in PARTS if parts.get(p)).replace("+ hidden -", "- hidden ")
     return f"step {parts['total']:.3g} s = {shares or '0'} ({row['basis']})"
 
 
