@@ -152,3 +152,120 @@ def test_a_scratch_model_is_planned_with_its_tokenizers_vocabulary(tmp_path):
     real = sum(p.numel() for p in build_tiny_model("tiny-llama", vocab_size=1024).parameters())
     assert row["trainable_params"] == row["total_params"] == real
     assert row["samples"] == 2400 and row["tokens_source"] == "counted (tokenizer)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The step-time model's parts, by hand, on a small model and round hardware figures
+# ---------------------------------------------------------------------------------------------
+def _small_case(tmp_path, runs: list[dict], nodes: int = 1):
+    """4 GPUs per node, global batch 8 of micro batch 1 (2 micro batches per rank and step), bf16."""
+    from lorafull.plan.hardware import Hardware
+
+    base = {"model": {**LLAMA_7B, "dtype": "bf16"}, "method": {"kind": "full"},  # counts and arch given below
+            "data": {"num_samples": 80, "max_length": 16},
+            "train": {"global_batch_size": 8 * nodes, "micro_batch_size": 1, "zero_stage": 2}}
+    study = load_study(study_file(tmp_path, base, runs, slurm={"gpus_per_node": 4, "gpu_mem_gb": 1, "nodes": nodes},
+                                  plan={"mfu": 0.5}))
+    hw = Hardware("test", {"bf16": 1.0, "fp16": 1.0, "fp32": 1.0}, mem_bw_gbs=100.0, intra_node_gbs=10.0,
+                  inter_node_gbs=1.0, pcie_gbs=2.0, host_mem_bw_gbs=50.0, devices_per_node=4)
+    arch = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "intermediate_size": 128}
+    counts = {"total": 10_000, "trainable": 10_000, "added": 0}
+    return study, hw, arch, counts
+
+
+def test_step_parts_of_each_zero_stage_by_hand(tmp_path):
+    from lorafull.plan.steptime import step_time
+
+    study, hw, arch, counts = _small_case(tmp_path, [{"name": f"z{s}", "train.zero_stage": s} for s in range(4)])
+    parts = {r.name: step_time(r, study, arch, counts, 10, hw) for r in study.runs}
+    # compute: 80 tokens x (6 x 3,600 matmul params + 12 x 2 layers x 64 x 10) / (4 GPUs x 1e12 x 0.5)
+    for p in parts.values():
+        assert p["compute"] == pytest.approx(80 * 36_960 / 2e12)
+    # Adam's 30 bytes per trained parameter at 100 GB/s: all 10,000 at stage 0, a quarter from stage 1 on
+    assert parts["z0"]["optimizer"] == pytest.approx(10_000 * 30 / 100e9)
+    assert parts["z1"]["optimizer"] == parts["z3"]["optimizer"] == pytest.approx(2_500 * 30 / 100e9)
+    # bytes each rank moves at 10 GB/s, a ring moving 3/4 of 20,000 bytes of bf16 gradients or weights:
+    assert parts["z0"]["communication"] == pytest.approx(2 * 0.75 * 20_000 / 10e9)      # all-reduce
+    assert parts["z1"]["communication"] == pytest.approx(2 * 0.75 * 20_000 / 10e9)      # reduce-scatter + gather
+    assert parts["z2"]["communication"] == pytest.approx(3 * 0.75 * 20_000 / 10e9)      # per micro batch + gather
+    assert parts["z3"]["communication"] == pytest.approx(2 * 0.75 * 3 * 20_000 / 10e9)  # 2 x (fwd+bwd gathers + rs)
+    # ZeRO-3 overlaps its collectives with compute: the shorter of the two is hidden
+    assert parts["z3"]["hidden"] == pytest.approx(-parts["z3"]["compute"])
+    assert parts["z2"]["hidden"] == 0 and all(p["offload"] == 0 for p in parts.values())
+    for p in parts.values():
+        assert p["total"] == pytest.approx(sum(p[k] for k in ("compute", "optimizer", "communication", "offload",
+                                                             "hidden")))
+
+
+def test_offload_moves_adam_to_the_host_and_adds_pcie_traffic(tmp_path):
+    from lorafull.plan.steptime import step_time
+
+    study, hw, arch, counts = _small_case(tmp_path, [
+        {"name": "z2", "train.zero_stage": 2, "train.offload": True},
+        {"name": "z3", "train.zero_stage": 3, "train.offload": True},
+        {"name": "z3_ckpt", "train.zero_stage": 3, "train.offload": True, "train.gradient_checkpointing": True}])
+    by = {r.name: step_time(r, study, arch, counts, 10, hw) for r in study.runs}
+    # the 4 ranks of the node step their 2,500-parameter shards on the host at once: 50 GB/s shared
+    assert by["z2"]["optimizer"] == pytest.approx(4 * 2_500 * 30 / 50e9)
+    # PCIe at 2 GB/s: the shard's bf16 gradients down and weights up
+    assert by["z2"]["offload"] == pytest.approx(2 * 2_500 * 2 / 2e9)
+    # stage 3: also the shard's weights for every gathered pass (2 micro batches x forward, backward)
+    assert by["z3"]["offload"] == pytest.approx(2 * 2_500 * 2 / 2e9 + 2 * 2 * 2_500 * 2 / 2e9)
+    # gradient checkpointing gathers once more (the recompute), and computes 2 N + 4 L h s more per token
+    assert by["z3_ckpt"]["offload"] == pytest.approx(2 * 2_500 * 2 / 2e9 + 2 * 3 * 2_500 * 2 / 2e9)
+    assert by["z3_ckpt"]["flops_per_token"] - by["z3"]["flops_per_token"] == 2 * 3_600 + 4 * 2 * 64 * 10
+    # stage 3's fetches and collectives exceed its compute: only the compute is hidden
+    assert by["z3"]["total"] == pytest.approx(by["z3"]["optimizer"] + by["z3"]["communication"] + by["z3"]["offload"])
+
+
+def test_two_nodes_share_the_network_and_lora_skips_weight_gradients(tmp_path):
+    from lorafull.plan.steptime import flops_per_token, step_time
+
+    study, hw, arch, counts = _small_case(tmp_path, [{"name": "z2", "train.zero_stage": 2},
+                                                     {"name": "lora", "method.kind": "lora"}], nodes=2)
+    run = study.runs[0]
+    p = step_time(run, study, arch, counts, 10, hw)
+    # 8 ranks, 2 micro batches each; the ring crosses the 1 GB/s network that the node's 4 ranks share
+    assert p["communication"] == pytest.approx(3 * (7 / 8) * 20_000 / (1e9 / 4))
+    lora_counts = {"total": 10_400, "trainable": 400, "added": 400}
+    assert flops_per_token(study.runs[1], arch, lora_counts, 10) == 4 * 3_600 + 6 * 400 + 12 * 2 * 64 * 10
+
+
+def test_hardware_presets_and_overrides(tmp_path):
+    from lorafull.config import ConfigError
+    from lorafull.plan.hardware import PRESETS, resolve_hardware
+
+    assert set(PRESETS) == {"A100-40GB-SXM", "A100-80GB", "H100-SXM", "H200", "CPU"}
+    assert PRESETS["A100-40GB-SXM"].peak("bf16") == 312 and PRESETS["H200"].mem_bw_gbs == 4800
+    path = study_file(tmp_path, {"model": LLAMA_7B}, [{"name": "a"}],
+                      plan={"hardware": {"preset": "H100-SXM", "pcie_gbs": 10}})
+    hw = resolve_hardware(load_study(path).plan.hardware)
+    assert hw.pcie_gbs == 10 and hw.peak("bf16") == 989 and hw.mem_bw_gbs == 3350
+    bad = study_file(tmp_path, {"model": LLAMA_7B}, [{"name": "a"}], plan={"hardware": {"preset": "TPU"}})
+    with pytest.raises(ConfigError, match="plan.hardware.preset: unknown hardware 'TPU'"):
+        resolve_hardware(load_study(bad).plan.hardware)
+
+
+def test_unreadable_data_is_marked_and_tokens_can_be_set_per_run_or_file(tmp_path):
+    base = {"model": LLAMA_7B, "method": {"kind": "full"},
+            "data": {"train": "/nowhere/train.json", "num_samples": 1000, "max_length": 512}}
+    path = study_file(tmp_path, base, [{"name": "guess"}, {"name": "set"}, {"name": "math", "data.train": "/x/math.json"}],
+                      plan={"avg_tokens_per_sample": {"set": 300, "math.json": 120}})
+    rows, totals = estimate_study(load_study(path))
+    by = {r["run"]: r for r in rows}
+    assert by["guess"]["tokens_source"] == "assumed max_length/2" and by["guess"]["tokens_per_sample"] == 256
+    assert any("assumed 256" in n and "/nowhere/train.json" in n for n in by["guess"]["notes"])
+    assert by["set"]["tokens_per_sample"] == 300 and by["math"]["tokens_per_sample"] == 120
+    assert totals["assumed_tokens"] == ["guess"] and "guess: tokens/sample assumed" in format_plan(rows, totals)
+
+
+def test_tokens_of_a_large_jsonl_file_come_from_a_seeded_sample(tmp_path):
+    from lorafull.plan.tokens import file_stats
+
+    records = [{"instruction": "q" * (i % 50), "input": "", "output": "a" * (i % 97)} for i in range(30_000)]
+    data = write_jsonl(tmp_path / "big.jsonl", records)
+    a = file_stats(str(data), "alpaca", None, 4096, 1)
+    b = file_stats(str(data), "alpaca", None, 4096, 2)  # recomputed (another cache key): the same sample
+    assert a == b and a["records"] == 30_000 and 1900 < a["sampled"] <= 2000  # distinct lines, empty ones dropped
+    true_mean = sum(len(f"Human: {r['instruction']}\n\nAssistant: {r['output']} ".encode()) / 3 for r in records) / 30_000
+    assert a["tokens_per_sample"] == pytest.approx(true_mean, rel=0.05)
