@@ -7,8 +7,8 @@ Tokens per sample, first match wins:
   (full path or file name) is used;
 - counted: SAMPLE_RECORDS records drawn at random (a fixed seed: the same file gives the same count)
   from the data file and tokenized with the run's tokenizer (bytes / 3 without one). A JSON-lines file
-  is sampled by seeking to random byte offsets, so a 4M-line file costs seconds, not a read-through;
-  a JSON array (no line structure to seek in) is read from its start;
+  over COUNT_LINES_MAX_BYTES is sampled by seeking to random byte offsets, so a 4M-line file costs
+  seconds, not a read-through; a JSON array (no line structure to seek in) is read from its start;
 - assumed: max_length / 2, and the row says so.
 """
 from __future__ import annotations
@@ -68,22 +68,29 @@ def _count_lines(path: str) -> int:
     return n + (last != b"\n")
 
 
+def _indexed_lines(path: str, records: int) -> list[tuple[int, bytes]]:
+    """(line number, line) of SAMPLE_RECORDS lines drawn uniformly by a seeded generator (a second pass)."""
+    wanted = set(random.Random(SAMPLE_SEED).sample(range(records), min(records, SAMPLE_RECORDS)))
+    with open(path, "rb") as f:
+        return [(i + 1, line) for i, line in enumerate(f) if i in wanted]
+
+
 def _jsonl_texts(path: str, fmt: str, size: int) -> tuple[list[str], int]:
-    """(sampled texts, records in the file) of a JSON-lines file."""
+    """(sampled texts, records in the file) of a JSON-lines file. Up to COUNT_LINES_MAX_BYTES the file
+    is read through (lines counted, then a uniform sample); a larger one is sampled at random byte
+    offsets, which favours lines after long ones: unbiased for a shuffled file, not for a sorted one."""
     from lorafull.data.read import detect_format, first_record
 
     if fmt == "auto":
         fmt = detect_format(first_record(path)[1], f"{path}:1")
-    if size <= SAMPLE_RECORDS * 512:  # small: every record (the sample would be the file anyway)
-        lines = list(enumerate(Path(path).read_bytes().splitlines()))
-    else:
-        lines = _sampled_lines(path, size)
-    texts = [t for off, line in lines if line.strip()
-             for t in [_text_of(json.loads(line), fmt, f"{path}@{off}")] if t is not None]
     if size <= COUNT_LINES_MAX_BYTES:
         records = _count_lines(path)
+        lines = _indexed_lines(path, records)
     else:
+        lines = _sampled_lines(path, size)
         records = int(size / max(sum(len(line) for _, line in lines) / max(len(lines), 1), 1))
+    texts = [t for where, line in lines if line.strip()
+             for t in [_text_of(json.loads(line), fmt, f"{path}:{where}")] if t is not None]
     return texts, records
 
 
