@@ -8,6 +8,8 @@
     python -m launch.grid configs/demo.yaml --status      # each run's state: run folder + squeue/sacct
     python -m launch.grid configs/demo.yaml --retry       # also resubmit the failed runs
     python -m launch.grid configs/demo.yaml --cancel      # scancel the study's queued and running jobs
+    python -m launch.grid configs/demo.yaml --calibrate   # time a short probe of each training shape, then
+                                                          # plan from what was measured (launch.calibrate)
 
 Executors: slurm (default when `sbatch` is on PATH): one training job array per resource shape, the
 evaluations after their training, one report after all evaluations; local (default otherwise): the same
@@ -49,6 +51,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
+    mode.add_argument("--calibrate", action="store_true",
+                      help="run one short probe job per training shape, write STUDY_DIR/launch/calibration.json "
+                           "and print the plan from it")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default=None,
                    help="default: slurm when sbatch is on PATH, else local")
     return p.parse_intermixed_args(argv)
@@ -172,6 +177,16 @@ def cancel(study: Study, executor: str) -> int:
     return 0
 
 
+def run_calibration(study: Study, executor: str, command: str) -> int:
+    from .calibrate import calibrate
+
+    prepare(study)
+    study.output_dir.mkdir(parents=True, exist_ok=True)
+    rc = calibrate(study, executor)
+    launch(study, executor, dry_run=True, retry=False, command=command)
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -193,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])
         if args.dry_run:
             return launch(study, executor, dry_run=True, retry=False, command=command)
+        if args.calibrate:
+            return run_calibration(study, executor, command)
         study.output_dir.mkdir(parents=True, exist_ok=True)
         with study_lock(study.output_dir):
             if args.cancel:

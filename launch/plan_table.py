@@ -15,7 +15,7 @@ from .state import RunView
 
 
 ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
-                 "hours_per_epoch", "notes")
+                 "hours_per_epoch", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "notes")
 
 
 def human_count(n: Optional[float]) -> str:
@@ -25,6 +25,13 @@ def human_count(n: Optional[float]) -> str:
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
     return str(int(n))
+
+
+def _hours(h: Optional[float]) -> str:
+    """Hours, or seconds when under a minute (the demo's runs)."""
+    if not isinstance(h, (int, float)):
+        return "?"
+    return f"{h:.3g}" if h >= 1 / 60 else f"{h * 3600:.2g}s"
 
 
 def _short_model(name_or_path: str) -> str:
@@ -55,7 +62,10 @@ def _estimate_key(run: RunConfig, study: Study) -> str:
         stat = data.stat() if data is not None and data.exists() else None
         chain.append([to_dict(run), [stat.st_size, stat.st_mtime_ns] if stat else None])
         run = next((r for r in study.runs if r.name == run.parent), None) if run.parent else None
-    body = json.dumps([chain, to_dict(study.slurm), to_dict(study.plan)], sort_keys=True, default=str)
+    calibration = study.output_dir / "launch" / "calibration.json"  # a new measurement changes the plan
+    cal = calibration.stat() if calibration.exists() else None
+    body = json.dumps([chain, to_dict(study.slurm), to_dict(study.plan), [cal.st_size, cal.st_mtime_ns] if cal else None],
+                      sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -91,7 +101,7 @@ def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) ->
 
 def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "signature", "method", "base", "data", "num_samples", "added", "state", "mem/GPU", "fits",
-              "GPU-h", "action"]
+              "GPU-h", "h/epoch", "basis", "action"]
     rows = []
     submitting = {v.name for v in plan.to_eval}
     trains = {v.name for v in plan.to_train}
@@ -114,7 +124,8 @@ def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[st
                      human_count(e.get("added_params")), v.state,
                      f"{mem:.1f} GB" if isinstance(mem, (int, float)) else "?",
                      ("yes" if fits else "NO") if fits is not None else "?",
-                     f"{gpu_h:.3g}" if isinstance(gpu_h, (int, float)) else "?", action])
+                     f"{gpu_h:.3g}" if isinstance(gpu_h, (int, float)) else "?", _hours(e.get("hours_per_epoch")),
+                     e.get("basis") or "?", action])
     return header, rows
 
 

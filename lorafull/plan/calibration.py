@@ -8,9 +8,9 @@ length and nodes x processes, on one kind of hardware (plan.hardware's preset an
 The global batch and the data are not part of it: a run with the shape of a probe is planned as
     step = micro batches per step x (measured forward+backward per micro batch) x (its tokens per
            sample / the probe's) + measured optimizer step
-and its peak memory is the probe's.
+plus the probe's start-up once per run, and its peak memory is the probe's.
 
-    {"shapes": {KEY: {"shape": {...}, "fwd_bwd_s", "optimizer_s", "tokens_per_sample", "peak_mem_gb",
+    {"shapes": {KEY: {"shape": {...}, "fwd_bwd_s", "optimizer_s", "startup_s", "tokens_per_sample", "peak_mem_gb",
                       "tokens_per_s", "steps_timed", "measured_at", "probe": RUN_NAME}}}
 """
 from __future__ import annotations

@@ -36,7 +36,9 @@ def _blank_row(run: RunConfig, study: Study) -> dict:
             "world_size": world_size(run, study), "trainable_params": None, "total_params": None,
             "added_params": None, "mem_per_gpu_gb": None, "mem_parts_gb": None, "fits": None,
             "gpu_mem_gb": study.slurm.gpu_mem_gb, "tokens": None, "gpu_hours": None, "hours_per_epoch": None,
-            "flops_per_token": None, "step_s": None, "step_parts_s": None, "basis": None, "shape_key": None,
+            "wall_hours": None,
+            "flops_per_token": None, "step_s": None, "step_parts_s": None, "basis": None, "shape": None,
+            "shape_key": None,
             "notes": []}
 
 
@@ -68,8 +70,12 @@ def _timing(row: dict, run: RunConfig, study: Study, arch: dict, counts: dict, m
     if run.train.max_steps is not None:
         steps = min(steps, run.train.max_steps)
     row["steps"] = steps
-    row["hours_per_epoch"] = steps_per_epoch * parts["total"] / 3600
-    row["gpu_hours"] = steps * parts["total"] / 3600 * row["world_size"]
+    # a measured shape knows its set-up time (model load, engine): part of a run's wall time too
+    startup = (measured or {}).get("startup_s") or 0.0
+    wall = steps * parts["total"] + startup
+    row["wall_hours"] = wall / 3600
+    row["hours_per_epoch"] = wall / 3600 / row["epochs"] if row["epochs"] else None
+    row["gpu_hours"] = wall / 3600 * row["world_size"]
 
 
 def estimate_run(run: RunConfig, study: Study, calibration: Optional[dict] = None) -> dict:
@@ -94,7 +100,7 @@ def estimate_run(run: RunConfig, study: Study, calibration: Optional[dict] = Non
     row.update({"trainable_params": counts["trainable"], "total_params": counts["total"],
                 "added_params": counts["added"]})
     shape = shape_of(run, study, arch)
-    row["shape_key"] = shape_key(shape)
+    row["shape"], row["shape_key"] = shape, shape_key(shape)
     calibration = load_calibration(study) if calibration is None else calibration
     measured = calibration.get(row["shape_key"])
     mem = memory_gb(run, study, arch, counts)
