@@ -33,7 +33,7 @@ from lorafull.runs import read_status, write_status
 
 from .jobs import (Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids,
                    wait_until_gone)
-from .plan_table import estimates, plan_text, status_text
+from .plan_table import estimates, plan_text, status_text, write_planned
 from .planning import Plan, make_plan
 from .state import counts, study_views
 
@@ -90,6 +90,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
     t_est = time.perf_counter() - t_est
+    write_planned(study, est)
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
     print(plan_text(plan, est, note))
     if plan.conflicts:

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import RunConfig, Study, to_dict
-from lorafull.runs import write_json_atomic
+from lorafull.runs import RunPaths, read_jsonl, write_json_atomic
 
 from .planning import Plan
 from .state import RunView
 
 
+PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s")
 ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
-                 "hours_per_epoch", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "notes")
+                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "notes")
 
 
 def human_count(n: Optional[float]) -> str:
@@ -99,6 +100,22 @@ def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) ->
     return out, None
 
 
+def write_planned(study: Study, est: dict[str, dict]) -> Path:
+    """STUDY_DIR/launch/plan.json: what the plan said of each run when it was last launched or planned,
+    for the report's planned-versus-measured columns (lorafull.report.planned)."""
+    path = study.output_dir / "launch" / "plan.json"
+    stored = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            stored = {}
+    fresh = {name: {k: e.get(k) for k in PLANNED_KEYS} for name, e in est.items() if "error" not in e}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**stored, **fresh})
+    return path
+
+
 def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "signature", "method", "base", "data", "num_samples", "added", "state", "mem/GPU", "fits",
               "GPU-h", "h/epoch", "basis", "action"]
@@ -151,11 +168,31 @@ def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
     return "\n".join(lines)
 
 
+def training_eta(view: RunView) -> str:
+    """Time left of a running training: steps left (status.json's total_steps) x the mean step time of
+    the last logged windows of metrics.jsonl; "-" when not training or nothing is logged yet."""
+    if view.state != "running" or view.status.get("stage", "train") != "train":
+        return "-"
+    total = view.status.get("total_steps")
+    try:
+        steps = [r for r in read_jsonl(RunPaths.of(view.run_dir).metrics)
+                 if r.get("step_time_s") is not None and not r.get("summary")]
+    except (OSError, ValueError):
+        return "-"
+    if not steps or not total:
+        return "-"
+    recent = steps[-5:]
+    left_s = (total - steps[-1]["step"]) * sum(r["step_time_s"] for r in recent) / len(recent)
+    done = f"{steps[-1]['step']}/{total}"
+    return f"{done}, {left_s / 3600:.1f} h left" if left_s >= 3600 else f"{done}, {left_s / 60:.0f} min left"
+
+
 def status_text(views: list[RunView]) -> str:
-    header = ["run", "signature", "state", "stage", "train job", "eval job", "detail"]
+    header = ["run", "signature", "state", "stage", "train job", "eval job", "eta", "detail"]
     rows = []
     for v in views:
         tj = f"{v.train_job} {v.train_info.state}" if v.train_job and v.train_info else (v.train_job or "-")
         ej = f"{v.eval_job} {v.eval_info.state}" if v.eval_job and v.eval_info else (v.eval_job or "-")
-        rows.append([v.name, v.signature, v.state, v.status.get("stage", "-"), tj, ej, v.detail[:160]])
+        rows.append([v.name, v.signature, v.state, v.status.get("stage", "-"), tj, ej, training_eta(v),
+                     v.detail[:160]])
     return format_table(header, rows)

@@ -269,3 +269,111 @@ def test_tokens_of_a_large_jsonl_file_come_from_a_seeded_sample(tmp_path):
     assert a == b and a["records"] == 30_000 and 1950 < a["sampled"] <= 2000  # empty answers dropped
     true_mean = sum(len(f"Human: {r['instruction']}\n\nAssistant: {r['output']} ".encode()) / 3 for r in records) / 30_000
     assert a["tokens_per_sample"] == pytest.approx(true_mean, rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration probes and planned-versus-measured in the report
+# ---------------------------------------------------------------------------------------------
+def _tiny_study(tmp_path, tiny_tokenizer_dir, runs: list[dict], **sections) -> tuple[Path, Path]:
+    from helpers.grid import make_data, study_dict, write_study
+
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    study = study_dict(tmp_path, files, runs=runs, plan={"probe_steps": 8, "probe_warmup_steps": 2}, **sections)
+    return write_study(tmp_path / "study.yaml", study), tmp_path / "gridtest"
+
+
+def _check_calibrated(study_dir: Path, out: str, runs: list[str], shapes: int) -> dict:
+    import json
+
+    cal = json.loads((study_dir / "launch" / "calibration.json").read_text())["shapes"]
+    assert len(cal) == shapes, out
+    for m in cal.values():
+        assert m["steps_timed"] == 6 and 0 < m["optimizer_s"] < m["step_s"] and m["fwd_bwd_s"] > 0
+        assert m["peak_mem_gb"] > 0 and m["tokens_per_sample"] > 0 and m["startup_s"] > 0
+    assert not (study_dir / "runs").exists()  # a probe never makes, reads or writes a run folder
+    rows = {r.split()[0]: r for r in out.splitlines() if r.split() and r.split()[0] in runs}
+    assert all("measured" in rows[name] for name in runs), out
+    return cal
+
+
+@pytest.mark.slow
+def test_calibrate_locally_then_the_plan_is_measured_and_the_report_holds_it_against_the_runs(
+        tmp_path, tiny_tokenizer_dir):
+    import csv
+
+    from helpers.grid import grid
+
+    path, study_dir = _tiny_study(tmp_path, tiny_tokenizer_dir, [
+        {"name": "lora_a"}, {"name": "lora_b", "data.num_samples": 32}, {"name": "full", "method.kind": "full"}])
+    before = grid(path, "--dry-run", "--executor", "local").stdout
+    assert "modelled" in before and "measured" not in before
+    out = grid(path, "--calibrate", "--executor", "local", timeout_s=600).stdout
+    cal = _check_calibrated(study_dir, out, ["lora_a", "lora_b", "full"], shapes=2)  # lora_a and lora_b share one
+    # the study itself: trained, evaluated, reported; the table holds each run against its plan
+    grid(path, "--executor", "local", timeout_s=900)
+    with open(study_dir / "report" / "table.csv", encoding="utf-8") as f:
+        table = {r["run"]: r for r in csv.DictReader(f)}
+    for name, row in table.items():
+        assert row["plan_basis"] == "measured"
+        assert float(row["h_per_epoch_ratio"]) == pytest.approx(float(row["hours_per_epoch"]) /
+                                                                 float(row["planned_h_per_epoch"]), rel=1e-6)
+        assert float(row["mem_ratio"]) == pytest.approx(float(row["peak_mem_gb"]) / float(row["planned_mem_gb"]),
+                                                        rel=1e-6)
+        assert float(row["planned_mem_gb"]) in [pytest.approx(m["peak_mem_gb"]) for m in cal.values()]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_calibrate_on_slurm_submits_one_probe_job_per_shape(tmp_path, tiny_tokenizer_dir):
+    from helpers.grid import grid
+
+    path, study_dir = _tiny_study(tmp_path, tiny_tokenizer_dir, [
+        {"name": "lora_a"}, {"name": "full", "method.kind": "full"}])
+    out = grid(path, "--calibrate", "--executor", "slurm", timeout_s=600).stdout
+    assert out.count("sbatch probe") == 2, out
+    _check_calibrated(study_dir, out, ["lora_a", "full"], shapes=2)
+    logs = list((study_dir / "launch" / "slurm").rglob("*_log.out"))
+    assert any("launch.probe" in p.read_text() for p in logs)
+
+
+def test_report_columns_hold_measured_against_planned(tmp_path):
+    import json
+
+    from lorafull.config import RunConfig, save_run_config
+    from lorafull.report.rows import collect_rows
+
+    study = tmp_path / "study"
+    for name, wall in (("a", 7200.0), ("b", None)):
+        run_dir = study / "runs" / name
+        save_run_config(RunConfig(name=name), run_dir, "sig")
+        if wall:
+            write_jsonl(run_dir / "metrics.jsonl", [
+                {"step": 1, "loss": 1.0, "peak_mem_gb": 3.0},
+                {"summary": True, "wall_time_s": wall, "hours_per_epoch": wall / 3600 / 2, "world_size": 1}])
+    (study / "launch").mkdir()
+    (study / "launch" / "plan.json").write_text(json.dumps({
+        "a": {"hours_per_epoch": 0.8, "mem_per_gpu_gb": 4.0, "basis": "modelled"},
+        "b": {"hours_per_epoch": 2.0, "mem_per_gpu_gb": 1.0, "basis": "measured"}}))
+    rows, _ = collect_rows(study)
+    a, b = rows
+    assert a["h_per_epoch_ratio"] == pytest.approx(1.0 / 0.8) and a["mem_ratio"] == pytest.approx(3.0 / 4.0)
+    assert a["plan_basis"] == "modelled" and b["planned_h_per_epoch"] == 2.0 and b["h_per_epoch_ratio"] is None
+
+
+def test_status_shows_the_eta_of_a_running_training_from_its_metrics(tmp_path):
+    from launch.plan_table import status_text, training_eta
+    from launch.state import RunView
+    from lorafull.config import RunConfig
+
+    run_dir = tmp_path / "runs" / "r"
+    write_jsonl(run_dir / "metrics.jsonl", [{"step": 10, "loss": 2.0, "step_time_s": 4.0},
+                                            {"step": 20, "loss": 1.9, "step_time_s": 2.0}])
+    status = {"state": "running", "stage": "train", "total_steps": 120}
+    view = RunView(run=RunConfig(name="r"), signature="s", run_dir=run_dir, status=status, folder_signature="s",
+                   state="running")
+    assert training_eta(view) == "20/120, 5 min left"  # 100 steps x the mean 3 s of the logged windows
+    view.status = {**status, "total_steps": 2420}
+    assert training_eta(view) == "20/2420, 2.0 h left"
+    done = RunView(run=RunConfig(name="d"), signature="s", run_dir=run_dir, status={"state": "done"},
+                   folder_signature="s", state="done")
+    assert training_eta(done) == "-" and "eta" in status_text([view, done]).splitlines()[0]
