@@ -69,16 +69,16 @@ def _run_here(study: Study, folders: list[Path], log: Callable[[str], None]) -> 
 
 
 def _run_on_slurm(study: Study, folders: list[Path], log: Callable[[str], None]) -> None:
+    from lorafull.config import load_run_config
+
     from .executors import SlurmSubmitter
-    from .jobs import Ledger
     from .job_bodies import ProbeJob
+    from .jobs import Ledger
     from .resources import train_shape
 
     submitter = SlurmSubmitter(study, Ledger(study.output_dir), log=log)
     jobs = []
     for folder in folders:
-        from lorafull.config import load_run_config
-
         shape = train_shape(load_run_config(folder), study.slurm)
         ex = submitter.executor_for(shape, f"{submitter.prefix}-probe", use_srun=False)
         body = ProbeJob(str(folder), submitter.python, shape.nodes, shape.tasks_per_node, shape.cpus_per_task,

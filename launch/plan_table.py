@@ -16,7 +16,7 @@ from .state import RunView
 
 PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s")
 ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
-                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "notes")
+                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "reference_hours_per_epoch", "notes")
 
 
 def human_count(n: Optional[float]) -> str:
@@ -100,6 +100,10 @@ def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) ->
     return out, None
 
 
+def _assumed(e: dict) -> bool:
+    return str(e.get("tokens_source") or "").startswith("assumed")
+
+
 def write_planned(study: Study, est: dict[str, dict]) -> Path:
     """STUDY_DIR/launch/plan.json: what the plan said of each run when it was last launched or planned,
     for the report's planned-versus-measured columns (lorafull.report.planned)."""
@@ -142,13 +146,26 @@ def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[st
                      f"{mem:.1f} GB" if isinstance(mem, (int, float)) else "?",
                      ("yes" if fits else "NO") if fits is not None else "?",
                      f"{gpu_h:.3g}" if isinstance(gpu_h, (int, float)) else "?", _hours(e.get("hours_per_epoch")),
-                     e.get("basis") or "?", action])
+                     (e.get("basis") or "?") + ("*" if _assumed(e) else ""), action])
     return header, rows
 
 
 def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
+    from lorafull.plan.table import breakdown
+
     header, rows = plan_rows(plan, est)
+    if any(e.get("reference_hours_per_epoch") is not None for e in est.values()):
+        header.insert(-2, "ref h/epoch")  # plan.reference_hours_per_epoch: e.g. the paper's table
+        for row, v in zip(rows, plan.views):
+            row.insert(-2, _hours(est.get(v.name, {}).get("reference_hours_per_epoch")))
     lines = [format_table(header, rows)]
+    for name, e in est.items():  # why each run costs what it costs, and what the plan had to assume
+        if e.get("step_parts_s"):
+            lines.append(f"  {name}: {breakdown(e)}")
+        lines += [f"  {name}: {n}" for n in e.get("notes") or []]
+    if any(_assumed(e) for e in est.values()):
+        lines.append("* tokens per sample assumed (max_length / 2): the data file is not readable here; set "
+                     "plan.avg_tokens_per_sample (a number, or per run name or data file)")
     gpu_h = [e.get("gpu_hours") for n, e in est.items() if isinstance(e.get("gpu_hours"), (int, float))]
     to_train = {v.name for v in plan.to_train}
     todo_h = sum(est.get(n, {}).get("gpu_hours") or 0 for n in to_train

@@ -196,6 +196,8 @@ class PlanConfig:
     probe_steps: int = 30
     probe_warmup_steps: int = 5
     use_calibration: bool = True  # plan from STUDY_DIR/launch/calibration.json where a shape was measured
+    # hours per epoch measured elsewhere (a paper's table), by run name: printed beside the plan's
+    reference_hours_per_epoch: dict = field(default_factory=dict)
 
 
 @dataclass

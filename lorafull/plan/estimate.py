@@ -38,7 +38,7 @@ def _blank_row(run: RunConfig, study: Study) -> dict:
             "gpu_mem_gb": study.slurm.gpu_mem_gb, "tokens": None, "gpu_hours": None, "hours_per_epoch": None,
             "wall_hours": None,
             "flops_per_token": None, "step_s": None, "step_parts_s": None, "basis": None, "shape": None,
-            "shape_key": None,
+            "shape_key": None, "reference_hours_per_epoch": study.plan.reference_hours_per_epoch.get(run.name),
             "notes": []}
 
 

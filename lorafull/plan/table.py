@@ -48,8 +48,14 @@ def breakdown(row: dict) -> str:
 
 def format_plan(rows: list[dict], totals: dict) -> str:
     """The plan as a fixed-width table, each run's step breakdown and notes under it, and the formula."""
-    table = [list(COLUMNS)] + [plan_cells(r) for r in rows]
-    widths = [max(len(line[c]) for line in table) for c in range(len(COLUMNS))]
+    columns = list(COLUMNS)
+    table = [plan_cells(r) for r in rows]
+    if any(r.get("reference_hours_per_epoch") is not None for r in rows):  # plan.reference_hours_per_epoch
+        columns.insert(-1, "ref h/epoch")
+        for cells, r in zip(table, rows):
+            cells.insert(-1, _hours(r.get("reference_hours_per_epoch")))
+    table = [columns] + table
+    widths = [max(len(line[c]) for line in table) for c in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths)))
              for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
