@@ -8,7 +8,8 @@ its base model from scratch or its root run's weights (a probe never waits for, 
 another run's folder), train.max_steps = plan.probe_steps, no checkpoints. The probe trains with the
 project's own Trainer and times every step after plan.probe_warmup_steps:
     step_s       wall time between the ends of two optimizer steps (data, forward, backward, logging)
-    optimizer_s  the optimizer step alone (device synchronised before and after)
+    optimizer_s  the optimizer step alone (device synchronised before and after): the engine's
+                 optimizer_step, plus DeepSpeed's engine.step() calls (where ZeRO reduces, clips and steps)
     fwd_bwd_s    (step_s - optimizer_s) / micro batches per step: everything but the optimizer, per micro batch
 and writes PROBE_DIR/probe.json with those, startup_s (set-up before the first step), the mean tokens
 per sample it trained on, tokens/s and the peak memory of rank 0.
@@ -37,8 +38,21 @@ class StepTimer:
         self.step_s: list[float] = []
         self.optimizer_s: list[float] = []
         self.tokens_at_warmup = 0
+        self._in_step_s = 0.0  # DeepSpeed steps its optimizer inside the last micro batch's engine.step()
         self._optimizer_step = trainer.engine.optimizer_step
         trainer.engine.optimizer_step = self._timed_optimizer_step
+        inner = getattr(trainer.engine, "engine", None)  # lorafull.train.engine.DeepSpeedEngine's engine
+        if inner is not None and hasattr(inner, "step"):
+            self._ds_step = inner.step
+            inner.step = self._timed_ds_step
+
+    def _timed_ds_step(self, *args, **kwargs):
+        self.sync()
+        start = time.perf_counter()
+        out = self._ds_step(*args, **kwargs)
+        self.sync()
+        self._in_step_s += time.perf_counter() - start
+        return out
 
     def _timed_optimizer_step(self):
         self.sync()
@@ -49,7 +63,8 @@ class StepTimer:
         self.steps += 1
         if self.steps > self.warmup and self.last_end is not None:
             self.step_s.append(end - self.last_end)
-            self.optimizer_s.append(end - start)
+            self.optimizer_s.append(end - start + self._in_step_s)
+        self._in_step_s = 0.0
         if self.steps == self.warmup:
             # the trainer adds this step's tokens after the call returns
             self.tokens_at_warmup = self.trainer.tokens_seen + self.trainer.order.tokens(self.trainer.step)
