@@ -404,3 +404,18 @@ def test_the_papers_full_to_lora_cost_ratio_comes_from_the_hardware(tmp_path):
     # what makes full FT dear beyond its FLOPs: the host's Adam step and the offload traffic
     parts = by["ft_2m"]["step_parts_s"]
     assert parts["optimizer"] > 0.3 * parts["compute"] and parts["offload"] > 0
+
+
+def test_peak_memory_of_a_run_at_another_micro_batch_or_checkpointing(tmp_path):
+    from lorafull.plan import peak_memory_gb
+
+    base = {"model": LLAMA_7B, "method": LORA_R8, "data": {"num_samples": 10, "max_length": 1024},
+            "train": {"micro_batch_size": 4, "zero_stage": 2}}
+    study = load_study(study_file(tmp_path, base, [{"name": "r"}]))
+    run = study.runs[0]
+    own = peak_memory_gb(run, study)
+    assert own == estimate_run(run, study)["mem_parts_gb"]  # the plan's own figure at the run's settings
+    m1, m8 = peak_memory_gb(run, study, micro_batch=1), peak_memory_gb(run, study, micro_batch=8)
+    # activations scale with the micro batch; weights, gradients and optimizer states do not
+    assert m8["activations"] == pytest.approx(8 * m1["activations"]) and m8["weights"] == m1["weights"]
+    assert peak_memory_gb(run, study, checkpointing=True)["activations"] < own["activations"]

@@ -29,5 +29,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'load_calibration': 'calibration',
     'estimate_run': 'estimate',
     'estimate_study': 'estimate',
+    'peak_memory_gb': 'estimate',
     'prepare_study': 'estimate',
 })

@@ -111,6 +111,18 @@ def estimate_run(run: RunConfig, study: Study, calibration: Optional[dict] = Non
     return row
 
 
+def peak_memory_gb(run: RunConfig, study: Study, micro_batch: Optional[int] = None,
+                   checkpointing: Optional[bool] = None) -> Optional[dict]:
+    """Modelled peak memory per GPU (by part and "total", GiB) of this run with micro batch
+    `micro_batch` and gradient checkpointing on/off (default: the run's own); None when the run's
+    architecture is not known here."""
+    arch_name = resolve_arch(run, study)
+    if arch_name is None:
+        return None
+    arch, counts = grow_vocab(run, study, arch_name, arch_dict(arch_name), count_params(arch_name, run))
+    return memory_gb(run, study, arch, counts, micro_batch=micro_batch, checkpointing=checkpointing)
+
+
 def estimate_study(study: Study) -> tuple[list[dict], dict]:
     """(one row per run, totals over the study)."""
     calibration = load_calibration(study)
