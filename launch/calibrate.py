@@ -58,7 +58,7 @@ def probe_folders(study: Study) -> dict[str, tuple[Path, dict]]:
         folder = launch_dir(study.output_dir) / "probes" / key
         shutil.rmtree(folder, ignore_errors=True)
         save_run_config(probe_config(run, study), folder, f"probe-{key}")
-        out[key] = (folder, {**row["shape"], "probe_of": run.name})
+        out[key] = (folder, {**row["shape"], "probe_of": run.name, "plan_tokens_per_sample": row["tokens_per_sample"]})
     return out
 
 
@@ -108,7 +108,9 @@ def calibrate(study: Study, executor: str, log: Callable[[str], None] = print) -
         if not result_file.exists():
             failed.append(f"{key} ({read_status(folder).get('error') or 'no probe.json'})")
             continue
-        shapes[key] = {"shape": shape, **json.loads(result_file.read_text())}
+        # the plan's own count for the probe's data: runs scale by their count against it (like for like)
+        shapes[key] = {"shape": shape, "plan_tokens_per_sample": shape.pop("plan_tokens_per_sample"),
+                       **json.loads(result_file.read_text())}
     write_json_atomic(path, {"shapes": shapes})
     log(f"calibration: {len(probes) - len(failed)} shape(s) measured -> {path}")
     for why in failed:

@@ -419,3 +419,14 @@ def test_peak_memory_of_a_run_at_another_micro_batch_or_checkpointing(tmp_path):
     # activations scale with the micro batch; weights, gradients and optimizer states do not
     assert m8["activations"] == pytest.approx(8 * m1["activations"]) and m8["weights"] == m1["weights"]
     assert peak_memory_gb(run, study, checkpointing=True)["activations"] < own["activations"]
+
+
+def test_a_measured_shape_scales_by_accumulation_and_tokens_per_sample():
+    from lorafull.plan.calibration import measured_step
+
+    probe = {"fwd_bwd_s": 0.1, "optimizer_s": 0.02, "tokens_per_sample": 40.0, "plan_tokens_per_sample": 50.0}
+    # 4 micro batches per step of samples twice as long (by the plan's own count) as the probe's
+    parts = measured_step(probe, accum=4, tokens_per_sample=100.0)
+    assert parts["compute"] == pytest.approx(4 * 0.1 * 2) and parts["total"] == pytest.approx(0.8 + 0.02)
+    old = {k: v for k, v in probe.items() if k != "plan_tokens_per_sample"}  # falls back to the probe's tokens
+    assert measured_step(old, accum=1, tokens_per_sample=80.0)["compute"] == pytest.approx(0.1 * 2)

@@ -10,8 +10,9 @@ The global batch and the data are not part of it: a run with the shape of a prob
            sample / the probe's) + measured optimizer step
 plus the probe's start-up once per run, and its peak memory is the probe's.
 
-    {"shapes": {KEY: {"shape": {...}, "fwd_bwd_s", "optimizer_s", "startup_s", "tokens_per_sample", "peak_mem_gb",
-                      "tokens_per_s", "steps_timed", "measured_at", "probe": RUN_NAME}}}
+    {"shapes": {KEY: {"shape": {...}, "fwd_bwd_s", "optimizer_s", "startup_s", "tokens_per_sample",
+                      "plan_tokens_per_sample" (the plan's count for the probe's data), "peak_mem_gb",
+                      "tokens_per_s", "steps_timed", "measured_at", ...}}}
 """
 from __future__ import annotations
 
@@ -61,8 +62,11 @@ def load_calibration(study: Study) -> dict:
 def measured_step(measured: dict, accum: int, tokens_per_sample: Optional[float]) -> dict:
     """The step-time parts of a run of a measured shape (see the module docstring)."""
     scale = 1.0
-    if tokens_per_sample and measured.get("tokens_per_sample"):
-        scale = tokens_per_sample / measured["tokens_per_sample"]
+    # the plan's count of the probe's data when recorded (the run's count is the plan's too), else what
+    # the probe trained on
+    probe_tokens = measured.get("plan_tokens_per_sample") or measured.get("tokens_per_sample")
+    if tokens_per_sample and probe_tokens:
+        scale = tokens_per_sample / probe_tokens
     compute = accum * measured["fwd_bwd_s"] * scale
     return {"compute": compute, "optimizer": measured["optimizer_s"], "communication": 0.0, "offload": 0.0, "hidden": 0.0,
             "total": compute + measured["optimizer_s"]}
