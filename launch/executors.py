@@ -61,6 +61,10 @@ class SlurmSubmitter:
         self.sbatch_calls = 0
         self.tasks = 0
 
+    def executor_for(self, shape: Shape, name: str, use_srun: bool, extra: Optional[dict] = None):
+        """A submitit executor with the study's partition, account, limits and this shape's resources."""
+        return self._executor(shape, name, use_srun, extra)
+
     def _executor(self, shape: Shape, name: str, use_srun: bool, extra: Optional[dict] = None):
         ex = self._submitit.SlurmExecutor(folder=self.folder, max_num_timeout=self.study.slurm.max_requeues,
                                           python=self.python)

@@ -8,6 +8,8 @@
     python -m launch.grid configs/demo.yaml --status      # each run's state: run folder + squeue/sacct
     python -m launch.grid configs/demo.yaml --retry       # also resubmit the failed runs
     python -m launch.grid configs/demo.yaml --cancel      # scancel the study's queued and running jobs
+    python -m launch.grid configs/demo.yaml --calibrate   # time a short probe of each training shape, then
+                                                          # plan from what was measured (launch.calibrate)
 
 Executors: slurm (default when `sbatch` is on PATH): one training job array per resource shape, the
 evaluations after their training, one report after all evaluations; local (default otherwise): the same
@@ -32,7 +34,7 @@ from lorafull.runs import read_status, write_status
 from .batches import poll_judge_batches
 from .jobs import (Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids,
                    wait_until_gone)
-from .plan_table import estimates, plan_text, status_text
+from .plan_table import estimates, plan_text, status_text, write_planned
 from .planning import Plan, make_plan
 from .state import counts, study_views
 
@@ -50,6 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
+    mode.add_argument("--calibrate", action="store_true",
+                      help="run one short probe job per training shape, write STUDY_DIR/launch/calibration.json "
+                           "and print the plan from it")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default=None,
                    help="default: slurm when sbatch is on PATH, else local")
     return p.parse_intermixed_args(argv)
@@ -78,6 +83,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
     t_est = time.perf_counter() - t_est
+    write_planned(study, est)
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
     print(plan_text(plan, est, note))
     if plan.conflicts:
@@ -167,6 +173,15 @@ def cancel(study: Study, executor: str) -> int:
     return 0
 
 
+def run_calibration(study: Study, executor: str, command: str) -> int:
+    from .calibrate import calibrate
+
+    study.output_dir.mkdir(parents=True, exist_ok=True)
+    rc = calibrate(study, executor)
+    launch(study, executor, dry_run=True, retry=False, command=command)
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -188,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])
         if args.dry_run:
             return launch(study, executor, dry_run=True, retry=False, command=command)
+        if args.calibrate:
+            return run_calibration(study, executor, command)
         study.output_dir.mkdir(parents=True, exist_ok=True)
         with study_lock(study.output_dir):
             if args.cancel:

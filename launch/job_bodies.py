@@ -81,6 +81,8 @@ def _raise_requeue_signal() -> None:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
+    MODULE = "lorafull.train"  # what every rank runs: python -m MODULE RUN_DIR
+
     def __init__(self, run_dir: str, python: str, nodes: int, tasks_per_node: int, cpus_per_task: int):
         self.run_dir = str(run_dir)
         self.python = python
@@ -92,7 +94,10 @@ class TrainJob(submitit.helpers.Checkpointable):
     def command(self) -> list[str]:
         return ["srun", f"--nodes={self.nodes}", f"--ntasks-per-node={self.tasks_per_node}",
                 f"--cpus-per-task={self.cpus_per_task}", "--unbuffered",
-                *shlex.split(self.python), "-m", "lorafull.train", self.run_dir]
+                *shlex.split(self.python), "-m", self.MODULE, self.run_dir, *self.extra_args()]
+
+    def extra_args(self) -> list[str]:
+        return []
 
     def environment(self) -> dict:
         env = dict(os.environ)  # secrets reach the ranks through the environment only
@@ -111,7 +116,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             print(f"[launch] training saved a checkpoint and asked to be requeued (exit {rc})", flush=True)
             _raise_requeue_signal()
         _mark_failed(self.run_dir, "train", f"training exited with code {rc} (see the job log and status.json)")
-        raise RuntimeError(f"python -m lorafull.train {self.run_dir} exited with code {rc}")
+        raise RuntimeError(f"python -m {self.MODULE} {self.run_dir} exited with code {rc}")
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         child = self._child
@@ -123,11 +128,30 @@ class TrainJob(submitit.helpers.Checkpointable):
                 subprocess.run(["scancel", f"--signal={submitit.JobEnvironment.USR_SIG}", job_id], check=False)
             rc = child.wait(SAVE_WAIT_S)
             print(f"[launch] training step ended with {rc} before the requeue", flush=True)
-        fresh = TrainJob(self.run_dir, self.python, self.nodes, self.tasks_per_node, self.cpus_per_task)
-        return submitit.helpers.DelayedSubmission(fresh)
+        return submitit.helpers.DelayedSubmission(self.fresh())
+
+    def fresh(self) -> "TrainJob":
+        return TrainJob(self.run_dir, self.python, self.nodes, self.tasks_per_node, self.cpus_per_task)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_child"} | {"_child": None}
+
+
+class ProbeJob(TrainJob):
+    """A calibration probe (launch.probe): the training's ranks and signals, a probe folder for a run
+    folder, and the time of a few dozen steps instead of a model."""
+    MODULE = "launch.probe"
+
+    def __init__(self, run_dir: str, python: str, nodes: int, tasks_per_node: int, cpus_per_task: int,
+                 warmup: int = 5):
+        super().__init__(run_dir, python, nodes, tasks_per_node, cpus_per_task)
+        self.warmup = warmup
+
+    def extra_args(self) -> list[str]:
+        return [str(self.warmup)]
+
+    def fresh(self) -> "ProbeJob":
+        return ProbeJob(self.run_dir, self.python, self.nodes, self.tasks_per_node, self.cpus_per_task, self.warmup)
 
 
 class StageJob(submitit.helpers.Checkpointable):

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import RunConfig, Study, to_dict
-from lorafull.runs import write_json_atomic
+from lorafull.runs import RunPaths, read_jsonl, write_json_atomic
 
 from .planning import Plan
 from .state import RunView
 
 
+PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s")
 ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
-                 "hours_per_epoch", "notes")
+                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "reference_hours_per_epoch", "notes")
 
 
 def human_count(n: Optional[float]) -> str:
@@ -25,6 +26,13 @@ def human_count(n: Optional[float]) -> str:
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
     return str(int(n))
+
+
+def _hours(h: Optional[float]) -> str:
+    """Hours, or seconds when under a minute (the demo's runs)."""
+    if not isinstance(h, (int, float)):
+        return "?"
+    return f"{h:.3g}" if h >= 1 / 60 else f"{h * 3600:.2g}s"
 
 
 def _short_model(name_or_path: str) -> str:
@@ -55,7 +63,10 @@ def _estimate_key(run: RunConfig, study: Study) -> str:
         stat = data.stat() if data is not None and data.exists() else None
         chain.append([to_dict(run), [stat.st_size, stat.st_mtime_ns] if stat else None])
         run = next((r for r in study.runs if r.name == run.parent), None) if run.parent else None
-    body = json.dumps([chain, to_dict(study.slurm), to_dict(study.plan)], sort_keys=True, default=str)
+    calibration = study.output_dir / "launch" / "calibration.json"  # a new measurement changes the plan
+    cal = calibration.stat() if calibration.exists() else None
+    body = json.dumps([chain, to_dict(study.slurm), to_dict(study.plan), [cal.st_size, cal.st_mtime_ns] if cal else None],
+                      sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -89,9 +100,29 @@ def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) ->
     return out, None
 
 
+def _assumed(e: dict) -> bool:
+    return str(e.get("tokens_source") or "").startswith("assumed")
+
+
+def write_planned(study: Study, est: dict[str, dict]) -> Path:
+    """STUDY_DIR/launch/plan.json: what the plan said of each run when it was last launched or planned,
+    for the report's planned-versus-measured columns (lorafull.report.planned)."""
+    path = study.output_dir / "launch" / "plan.json"
+    stored = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            stored = {}
+    fresh = {name: {k: e.get(k) for k in PLANNED_KEYS} for name, e in est.items() if "error" not in e}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**stored, **fresh})
+    return path
+
+
 def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "signature", "method", "base", "data", "num_samples", "added", "state", "mem/GPU", "fits",
-              "GPU-h", "action"]
+              "GPU-h", "h/epoch", "basis", "action"]
     rows = []
     submitting = {v.name for v in plan.to_eval}
     trains = {v.name for v in plan.to_train}
@@ -114,8 +145,10 @@ def plan_rows(plan: Plan, est: dict[str, dict]) -> tuple[list[str], list[list[st
                      Path(v.run.data.train).name if v.run.data.train else "-",
                      str(v.run.data.num_samples) if v.run.data.num_samples is not None else "all",
                      human_count(e.get("added_params")), v.state,
-                     _cell(mem, "{:.1f} GB"), _cell(fits if fits in (None, "CPU") else ("yes" if fits else "NO")),
-                     _cell(gpu_h, "{:.3g}"), action])
+                     f"{mem:.1f} GB" if isinstance(mem, (int, float)) else "?",
+                     (fits if fits == "CPU" else ("yes" if fits else "NO")) if fits is not None else "?",
+                     f"{gpu_h:.3g}" if isinstance(gpu_h, (int, float)) else "?", _hours(e.get("hours_per_epoch")),
+                     (e.get("basis") or "?") + ("*" if _assumed(e) else ""), action])
     return header, rows
 
 
@@ -126,12 +159,25 @@ def _cell(value, fmt: str = "{}") -> str:
 
 
 def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
+    from lorafull.plan.table import breakdown
+
     header, rows = plan_rows(plan, est)
+    if any(e.get("reference_hours_per_epoch") is not None for e in est.values()):
+        header.insert(-2, "ref h/epoch")  # plan.reference_hours_per_epoch: e.g. the paper's table
+        for row, v in zip(rows, plan.views):
+            row.insert(-2, _hours(est.get(v.name, {}).get("reference_hours_per_epoch")))
     lines = [format_table(header, rows)]
     if plan.cpu:
         lines.append("CPU partition (slurm.gres: null or gpus_per_node: 0): no GPU is requested; "
                      "one training process per Slurm task")
         est = {n: {k: v for k, v in e.items() if k not in ("gpu_hours", "fits")} for n, e in est.items()}
+    for name, e in est.items():  # why each run costs what it costs, and what the plan had to assume
+        if e.get("step_parts_s"):
+            lines.append(f"  {name}: {breakdown(e)}")
+        lines += [f"  {name}: {n}" for n in e.get("notes") or []]
+    if any(_assumed(e) for e in est.values()):
+        lines.append("* tokens per sample assumed (max_length / 2): the data file is not readable here; set "
+                     "plan.avg_tokens_per_sample (a number, or per run name or data file)")
     gpu_h = [e.get("gpu_hours") for n, e in est.items() if isinstance(e.get("gpu_hours"), (int, float))]
     to_train = {v.name for v in plan.to_train}
     todo_h = sum(est.get(n, {}).get("gpu_hours") or 0 for n in to_train
@@ -151,11 +197,31 @@ def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str]) -> str:
     return "\n".join(lines)
 
 
+def training_eta(view: RunView) -> str:
+    """Time left of a running training: steps left (status.json's total_steps) x the mean step time of
+    the last logged windows of metrics.jsonl; "-" when not training or nothing is logged yet."""
+    if view.state != "running" or view.status.get("stage", "train") != "train":
+        return "-"
+    total = view.status.get("total_steps")
+    try:
+        steps = [r for r in read_jsonl(RunPaths.of(view.run_dir).metrics)
+                 if r.get("step_time_s") is not None and not r.get("summary")]
+    except (OSError, ValueError):
+        return "-"
+    if not steps or not total:
+        return "-"
+    recent = steps[-5:]
+    left_s = (total - steps[-1]["step"]) * sum(r["step_time_s"] for r in recent) / len(recent)
+    done = f"{steps[-1]['step']}/{total}"
+    return f"{done}, {left_s / 3600:.1f} h left" if left_s >= 3600 else f"{done}, {left_s / 60:.0f} min left"
+
+
 def status_text(views: list[RunView]) -> str:
-    header = ["run", "signature", "state", "stage", "train job", "eval job", "detail"]
+    header = ["run", "signature", "state", "stage", "train job", "eval job", "eta", "detail"]
     rows = []
     for v in views:
         tj = f"{v.train_job} {v.train_info.state}" if v.train_job and v.train_info else (v.train_job or "-")
         ej = f"{v.eval_job} {v.eval_info.state}" if v.eval_job and v.eval_info else (v.eval_job or "-")
-        rows.append([v.name, v.signature, v.state, v.status.get("stage", "-"), tj, ej, v.detail[:160]])
+        rows.append([v.name, v.signature, v.state, v.status.get("stage", "-"), tj, ej, training_eta(v),
+                     v.detail[:160]])
     return format_table(header, rows)

@@ -216,14 +216,37 @@ class SlurmConfig:
 
 
 @dataclass
+class HardwareConfig:
+    # (plan) the step-time model's hardware: a preset (A100-40GB-SXM | A100-80GB | H100-SXM | H200 | CPU;
+    # figures from vendors' data sheets, cited in lorafull/plan/hardware.py); any figure set below wins
+    preset: str = "A100-40GB-SXM"
+    peak_tflops: Optional[float] = None  # dense TFLOP/s of one device in the run's dtype
+    mem_bw_gbs: Optional[float] = None  # device memory bandwidth, GB/s
+    intra_node_gbs: Optional[float] = None  # device-to-device inside a node (NVLink), GB/s one way
+    inter_node_gbs: Optional[float] = None  # per node, between nodes (InfiniBand), GB/s one way
+    pcie_gbs: Optional[float] = None  # host <-> device per device, GB/s one way (offload traffic)
+    host_mem_bw_gbs: Optional[float] = None  # per node: CPU memory bandwidth (CPU Adam under offload)
+    devices_per_node: Optional[int] = None  # devices sharing the node's network and CPU memory
+
+
+@dataclass
 class PlanConfig:
-    mfu: float = ranged(0.4, gt=0, le=1)  # model FLOPs utilisation assumed for GPU-hour estimates
-    gpu_tflops: float = ranged(312.0, gt=0)  # peak dense bf16 TFLOP/s of one GPU (A100: 312)
-    # mean tokens per training sample (prompt + answer); null = counted from data.train when the file
-    # is here (first lines, with the run's tokenizer), else max_length / 2
-    avg_tokens_per_sample: Optional[float] = ranged(None, gt=0)
+    mfu: float = ranged(0.4, gt=0, le=1)  # achievable fraction of the peak for the matmuls (model FLOPs utilisation)
+    # peak dense TFLOP/s of one GPU; null = plan.hardware's figure for the run's dtype
+    gpu_tflops: Optional[float] = ranged(None, gt=0)
+    # mean tokens per training sample (prompt + answer): a number, or a mapping from run names or data
+    # file paths to numbers; null (or no entry) = counted from data.train when the file is here (a
+    # deterministic random sample of its records, with the run's tokenizer), else max_length / 2
+    avg_tokens_per_sample: Union[float, dict, None] = None
     mem_margin: float = ranged(0.1, ge=0, lt=1)  # fraction of slurm.gpu_mem_gb kept free (allocator fragmentation, spikes)
     overhead_gb: float = ranged(1.5, ge=0)  # per GPU: CUDA context, NCCL and DeepSpeed buffers
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    # (launch) --calibrate: optimizer steps each probe job trains (the first probe_warmup_steps untimed)
+    probe_steps: int = ranged(30, ge=1)
+    probe_warmup_steps: int = ranged(5, ge=0)
+    use_calibration: bool = True  # plan from STUDY_DIR/launch/calibration.json where a shape was measured
+    # hours per epoch measured elsewhere (a paper's table), by run name: printed beside the plan's
+    reference_hours_per_epoch: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -6,7 +6,9 @@ One row per run: settings (method, model, data size), the average score (macro: 
 paper's categories -- math and code pooled into "others" -- of the mean over scored items), every
 category, and the cost columns the paper puts beside the score: added parameters, training hours per
 epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s, peak memory, judge cost, and
-the number of unscored items. lorafull.analysis.extend_report may add columns and figures. Runs not
+the number of unscored items; beside them the planned hours per epoch and peak memory (from
+STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned). lorafull.analysis.extend_report
+may add columns and figures. Runs not
 trained, generated or judged yet appear with empty cells: the report can be built at any time.
 """
 from __future__ import annotations

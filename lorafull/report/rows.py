@@ -11,6 +11,7 @@ from typing import Optional
 
 from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
 from lorafull.judge.summary import summarize
+from lorafull.report.planned import planned_columns, read_plan
 from lorafull.runs import RunPaths, read_jsonl, read_status
 
 # the paper's column order for BELLE's categories; other categories follow alphabetically
@@ -108,6 +109,7 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
     runs_dir = Path(study_dir) / "runs"
     folders = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").exists()) if runs_dir.exists() else []
     built = [run_row(p) for p in folders]
+    plan = read_plan(study_dir)
     names: set[str] = set()
     for _, cats in built:
         names |= set(cats)
@@ -120,7 +122,9 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
     for row, cats in built:
         head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
-        rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, "eval_fingerprint": row["eval_fingerprint"]})
+        planned = planned_columns(row, plan) if plan else {}
+        rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
+                     "eval_fingerprint": row["eval_fingerprint"]})
     return rows, columns
 
 
