@@ -29,14 +29,22 @@ class ModelConfig:
     arch: Optional[str] = None
 
 
+# full trains every weight; the rest freeze the base and train added parameters (peft, or our adapter)
+METHOD_KINDS = ("full", "lora", "dora", "loha", "ia3", "prompt", "prefix", "adapter")
+
+
 @dataclass
 class MethodConfig:
-    kind: str = "lora"  # full | lora
-    r: int = 8
+    # full | lora | dora | loha | ia3 | prompt | prefix (peft) | adapter (bottleneck, lorafull.models.bottleneck)
+    kind: str = "lora"
+    r: int = 8  # lora / dora / loha rank
     alpha: float = 16.0
     dropout: float = 0.05
     # attention | mlp | all-linear | [q_proj, v_proj, ...]
     target_modules: Union[str, list[str]] = "all-linear"
+    # -- methods beyond LoRA --
+    num_virtual_tokens: int = 20  # prompt / prefix tuning: length of the learned prefix
+    adapter_size: int = 64  # adapter: bottleneck width of each adapter (after every MLP block)
 
 
 @dataclass
@@ -50,6 +58,9 @@ class DataConfig:
     # sample boundaries; long samples are split across blocks instead of truncated)
     packing: bool = False
     cache_dir: Optional[str] = None  # tokenized cache; default STUDY_DIR/cache/tokenized
+    # -- task-count sweeps --
+    num_tasks: Optional[int] = None  # keep the samples of k tasks (chosen by train.seed); null = all
+    task_field: str = "task"  # the field of a training record that names its task
 
 
 @dataclass
@@ -62,8 +73,14 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | linear | constant
     warmup_ratio: float = 0.03
     warmup_steps: Optional[int] = None  # when set, wins over warmup_ratio
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled (AdamW / LionW), on weight matrices only
     grad_clip: float = 1.0
+    # -- optimizer, schedule floor, token budget --
+    optimizer: str = "adamw"  # adamw | lion (sign update of Chen et al. 2023, decoupled weight decay)
+    betas: Optional[list[float]] = None  # null = adamw (0.9, 0.999), lion (0.9, 0.99)
+    min_lr_ratio: float = 0.0  # cosine / linear decay ends at min_lr_ratio x lr instead of 0
+    max_tokens: Optional[int] = None  # stop once this many training tokens were seen (wins over epochs)
+    save_at_tokens: list[int] = field(default_factory=list)  # also checkpoint at these token counts (kept)
     zero_stage: int = 2  # 0 | 1 | 2 | 3
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: bool = False

@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import yaml
 
-from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
+from lorafull.config.schema import (METHOD_KINDS, AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study,
+                                     StudySection)
 from lorafull.config.typed import ConfigError, _build, _line_map, _Where, to_dict
 
 
@@ -172,8 +173,9 @@ def validate_run(run: RunConfig, where: str) -> None:
     def bad(key, msg):
         raise ConfigError(f"{where}: run {run.name!r}: {key}: {msg}")
 
-    if run.method.kind not in ("full", "lora"):
-        bad("method.kind", f"expected full or lora, got {run.method.kind!r}")
+    if run.method.kind not in METHOD_KINDS:
+        bad("method.kind", f"expected one of {', '.join(METHOD_KINDS)}, got {run.method.kind!r}")
+    _validate_training_knobs(run, bad)
     if run.model.dtype not in ("bf16", "fp16", "fp32"):
         bad("model.dtype", f"expected bf16, fp16 or fp32, got {run.model.dtype!r}")
     if run.data.format not in ("auto", "alpaca", "conversations", "text"):
@@ -189,10 +191,30 @@ def validate_run(run: RunConfig, where: str) -> None:
             f"{run.train.micro_batch_size}")
     if run.eval.judge.kind not in ("openai", "reference"):
         bad("eval.judge.kind", f"expected openai or reference, got {run.eval.judge.kind!r}")
-    if run.method.kind == "lora" and run.method.r <= 0:
+    if run.method.kind in ("lora", "dora", "loha") and run.method.r <= 0:
         bad("method.r", "must be > 0")
     if run.model.name_or_path.startswith("scratch:") and not run.model.tokenizer:
         bad("model.tokenizer", "a scratch: model needs a tokenizer path")
+
+
+def _validate_training_knobs(run: RunConfig, bad) -> None:
+    tc = run.train
+    if tc.optimizer not in ("adamw", "lion"):
+        bad("train.optimizer", f"expected adamw or lion, got {tc.optimizer!r}")
+    if tc.betas is not None and (len(tc.betas) != 2 or not all(0 <= b < 1 for b in tc.betas)):
+        bad("train.betas", f"expected two numbers in [0, 1), got {tc.betas!r}")
+    if not 0 <= tc.min_lr_ratio <= 1:
+        bad("train.min_lr_ratio", f"expected a fraction of the peak lr in [0, 1], got {tc.min_lr_ratio}")
+    if tc.max_tokens is not None and tc.max_tokens <= 0:
+        bad("train.max_tokens", f"must be > 0, got {tc.max_tokens}")
+    if any(t <= 0 for t in tc.save_at_tokens):
+        bad("train.save_at_tokens", f"token counts must be > 0, got {tc.save_at_tokens}")
+    if run.data.num_tasks is not None and run.data.num_tasks <= 0:
+        bad("data.num_tasks", f"must be > 0, got {run.data.num_tasks}")
+    if run.method.kind in ("prompt", "prefix") and run.method.num_virtual_tokens <= 0:
+        bad("method.num_virtual_tokens", "must be > 0")
+    if run.method.kind == "adapter" and run.method.adapter_size <= 0:
+        bad("method.adapter_size", "must be > 0")
 
 
 def _default_name(point: dict) -> str:

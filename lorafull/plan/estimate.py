@@ -15,7 +15,7 @@ For every run (launch.grid --dry-run prints the same table):
                  entry: bf16 logits, fp32 copy, gradient); checkpointing: layer inputs + one layer
       overhead   plan.overhead_gb (CUDA context, communication buckets)
   and whether it fits slurm.gpu_mem_gb with plan.mem_margin kept free;
-- tokens = samples x tokens/sample x epochs (capped by train.max_steps), where samples =
+- tokens = samples x tokens/sample x epochs (train.max_tokens replaces epochs, max_steps caps), samples =
   data.num_samples or the file's records, and tokens/sample = plan.avg_tokens_per_sample, else the
   mean over the file's first records tokenized with the run's tokenizer, else max_length / 2;
 - GPU-hours = tokens x FLOPs/token / (plan.mfu x plan.gpu_tflops), FLOPs/token =
@@ -185,9 +185,10 @@ def token_estimate(run: RunConfig, study: Study) -> dict:
         notes.append("unknown number of samples: set data.num_samples")
         return {"samples": None, "tokens_per_sample": per_sample, "tokens_source": source, "tokens": None,
                 "epochs": run.train.epochs, "notes": notes}
-    epochs = run.train.epochs
-    if run.train.max_steps is not None:
-        epochs = min(epochs, run.train.max_steps * run.train.global_batch_size / max(samples, 1))
+    tc = run.train  # as in training: max_steps caps epochs, else a token budget replaces them
+    epochs = tc.epochs if tc.max_tokens is None else tc.max_tokens / max(samples * per_sample, 1)
+    if tc.max_steps is not None:
+        epochs = min(tc.epochs, tc.max_steps * tc.global_batch_size / max(samples, 1))
     return {"samples": samples, "tokens_per_sample": per_sample, "tokens_source": source,
             "tokens": samples * per_sample * epochs, "epochs": epochs, "notes": notes}
 
