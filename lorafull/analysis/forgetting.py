@@ -118,18 +118,11 @@ def _free(model) -> None:
 
 
 def _load_folder(folder: Path, dtype: str):
-    """A plain HF model folder, or a peft adapter folder merged into its base."""
-    from transformers import AutoModelForCausalLM
-
+    """A plain HF model folder, or an adapter folder on its base (merged into it where the method merges)."""
     from lorafull.models.load import torch_dtype
+    from lorafull.models.methods import load_trained_folder
 
-    if (folder / "adapter_config.json").exists():
-        from peft import PeftConfig, PeftModel
-
-        base = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype(dtype))
-        return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype))
+    return load_trained_folder(folder, torch_dtype(dtype), merge=True)
 
 
 def _evaluate_model(model, tokenizer, cfg: RunConfig, analysis: AnalysisConfig, items_dir: Optional[Path]) -> dict:

@@ -95,8 +95,7 @@ def _count(arch: str, method_key: str) -> dict:
 def count_params(arch: str, run: RunConfig) -> dict:
     """{"total", "trainable", "added"}, cached: a grid shares a handful of (arch, method) pairs."""
     m = run.method
-    key = {"kind": m.kind} if m.kind == "full" else {
-        "kind": m.kind, "r": m.r, "alpha": m.alpha, "dropout": m.dropout, "target_modules": m.target_modules}
+    key = {"kind": m.kind} if m.kind == "full" else dict(vars(m))  # every setting of an adapting method
     return _count(arch, json.dumps(key, sort_keys=True))
 
 
@@ -248,7 +247,7 @@ def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict) -> dict:
 
 def flops_per_token(run: RunConfig, arch: dict, counts: dict, tokens_per_sample: float) -> float:
     h, L, V = arch["hidden_size"], arch["num_hidden_layers"], arch["vocab_size"]
-    n_matmul = counts["total"] - counts["trainable"] - V * h if run.method.kind == "lora" else counts["total"] - V * h
+    n_matmul = counts["total"] - counts["trainable"] - V * h if run.method.kind != "full" else counts["total"] - V * h
     attention = 4 * L * h * tokens_per_sample  # forward: QK^T and attention x V
     if run.method.kind == "full":
         flops = 6 * n_matmul + 3 * attention

@@ -238,19 +238,24 @@ class Trainer:
     def save_final(self) -> None:
         from lorafull.models.load import torch_dtype
 
-        lora = self.run.method.kind == "lora"
+        adapted = self.run.method.kind != "full"  # a frozen base: only the added weights are saved
         # adapters stay fp32 (small, and merging adds them to the base exactly); full weights in model.dtype
-        dtype = torch.float32 if lora else torch_dtype(self.run.model.dtype)
-        state = self.engine.export_state_dict(trainable_only=lora, dtype=dtype)
+        dtype = torch.float32 if adapted else torch_dtype(self.run.model.dtype)
+        state = self.engine.export_state_dict(trainable_only=adapted, dtype=dtype)
         if self.is_main:
             final, tmp = self.paths.final, self.run_dir / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            model = self.engine.model  # PeftModel (saves only the adapter) or the HF model
-            if lora:
-                model.peft_config["default"].base_model_name_or_path = self.base_path
+            model = self.engine.model  # PeftModel (saves only the adapter), HF model (+ bottleneck adapters)
+            if self.run.method.kind == "adapter":
+                from lorafull.models.bottleneck import save_adapters
+
+                save_adapters(tmp, state, self.run.method.adapter_size, self.base_path)
             else:
-                model.config.dtype = dtype
-            model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
+                if adapted:
+                    model.peft_config["default"].base_model_name_or_path = self.base_path
+                else:
+                    model.config.dtype = dtype
+                model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
             self.tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
