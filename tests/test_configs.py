@@ -42,7 +42,7 @@ def test_belle_comparative_has_the_papers_eight_rows():
         ("full", "bf16", 3, 32, 5e-6, 0.03, "cosine", 1024)
     assert (lora.method.kind, lora.method.r, lora.method.target_modules, lora.model.dtype, lora.train.epochs,
             lora.train.global_batch_size, lora.train.lr, lora.train.warmup_steps) == \
-        ("lora", 8, "all-linear", "fp16", 4, 128, 2e-4, 100)
+        ("lora", 8, ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], "fp16", 4, 128, 2e-4, 100)
     assert sorted(r.data.num_samples for r in study.runs if r.model.arch == "llama-7b" and r.parent is None) == \
         [600_000, 600_000, 2_000_000, 2_000_000, 4_000_000]
     assert by["lora_13b_2m"].model.arch == "llama-13b"
@@ -51,6 +51,17 @@ def test_belle_comparative_has_the_papers_eight_rows():
     assert by["ft_2m_math_full"].train.lr == 5e-7 and by["ft_2m_math_full"].train.epochs == 2
     assert full.eval.judge.model == "gpt-3.5-turbo" and full.eval.judge.temperature == 0
     assert study.slurm.gpus_per_node == 8 and study.slurm.gpu_mem_gb == 40
+
+
+def test_belle_plan_shows_the_papers_lora_parameter_counts(tmp_path):
+    """17.9M (LLaMA-7B) and 28M (LLaMA-13B): Baize's six modules at r 8, counted by the plan on the meta device."""
+    study = load_study(REPO / "configs" / "belle_comparative.yaml", [f"study.output_dir={tmp_path}"])
+    rows = {row["run"]: row for row in estimate_study(study)[0]}
+    for name in ("lora_0.6m", "lora_2m", "lora_4m", "ft_2m_math_lora"):
+        assert rows[name]["trainable_params"] == 17_891_328, name
+    assert rows["lora_13b_2m"]["trainable_params"] == 28_016_640
+    prompts = study.run("lora_2m").eval.judge.prompts
+    assert prompts.endswith("BELLE/eval/eval_prompt.json")  # the user's copy of BELLE's judge prompts
 
 
 def test_lora_learns_less_covers_ranks_targets_and_epochs():
