@@ -176,8 +176,8 @@ def token_estimate(run: RunConfig, study: Study) -> dict:
     if per_sample is None:
         per_sample, source = run.data.max_length / 2, "assumed max_length/2"
     samples = run.data.num_samples
-    if samples is None:
-        samples = records
+    if samples is None:  # the file's records; else a token budget alone sizes the run (one pass over it)
+        samples = records if records is not None or run.train.max_tokens is None else run.train.max_tokens / per_sample
     elif records is not None:
         samples = min(samples, records)
     if samples is None:
