@@ -21,7 +21,7 @@ from lorafull.analysis.choice import option_loglikelihoods, score_choice  # noqa
 from lorafull.config import TaskSpec
 from lorafull.runs import iter_json_lines
 
-KINDS = ("choice", "generation")
+KINDS = ("choice", "generation", "lm_eval")
 
 
 class TaskError(ValueError):
@@ -32,7 +32,7 @@ def load_task(spec: TaskSpec) -> list[dict]:
     """The task's items, checked: every error names the file, line and field."""
     path = Path(spec.path)
     if spec.kind not in KINDS:
-        raise TaskError(f"analysis task {spec.name!r}: kind: expected choice or generation, got {spec.kind!r}")
+        raise TaskError(f"analysis task {spec.name!r}: kind: expected choice, generation or lm_eval, got {spec.kind!r}")
     if spec.kind == "generation" and spec.scorer not in ("math", "code", "text"):
         raise TaskError(f"analysis task {spec.name!r}: scorer: a generation task needs math, code or text, "
                         f"got {spec.scorer!r}")
@@ -107,7 +107,12 @@ def evaluate_tasks(model, tokenizer, specs: list[TaskSpec], template: str, defau
                    progress: bool = True) -> dict[str, dict]:
     """{task name: {"kind", "metric", "score", "n", ...}}; per-item details go to items_dir/<task>.jsonl."""
     results = {}
-    for spec in specs:
+    harness = [s for s in specs if s.kind == "lm_eval"]
+    if harness:  # the harness's own tasks, on this model as it is in memory
+        from lorafull.analysis.harness import harness_on_model
+
+        results.update(harness_on_model(model, tokenizer, harness, batch_size))
+    for spec in (s for s in specs if s.kind != "lm_eval"):
         items = load_task(spec)
         if spec.kind == "choice":
             r = score_choice(model, tokenizer, items, batch_size, progress)

@@ -198,12 +198,17 @@ class PlanConfig:
 class TaskSpec:
     name: str = ""
     path: str = ""
-    kind: str = "choice"  # choice (log-likelihood of options) | generation (offline scorer)
+    # choice (log-likelihood of options) | generation (offline scorer) | lm_eval (a harness task;
+    # path: optional folder of task YAMLs; lorafull.analysis.harness)
+    kind: str = "choice"
     scorer: Optional[str] = None  # math | code | text, for generation tasks
     # (analysis) choice tasks: which accuracy is the task's score: acc | acc_norm (length-normalised)
     metric: str = "acc"
     num_items: Optional[int] = None  # (analysis) first N items only; null = all
     max_new_tokens: Optional[int] = None  # (analysis) generation tasks; null = the run's eval.max_new_tokens
+    # -- lm_eval tasks --
+    harness_task: Optional[str] = None  # the harness's task name (hellaswag, gsm8k ...); null = name
+    num_fewshot: Optional[int] = None  # null = the harness task's default
 
 
 @dataclass
