@@ -115,6 +115,7 @@ class JudgeConfig:
     parse_retries: int = 2
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict = field(default_factory=lambda: {"math": "math", "code": "code"})
+    pass_k: int = 1  # kind: reference with eval.num_samples n > 1: the unbiased pass@k (math / code scorers)
 
 
 @dataclass
@@ -126,6 +127,11 @@ class EvalConfig:
     num_items: Optional[int] = None  # first N items only (quick looks)
     backend: str = "auto"  # auto | hf | vllm
     merge_lora: bool = True  # hf backend: fold a LoRA adapter into the weights first (faster, same outputs)
+    # -- sampling protocols (HumanEval pass@1 from n samples, GSM8K k-shot) --
+    top_p: float = 1.0  # nucleus sampling (sampled decoding only)
+    num_samples: int = 1  # answers per item (> 1 needs temperature > 0.01); the reference judge: pass@k
+    fewshot: int = 0  # k solved examples before each question, drawn once from fewshot_file by train.seed
+    fewshot_file: Optional[str] = None  # eval-set format lines: their "question" and "std_answer"
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 

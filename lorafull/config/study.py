@@ -163,6 +163,7 @@ def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
     run.data.train = fix(run.data.train)
     run.data.cache_dir = fix(run.data.cache_dir) or str((study_dir / "cache" / "tokenized").resolve())
     run.eval.eval_set = fix(run.eval.eval_set)
+    run.eval.fewshot_file = fix(run.eval.fewshot_file)
     run.eval.judge.prompts = fix(run.eval.judge.prompts)
     run.eval.judge.cache = fix(run.eval.judge.cache) or str((study_dir / "cache" / "judge.sqlite").resolve())
 
@@ -215,6 +216,16 @@ def _validate_training_knobs(run: RunConfig, bad) -> None:
         bad("method.num_virtual_tokens", "must be > 0")
     if run.method.kind == "adapter" and run.method.adapter_size <= 0:
         bad("method.adapter_size", "must be > 0")
+    ev = run.eval
+    if ev.num_samples < 1 or (ev.num_samples > 1 and ev.temperature <= 0.01):
+        bad("eval.num_samples", f"{ev.num_samples} samples per item need num_samples >= 1 and, above 1, "
+            f"eval.temperature > 0.01 (got {ev.temperature})")
+    if not 0 < ev.top_p <= 1:
+        bad("eval.top_p", f"expected a probability in (0, 1], got {ev.top_p}")
+    if ev.fewshot and not ev.fewshot_file:
+        bad("eval.fewshot_file", f"eval.fewshot: {ev.fewshot} needs a file of solved examples")
+    if not 1 <= ev.judge.pass_k <= ev.num_samples:
+        bad("eval.judge.pass_k", f"expected 1 .. eval.num_samples ({ev.num_samples}), got {ev.judge.pass_k}")
 
 
 def _default_name(point: dict) -> str:
