@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from helpers.common import alpaca_records, write_jsonl
 from helpers.eval_runs import eval_items
@@ -49,8 +50,6 @@ def test_a_method_trains_saves_reloads_and_evaluates(make_run, tmp_path, kind):
 
     records = alpaca_records(256)[:16]
     model, tok = load_final(run_dir, dtype="fp32")
-    from transformers import AutoModelForCausalLM
-
     base = AutoModelForCausalLM.from_pretrained(str(run_dir / "base"), dtype=torch.float32).eval()
     trained, before = answer_loss(model, tok, records), answer_loss(base, tok, records)
     assert trained < before - 0.1, (trained, before)  # the reloaded adapter carries what was learned
@@ -71,3 +70,27 @@ def test_the_plan_counts_what_training_adds(kind, tiny_tokenizer_dir):
     method = MethodConfig(kind=kind, r=4, num_virtual_tokens=8, adapter_size=16)
     real = param_counts(apply_method(build_tiny_model("tiny-llama"), method))
     assert count_params_meta("scratch:tiny-llama", method) == real and real["added"] == real["trainable"] > 0
+
+
+@pytest.mark.parametrize("kind", ["dora", "adapter"])
+def test_a_method_trains_under_deepspeed_and_reloads(make_run, kind):
+    """ZeRO-2 with a frozen base: only the added weights are checkpointed and exported."""
+    import subprocess
+    import sys
+
+    from helpers.common import REPO, job_env
+    from lorafull.models.load import load_final
+
+    run_dir = make_run(f"ds_{kind}", **{"method.kind": kind, "train.deepspeed": True, "train.nproc": 1,
+                                        "train.zero_stage": 2, "train.max_steps": 12, "train.save_every_steps": 6,
+                                        "method.adapter_size": 16})
+    proc = subprocess.run([sys.executable, "-m", "lorafull.train", str(run_dir)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=job_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("summary")][-1]
+    assert summary["engine"] == "deepspeed-zero2" and 0 < summary["trainable_params"] == summary["added_params"]
+    assert (run_dir / "final" / FILES[kind]).exists()
+    model, tok = load_final(run_dir, dtype="fp32")
+    base = AutoModelForCausalLM.from_pretrained(str(run_dir / "base"), dtype=torch.float32).eval()
+    records = alpaca_records(256)[:16]
+    assert answer_loss(model, tok, records) < answer_loss(base, tok, records)
