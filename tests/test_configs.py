@@ -82,6 +82,11 @@ def test_lora_learns_less_runs_the_papers_main_ift_design():
     by = {r.name: r for r in study.runs}
     assert by["code_r16_ep1"].train.lr == by["code_r64_ep1"].train.lr != by["code_r256_ep1"].train.lr
     assert by["code_full_ep1"].train.lr == 2e-5 and by["math_full_ep1"].train.lr == 1e-5
+    code, math = by["code_r64_ep2"].eval, by["math_r64_ep2"].eval  # the paper's evaluation protocols
+    assert (code.num_samples, code.temperature, code.top_p, code.judge.pass_k) == (50, 0.2, 0.95, 1)
+    assert (math.num_samples, math.fewshot) == (1, 5) and math.temperature <= 0.01
+    gsm = next(t for t in study.analysis.target_tasks if t.kind == "lm_eval")
+    assert (gsm.harness_task, gsm.num_fewshot, gsm.metric) == ("gsm8k", 5, "exact_match,strict-match")
     assert [(t.name, t.metric) for t in study.analysis.source_tasks] == \
         [("hellaswag", "acc_norm"), ("arc_challenge", "acc_norm"), ("winogrande", "acc")]
     assert study.analysis.spectrum

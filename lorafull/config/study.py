@@ -336,7 +336,8 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> S
         raise ConfigError(f"{path}: run names appear twice: {', '.join(dupes)}")
     runs = _order_by_parents(runs, path)
     for task in analysis.target_tasks + analysis.source_tasks:
-        task.path = str(Path(task.path.replace("{study_dir}", str(study_dir))).expanduser().resolve())
+        if task.path:  # (an lm_eval task may have none: the harness's own task)
+            task.path = str(Path(task.path.replace("{study_dir}", str(study_dir))).expanduser().resolve())
     study = Study(path=path, study=section, base=base, runs=runs, slurm=slurm, plan=plan, analysis=analysis)
     _name_grid_runs(study, {n for n, _, o in points if o == "grid"})
     return study
