@@ -242,6 +242,8 @@ def generate_run(run_dir: str | Path, progress: bool = True) -> dict:
     items = run_eval_items(run_dir, cfg)
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
+    if backend == "vllm" and cfg.method.kind not in ("full", "lora") and cfg.eval.backend == "auto":
+        backend = "hf"  # vLLM serves plain LoRA adapters only: DoRA, IA3, prompts, bottlenecks go through HF
     write_status(run_dir, "running", stage="generate")
     stats = {"items": len(items), "generated": 0, "backend": backend, "new_tokens": 0, "seconds": 0.0}
     if todo:
