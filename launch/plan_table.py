@@ -42,7 +42,11 @@ def _short_model(name_or_path: str) -> str:
 
 
 def _method(run: RunConfig) -> str:
-    return "full" if run.method.kind == "full" else f"lora r{run.method.r}"
+    m = run.method
+    if m.kind in ("lora", "dora", "loha"):
+        return f"{m.kind} r{m.r}"
+    extra = {"adapter": f" {m.adapter_size}", "prompt": f" {m.num_virtual_tokens}", "prefix": f" {m.num_virtual_tokens}"}
+    return m.kind + extra.get(m.kind, "")
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

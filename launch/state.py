@@ -26,7 +26,8 @@ EVAL_STAGES = ("evaluate", "generate", "judge", "analysis")
 
 def train_done(run_dir: Path, status: dict) -> bool:
     final = RunPaths.of(run_dir).final
-    complete = (final / "config.json").exists() or (final / "adapter_config.json").exists()
+    # an HF folder (full), a peft adapter folder, or bottleneck adapters (lorafull.models.bottleneck)
+    complete = any((final / f).exists() for f in ("config.json", "adapter_config.json", "bottleneck_config.json"))
     return complete and status.get("stages", {}).get("train") == "done"
 
 

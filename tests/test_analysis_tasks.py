@@ -26,9 +26,12 @@ def task_files(tmp_path):
 
 
 def hand_loglik(model, tok, context: str, option: str) -> float:
-    """One (context, option) pair, unbatched and unpadded."""
+    """One (context, option) pair, unbatched and unpadded: tokenized together, split at the context's tokens
+    (lm-evaluation-harness's rule; tests/test_choice_harness.py compares with the harness itself)."""
+    n = len(context) - len(context.rstrip())
+    context, option = (context[:-n], context[-n:] + option) if n else (context, option)
     ctx = tok(context)["input_ids"]
-    opt = tok(option, add_special_tokens=False)["input_ids"]
+    opt = tok(context + option)["input_ids"][len(ctx):]
     ids = torch.tensor([ctx + opt])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
@@ -50,7 +53,8 @@ def test_choice_scores_equal_an_unbatched_hand_computation(tmp_path, tiny_tokeni
         ll = [hand_loglik(model, tok, it["context"], o) for o in it["options"]]
         assert res["loglik"] == pytest.approx(ll, abs=1e-4)
         correct += max(range(3), key=ll.__getitem__) == it["answer"]
-        correct_norm += max(range(3), key=lambda k: ll[k] / len(it["options"][k])) == it["answer"]
+        chars = [len(o) - o.startswith(" ") for o in it["options"]]  # not the joining space
+        correct_norm += max(range(3), key=lambda k: ll[k] / chars[k]) == it["answer"]
     assert got["acc"] == correct / len(items) and got["acc_norm"] == correct_norm / len(items)
     assert got["n"] == 10
 

@@ -92,7 +92,7 @@ CASES = [
     ("grid_empty_list", ("method.kind: [full, lora]", "train.lr: []"), [], "grid.train.lr", "train.lr: []",
      r"an empty list of values"),
     ("grid_value_bad", ("method.kind: [full, lora]", "method.kind: [full, lorra]"), [], "grid.method.kind",
-     "method.kind: [full, lorra]", r"expected one of full, lora, got 'lorra'"),
+     "method.kind: [full, lorra]", r"expected one of full, lora, dora, loha, ia3, prompt, prefix, adapter, got 'lorra'"),
     ("run_name_bad", ("name: extra,", "name: \"my run!\","), [], "runs[0].name", "my run!",
      r"not a usable name"),
     ("run_value_bad", ("train.seed: 1", "train.seed: -1"), [], "runs[0].train.seed", "train.seed: -1", r">= 0"),

@@ -12,7 +12,8 @@ from lorafull.config import load_study
 from lorafull.plan.estimate import estimate_study
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-SEED_STUDIES = {"belle_comparative.yaml": 8, "lora_learns_less.yaml": 100, "peft_sweep.yaml": 23}
+SEED_STUDIES = {"belle_comparative.yaml": 8, "lora_learns_less.yaml": 40, "peft_sweep.yaml": 32,
+                "lora_learns_less_modules.yaml": 12, "lora_learns_less_cpt.yaml": 8}
 
 
 def test_the_seed_studies_and_the_demo_are_all_here():
@@ -29,7 +30,8 @@ def test_a_config_opens_with_its_command_loads_and_plans(path, tmp_path):
         assert row["trainable_params"] and row["total_params"], (row["run"], row["notes"])
         assert row["fits"] is True, (row["run"], row["notes"])
     if path.name in SEED_STUDIES:  # the seed studies know their sizes before their data is here
-        assert not totals["unknown"], totals["unknown"]
+        # (but for a task-count run: how many records k tasks hold is known only from the file)
+        assert set(totals["unknown"]) <= {r.name for r in study.runs if r.data.num_tasks}, totals["unknown"]
         assert totals["gpu_hours"] > 0
 
 
@@ -42,7 +44,7 @@ def test_belle_comparative_has_the_papers_eight_rows():
         ("full", "bf16", 3, 32, 5e-6, 0.03, "cosine", 1024)
     assert (lora.method.kind, lora.method.r, lora.method.target_modules, lora.model.dtype, lora.train.epochs,
             lora.train.global_batch_size, lora.train.lr, lora.train.warmup_steps) == \
-        ("lora", 8, "all-linear", "fp16", 4, 128, 2e-4, 100)
+        ("lora", 8, ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], "fp16", 4, 128, 2e-4, 100)
     assert sorted(r.data.num_samples for r in study.runs if r.model.arch == "llama-7b" and r.parent is None) == \
         [600_000, 600_000, 2_000_000, 2_000_000, 4_000_000]
     assert by["lora_13b_2m"].model.arch == "llama-13b"
@@ -53,16 +55,65 @@ def test_belle_comparative_has_the_papers_eight_rows():
     assert study.slurm.gpus_per_node == 8 and study.slurm.gpu_mem_gb == 40
 
 
-def test_lora_learns_less_covers_ranks_targets_and_epochs():
+def test_belle_plan_shows_the_papers_lora_parameter_counts(tmp_path):
+    """17.9M (LLaMA-7B) and 28M (LLaMA-13B): Baize's six modules at r 8, counted by the plan on the meta device."""
+    study = load_study(REPO / "configs" / "belle_comparative.yaml", [f"study.output_dir={tmp_path}"])
+    rows = {row["run"]: row for row in estimate_study(study)[0]}
+    for name in ("lora_0.6m", "lora_2m", "lora_4m", "ft_2m_math_lora"):
+        assert rows[name]["trainable_params"] == 17_891_328, name
+    assert rows["lora_13b_2m"]["trainable_params"] == 28_016_640
+    prompts = study.run("lora_2m").eval.judge.prompts
+    assert prompts.endswith("BELLE/eval/eval_prompt.json")  # the user's copy of BELLE's judge prompts
+
+
+def test_lora_learns_less_runs_the_papers_main_ift_design():
     study = load_study(REPO / "configs" / "lora_learns_less.yaml")
     lora = [r for r in study.runs if r.method.kind == "lora"]
-    assert {r.method.r for r in lora} == {16, 64, 256}
-    assert all(r.method.alpha == 2 * r.method.r for r in lora)
-    assert {str(r.method.target_modules) for r in lora} == {"attention", "mlp", "all-linear"}
+    assert len(lora) == 30 and len(study.runs) - len(lora) == 10
+    assert {r.method.r for r in lora} == {16, 64, 256} and all(r.method.alpha == 2 * r.method.r for r in lora)
+    assert {str(r.method.target_modules) for r in lora} == {"all-linear"}  # the ablation is its own study
     assert {r.train.epochs for r in study.runs} == {1, 2, 4, 8, 16}
-    assert {r.data.max_length for r in study.runs} == {4096, 1024}
-    assert [t.name for t in study.analysis.source_tasks] == ["hellaswag", "arc_challenge", "winogrande"]
+    for r in study.runs:  # LionW, 10% warmup, cosine to a floor; batch and length by domain
+        assert (r.train.optimizer, r.train.betas, r.train.warmup_ratio, r.train.scheduler) == \
+            ("lion", [0.9, 0.95], 0.1, "cosine")
+        assert r.train.min_lr_ratio > 0
+        math = "metamathqa" in r.data.train
+        assert (r.train.global_batch_size, r.data.max_length) == ((768, 1024) if math else (192, 4096)), r.name
+    by = {r.name: r for r in study.runs}
+    assert by["code_r16_ep1"].train.lr == by["code_r64_ep1"].train.lr != by["code_r256_ep1"].train.lr
+    assert by["code_full_ep1"].train.lr == 2e-5 and by["math_full_ep1"].train.lr == 1e-5
+    code, math = by["code_r64_ep2"].eval, by["math_r64_ep2"].eval  # the paper's evaluation protocols
+    assert (code.num_samples, code.temperature, code.top_p, code.judge.pass_k) == (50, 0.2, 0.95, 1)
+    assert (math.num_samples, math.fewshot) == (1, 5) and math.temperature <= 0.01
+    gsm = next(t for t in study.analysis.target_tasks if t.kind == "lm_eval")
+    assert (gsm.harness_task, gsm.num_fewshot, gsm.metric) == ("gsm8k", 5, "exact_match,strict-match")
+    assert [(t.name, t.metric) for t in study.analysis.source_tasks] == \
+        [("hellaswag", "acc_norm"), ("arc_challenge", "acc_norm"), ("winogrande", "acc")]
     assert study.analysis.spectrum
+
+
+def test_the_module_ablation_and_cpt_are_separate_studies():
+    modules = load_study(REPO / "configs" / "lora_learns_less_modules.yaml")
+    assert {str(r.method.target_modules) for r in modules.runs} == {"attention", "mlp"}
+    assert {r.method.r for r in modules.runs} == {16, 64, 256} and {r.train.epochs for r in modules.runs} == {4}
+    cpt = load_study(REPO / "configs" / "lora_learns_less_cpt.yaml")
+    for r in cpt.runs:
+        assert r.data.format == "text" and r.data.packing and r.train.max_tokens == 20_000_000_000
+        assert r.train.save_at_tokens[0] == 250_000_000 and r.train.optimizer == "lion"
+    assert {r.method.kind for r in cpt.runs} == {"lora", "full"} and len(cpt.runs) == 8
+
+
+def test_peft_sweep_compares_methods_sizes_rates_and_task_counts():
+    study = load_study(REPO / "configs" / "peft_sweep.yaml")
+    kinds = {r.method.kind for r in study.runs}
+    assert {"lora", "adapter", "full"} <= kinds and len(kinds) >= 5
+    lora = [r for r in study.runs if r.method.kind == "lora" and r.data.num_tasks is None]
+    assert {r.method.r for r in lora} == {8, 32, 128} and {r.train.lr for r in lora} == {1e-5, 1e-4, 1e-3}
+    assert {r.method.adapter_size for r in study.runs if r.method.kind == "adapter"} == {64, 256, 1024}
+    assert {r.data.num_tasks for r in study.runs} == {None, 8, 32, 128}
+    assert all(r.data.num_samples is None for r in study.runs if r.data.num_tasks)  # every record of the tasks
+    judge = study.runs[0].eval.judge
+    assert judge.kind == "reference" and judge.scorers == {}  # every class scored by ROUGE-L (text)
 
 
 @pytest.mark.slow

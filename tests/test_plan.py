@@ -134,7 +134,7 @@ def test_the_papers_grid_plans_in_under_5_seconds(capsys):
     assert main([str(REPO / "configs" / "belle_comparative.yaml")]) == 0
     seconds = time.perf_counter() - start
     out = capsys.readouterr().out
-    assert "19,988,480" in out and "31,293,440" in out and "every run fits" in out
+    assert "17,891,328" in out and "28,016,640" in out and "every run fits" in out  # Baize's six modules at r 8
     assert seconds < 5, f"planning took {seconds:.1f} s"
 
 

@@ -66,14 +66,15 @@ def trainable_state(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str):
     """The model as it was at checkpoint `ckpt` (LoRA merged), in `dtype`, in eval mode."""
-    from lorafull.models.load import apply_method, load_base, load_model_folder, torch_dtype
+    from lorafull.models.load import apply_method, load_base, torch_dtype
+    from lorafull.models.methods import MERGEABLE_KINDS, load_trained_folder
 
     folder = _hf_folder(ckpt)
     if folder is not None:
-        return load_model_folder(folder, dtype, merge=True).eval()
+        return load_trained_folder(folder, torch_dtype(dtype), merge=True).eval()
     state = trainable_state(ckpt)
     model = load_base(cfg.model, run_dir, seed=cfg.train.seed, dtype="fp32")
-    if cfg.method.kind == "lora":
+    if cfg.method.kind != "full":
         model = apply_method(model, cfg.method, seed=cfg.train.seed)
     own = dict(model.named_parameters())
     unknown = [k for k in state if k not in own]
@@ -83,6 +84,6 @@ def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str)
     if missing:
         raise KeyError(f"{ckpt}: lacks {len(missing)} trainable tensors (e.g. {missing[0]})")
     model.load_state_dict(state, strict=False)
-    if cfg.method.kind == "lora":
+    if cfg.method.kind in MERGEABLE_KINDS:
         model = model.merge_and_unload()
     return model.to(torch_dtype(dtype)).eval()

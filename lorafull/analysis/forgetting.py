@@ -26,7 +26,6 @@ import torch
 from lorafull.config import AnalysisConfig, RunConfig, load_run_config, load_study_settings, study_dir_of_run, to_dict
 from lorafull.runs import RunPaths, write_json_atomic
 from lorafull.analysis.weights import base_folder_of_run
-from lorafull.models.load import load_model_folder
 
 
 def learning_forgetting(run_scores: dict[str, Optional[float]], base_scores: dict[str, Optional[float]],
@@ -118,6 +117,14 @@ def _free(model) -> None:
         torch.cuda.empty_cache()
 
 
+def _load_folder(folder: Path, dtype: str):
+    """A plain HF model folder, or an adapter folder on its base (merged into it where the method merges)."""
+    from lorafull.models.load import torch_dtype
+    from lorafull.models.methods import load_trained_folder
+
+    return load_trained_folder(folder, torch_dtype(dtype), merge=True)
+
+
 def _evaluate_model(model, tokenizer, cfg: RunConfig, analysis: AnalysisConfig, items_dir: Optional[Path]) -> dict:
     """Every target and source task on `model` (freed afterwards)."""
     from lorafull.analysis.tasks import evaluate_tasks
@@ -138,7 +145,7 @@ def evaluate_base(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, token
     with _file_lock(cache.with_suffix(".lock")):
         if cache.exists():
             return json.loads(cache.read_text())["tasks"]
-        tasks = _evaluate_model(load_model_folder(base, dtype, merge=True), tokenizer, cfg, analysis, None)
+        tasks = _evaluate_model(_load_folder(base, dtype), tokenizer, cfg, analysis, None)
         write_json_atomic(cache, {"base": str(base), "tokenizer": tokenizer_src, "tasks": tasks})
         return tasks
 
@@ -174,7 +181,7 @@ def evaluate_run_tasks(run_dir: Path, analysis: AnalysisConfig) -> dict:
     tokenizer = load_tokenizer(str(paths.final))
     target = [s.name for s in analysis.target_tasks]
     source = [s.name for s in analysis.source_tasks]
-    run_tasks = _evaluate_model(load_model_folder(paths.final, dtype, merge=True), tokenizer, cfg, analysis, paths.analysis / "items")
+    run_tasks = _evaluate_model(_load_folder(paths.final, dtype), tokenizer, cfg, analysis, paths.analysis / "items")
     try:
         base_tasks = evaluate_base(run_dir, cfg, analysis, tokenizer, dtype)
         base_error = None

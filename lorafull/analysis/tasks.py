@@ -1,10 +1,9 @@
 """Scoring a model on analysis tasks: the target domain (what a run should learn) and source tasks
 (what it may forget).
 
-- choice tasks: lines {"id"?, "context", "options": [...], "answer": int}. Each option is scored by
-  its log-likelihood given the context; accuracy picks the most likely option, length-normalised
-  accuracy (acc_norm) divides each option's log-likelihood by its length in characters (as common
-  benchmark harnesses do), so long options are not penalised for having more tokens.
+- choice tasks: lines {"id"?, "context", "options": [...], "answer": int}, or the WinoGrande form
+  {"id"?, "contexts": [...], "continuation", "answer": int}; scored as lm-evaluation-harness scores
+  them (lorafull.analysis.choice: acc, and acc_norm by the choice's characters).
 - generation tasks: eval-set lines {"id"?, "question", "class", "std_answer"}; the question goes
   through the run's prompt template (lorafull.data.encode_prompt: format_prompt's text with the
   special prefix training used), the answer is generated greedily (lorafull.generate's HF batch
@@ -17,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import torch
 
+from lorafull.analysis.choice import option_loglikelihoods, score_choice  # noqa: F401 -- the task API
 from lorafull.config import TaskSpec
 from lorafull.runs import iter_json_lines
 
@@ -49,83 +48,19 @@ def _check_item(item, kind: str, where: str) -> None:
     if not isinstance(item, dict):
         raise TaskError(f"{where}: expected a JSON object")
     if kind == "choice":
-        for key, tp in (("context", str), ("options", list), ("answer", int)):
+        many = "contexts" if "contexts" in item else "options"  # the WinoGrande form, or options
+        shared = ("continuation", str) if many == "contexts" else ("context", str)
+        for key, tp in (shared, (many, list), ("answer", int)):
             if not isinstance(item.get(key), tp):
                 raise TaskError(f"{where}: {key}: missing or not a {tp.__name__}")
-        if not item["options"] or not all(isinstance(o, str) and o for o in item["options"]):
-            raise TaskError(f"{where}: options: expected a list of non-empty strings")
-        if not 0 <= item["answer"] < len(item["options"]):
-            raise TaskError(f"{where}: answer: {item['answer']} is not an index of options")
+        if not item[many] or not all(isinstance(o, str) and o for o in item[many]):
+            raise TaskError(f"{where}: {many}: expected a list of non-empty strings")
+        if not 0 <= item["answer"] < len(item[many]):
+            raise TaskError(f"{where}: answer: {item['answer']} is not an index of {many}")
     else:
         for key in ("question", "std_answer"):
             if not isinstance(item.get(key), str):
                 raise TaskError(f"{where}: {key}: missing or not a string")
-
-
-# ---------------------------------------------------------------------------------------------
-# Choice tasks: log-likelihood of each option
-# ---------------------------------------------------------------------------------------------
-def _encode_pair(tokenizer, context: str, option: str, max_len: int) -> tuple[list[int], int]:
-    """(token ids of context + option, number of option tokens). Context and option are tokenised
-    apart, so the option's tokens are the same whatever the context; long contexts lose their start."""
-    ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
-    opt = tokenizer(option, add_special_tokens=False)["input_ids"]
-    if not ctx:  # the first option token needs something to be predicted from
-        ctx = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
-    opt = opt[: max_len - 1]
-    ids = (ctx + opt)[-max_len:]
-    return ids, len(opt)
-
-
-@torch.no_grad()
-def option_loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 8,
-                          progress: bool = False) -> list[float]:
-    """Sum of log p(option tokens | context) for each (context, option) pair."""
-    from tqdm import tqdm
-
-    device = next(model.parameters()).device
-    max_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [_encode_pair(tokenizer, c, o, max_len) for c, o in pairs]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))  # similar lengths share a batch
-    out = [0.0] * len(encoded)
-    for start in tqdm(range(0, len(order), batch_size), desc="choice", disable=not progress, unit="batch"):
-        idx = order[start: start + batch_size]
-        width = max(len(encoded[i][0]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # right padding: positions (and rotary phases) match unpadded
-            seq = encoded[i][0]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        for row, i in enumerate(idx):
-            seq, n_opt = encoded[i]
-            # logits at position t predict token t+1: the option's tokens are predicted from L-n-1 .. L-2
-            first, last = len(seq) - n_opt - 1, len(seq) - 1
-            logp = torch.log_softmax(logits[row, first:last], dim=-1)
-            target = ids[row, first + 1: last + 1].to(logp.device)
-            out[i] = float(logp.gather(1, target[:, None]).sum())
-    return out
-
-
-def score_choice(model, tokenizer, items: list[dict], batch_size: int = 8, progress: bool = False) -> dict:
-    pairs = [(it["context"], o) for it in items for o in it["options"]]
-    ll = option_loglikelihoods(model, tokenizer, pairs, batch_size, progress)
-    correct = correct_norm = 0
-    per_item = []
-    k = 0
-    for it in items:
-        n = len(it["options"])
-        scores = ll[k: k + n]
-        k += n
-        norm = [s / len(o) for s, o in zip(scores, it["options"])]
-        pred = max(range(n), key=scores.__getitem__)
-        pred_norm = max(range(n), key=norm.__getitem__)
-        correct += pred == it["answer"]
-        correct_norm += pred_norm == it["answer"]
-        per_item.append({"id": it["id"], "loglik": scores, "pred": pred, "pred_norm": pred_norm, "answer": it["answer"]})
-    return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "n": len(items), "items": per_item}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +99,12 @@ def evaluate_tasks(model, tokenizer, specs: list[TaskSpec], template: str, defau
                    progress: bool = True) -> dict[str, dict]:
     """{task name: {"kind", "metric", "score", "n", ...}}; per-item details go to items_dir/<task>.jsonl."""
     results = {}
-    for spec in specs:
+    harness = [s for s in specs if s.kind == "lm_eval"]
+    if harness:  # the harness's own tasks, on this model as it is in memory
+        from lorafull.analysis.harness import harness_on_model
+
+        results.update(harness_on_model(model, tokenizer, harness, batch_size))
+    for spec in (s for s in specs if s.kind != "lm_eval"):
         items = load_task(spec)
         if spec.kind == "choice":
             r = score_choice(model, tokenizer, items, batch_size, progress)

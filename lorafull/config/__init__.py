@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'study_dir_of_run': 'files',
     'ModelConfig': 'schema',
     'MethodConfig': 'schema',
+    'METHOD_KINDS': 'schema',
     'DataConfig': 'schema',
     'TrainConfig': 'schema',
     'JudgeConfig': 'schema',

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, get_args
 
 from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
 DType = Literal["bf16", "fp16", "fp32"]
-MethodKind = Literal["full", "lora"]
+MethodKind = Literal["full", "lora", "dora", "loha", "ia3", "prompt", "prefix", "adapter"]
 DataFormat = Literal["auto", "alpaca", "conversations", "text"]
 Template = Literal["belle", "chat"]
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -22,8 +22,9 @@ ZeroStage = Literal[0, 1, 2, 3]
 JudgeKind = Literal["openai", "reference"]
 Scorer = Literal["math", "code", "text"]
 Backend = Literal["auto", "hf", "vllm"]
-TaskKind = Literal["choice", "generation"]
-TaskMetric = Literal["acc", "acc_norm"]
+TaskKind = Literal["choice", "generation", "lm_eval"]
+CHOICE_METRICS = ("acc", "acc_norm")  # a choice task's score (lm_eval tasks name the harness's metric)
+Optimizer = Literal["adamw", "lion"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
 JudgeMode = Literal["online", "batch"]
 
@@ -45,14 +46,22 @@ class ModelConfig:
     arch: Optional[str] = None
 
 
+# full trains every weight; the rest freeze the base and train added parameters (peft, or our adapter)
+METHOD_KINDS = get_args(MethodKind)
+
+
 @dataclass
 class MethodConfig:
+    # full | lora | dora | loha | ia3 | prompt | prefix (peft) | adapter (bottleneck, lorafull.models.bottleneck)
     kind: MethodKind = "lora"
-    r: int = ranged(8, ge=1)
+    r: int = ranged(8, ge=1)  # lora / dora / loha rank
     alpha: float = ranged(16.0, gt=0)
     dropout: float = ranged(0.05, ge=0, lt=1)
     # attention | mlp | all-linear | [q_proj, v_proj, ...]
     target_modules: Union[str, list[str]] = "all-linear"
+    # -- methods beyond LoRA --
+    num_virtual_tokens: int = ranged(20, ge=1)  # prompt / prefix tuning: length of the learned prefix
+    adapter_size: int = ranged(64, ge=1)  # adapter: bottleneck width of each adapter (after every MLP block)
 
 
 @dataclass
@@ -70,6 +79,9 @@ class DataConfig:
     # sample boundaries; long samples are split across blocks instead of truncated)
     packing: bool = False
     cache_dir: Optional[str] = None  # tokenized cache; default STUDY_DIR/cache/tokenized
+    # -- task-count sweeps --
+    num_tasks: Optional[int] = ranged(None, ge=1)  # keep the samples of k tasks (chosen by train.seed); null = all
+    task_field: str = "task"  # the field of a training record that names its task
 
 
 @dataclass
@@ -82,8 +94,14 @@ class TrainConfig:
     scheduler: Scheduler = "cosine"
     warmup_ratio: float = ranged(0.03, ge=0, lt=1)
     warmup_steps: Optional[int] = ranged(None, ge=0)  # when set, wins over warmup_ratio
-    weight_decay: float = ranged(0.0, ge=0)
+    weight_decay: float = ranged(0.0, ge=0)  # decoupled (AdamW / LionW), on weight matrices only
     grad_clip: float = ranged(1.0, ge=0)  # 0 = no clipping
+    # -- optimizer, schedule floor, token budget --
+    optimizer: Optimizer = "adamw"  # adamw | lion (sign update of Chen et al. 2023, decoupled weight decay)
+    betas: Optional[list[float]] = None  # null = adamw (0.9, 0.999), lion (0.9, 0.99); two numbers in [0, 1)
+    min_lr_ratio: float = ranged(0.0, ge=0, le=1)  # cosine / linear decay ends at min_lr_ratio x lr instead of 0
+    max_tokens: Optional[int] = ranged(None, ge=1)  # stop once this many training tokens were seen (wins over epochs)
+    save_at_tokens: list[int] = field(default_factory=list)  # also checkpoint at these token counts (kept)
     zero_stage: ZeroStage = 2
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: bool = False
@@ -133,6 +151,7 @@ class JudgeConfig:
     retry_after_cap_s: float = ranged(120.0, gt=0)
     # this many items in a row failing after all their retries stop the judge with one error line
     max_consecutive_failures: int = ranged(10, ge=1)
+    pass_k: int = ranged(1, ge=1)  # kind: reference with eval.num_samples n > 1: the unbiased pass@k (math / code scorers)
 
 
 @dataclass
@@ -144,6 +163,11 @@ class EvalConfig:
     num_items: Optional[int] = ranged(None, ge=1)  # first N items only (quick looks)
     backend: Backend = "auto"
     merge_lora: bool = True  # hf backend: fold a LoRA adapter into the weights first (faster, same outputs)
+    # -- sampling protocols (HumanEval pass@1 from n samples, GSM8K k-shot) --
+    top_p: float = ranged(1.0, gt=0, le=1)  # nucleus sampling (sampled decoding only)
+    num_samples: int = ranged(1, ge=1)  # answers per item (> 1 needs temperature > 0.01); the reference judge: pass@k
+    fewshot: int = ranged(0, ge=0)  # k solved examples before each question, drawn once from fewshot_file by train.seed
+    fewshot_file: Optional[str] = None  # eval-set format lines: their "question" and "std_answer"
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
@@ -171,6 +195,18 @@ class RunConfig:
                         f"train.micro_batch_size {t.micro_batch_size}"))
         if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:
             out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
+        if t.betas is not None and (len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas)):
+            out.append(("train.betas", f"expected two numbers in [0, 1), got {t.betas!r}"))
+        if any(n <= 0 for n in t.save_at_tokens):
+            out.append(("train.save_at_tokens", f"token counts must be > 0, got {t.save_at_tokens}"))
+        ev = self.eval
+        if ev.num_samples > 1 and ev.temperature <= 0.01:
+            out.append(("eval.num_samples", f"{ev.num_samples} samples per item need eval.temperature > 0.01 "
+                        f"(got {ev.temperature}: greedy answers would all be the same)"))
+        if ev.fewshot and not ev.fewshot_file:
+            out.append(("eval.fewshot_file", f"eval.fewshot: {ev.fewshot} needs a file of solved examples"))
+        if ev.judge.pass_k > ev.num_samples:
+            out.append(("eval.judge.pass_k", f"expected 1 .. eval.num_samples ({ev.num_samples}), got {ev.judge.pass_k}"))
         return out
 
 
@@ -253,12 +289,18 @@ class PlanConfig:
 class TaskSpec:
     name: str = named("task")
     path: str = ""
-    kind: TaskKind = "choice"  # choice (log-likelihood of options) | generation (offline scorer)
+    # choice (log-likelihood of options) | generation (offline scorer) | lm_eval (a harness task;
+    # path: optional folder of task YAMLs; lorafull.analysis.harness)
+    kind: TaskKind = "choice"
     scorer: Optional[Scorer] = None  # for generation tasks
     # (analysis) choice tasks: which accuracy is the task's score: acc | acc_norm (length-normalised)
-    metric: TaskMetric = "acc"
+    # (lm_eval tasks: the harness's metric name, e.g. exact_match,strict-match)
+    metric: str = "acc"
     num_items: Optional[int] = ranged(None, ge=1)  # (analysis) first N items only; null = all
     max_new_tokens: Optional[int] = ranged(None, ge=1)  # (analysis) generation tasks; null = the run's eval.max_new_tokens
+    # -- lm_eval tasks --
+    harness_task: Optional[str] = None  # the harness's task name (hellaswag, gsm8k ...); null = name
+    num_fewshot: Optional[int] = ranged(None, ge=0)  # null = the harness task's default
 
 
 @dataclass
@@ -273,8 +315,11 @@ class AnalysisConfig:
         out, seen = [], set()
         for group in ("target_tasks", "source_tasks"):
             for i, task in enumerate(getattr(self, group)):
-                if not task.path:
+                if not task.path and task.kind != "lm_eval":  # an lm_eval task may name the harness's own
                     out.append((f"analysis.{group}[{i}].path", "every task needs a path"))
+                if task.kind == "choice" and task.metric not in CHOICE_METRICS:
+                    out.append((f"analysis.{group}[{i}].metric",
+                                f"expected one of {', '.join(CHOICE_METRICS)}, got {task.metric!r}"))
                 if task.kind == "generation" and task.scorer is None:
                     out.append((f"analysis.{group}[{i}].scorer", "a generation task needs a scorer: math, code or text"))
                 if task.name in seen:

@@ -122,6 +122,7 @@ def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
     run.data.train = fix(run.data.train)
     run.data.cache_dir = fix(run.data.cache_dir) or str((study_dir / "cache" / "tokenized").resolve())
     run.eval.eval_set = fix(run.eval.eval_set)
+    run.eval.fewshot_file = fix(run.eval.fewshot_file)
     run.eval.judge.prompts = fix(run.eval.judge.prompts)
     run.eval.judge.cache = fix(run.eval.judge.cache) or str((study_dir / "cache" / "judge.sqlite").resolve())
 
@@ -224,7 +225,8 @@ def _study_sections(raw: dict, where: _Where) -> dict:
     for key, why in analysis.problems():
         raise ConfigError(f"{where.at(key)}: {why}")
     for task in analysis.target_tasks + analysis.source_tasks:
-        task.path = str(Path(task.path.replace("{study_dir}", section.output_dir)).expanduser().resolve())
+        if task.path:  # (an lm_eval task may have none: the harness's own task)
+            task.path = str(Path(task.path.replace("{study_dir}", section.output_dir)).expanduser().resolve())
     return {"study": section, "slurm": _build(SlurmConfig, raw.get("slurm") or {}, where, "slurm"),
             "plan": _build(PlanConfig, raw.get("plan") or {}, where, "plan"), "analysis": analysis,
             "base": _build(RunConfig, raw.get("base") or {}, where, "base")}

@@ -7,7 +7,8 @@
     format_prompt(question, tokenizer, "belle")               # the text before an answer (generation)
 
 Settings (data section of a run): train (file), format (alpaca | conversations | text | auto),
-num_samples (subset), max_length, template (belle | chat), packing, cache_dir.
+num_samples (subset), num_tasks + task_field (the records of k tasks, lorafull.data.tasks, before
+num_samples), max_length, template (belle | chat), packing, cache_dir.
 
 Subsets: `num_samples: k` takes the first k entries of one fixed permutation of the file's usable
 samples (seeded by train.seed), so with the same seed the 0.6M subset lies inside the 2M subset,
@@ -143,6 +144,11 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"data.cache_dir: cannot create {cache_dir}: {e.strerror}") from None
+    if data.num_tasks is not None:  # the records of k tasks, as their own file (lorafull.data.tasks)
+        from lorafull.data.tasks import task_subset_file
+
+        path = task_subset_file(path, data.task_field, data.num_tasks, run.train.seed, cache_dir,
+                                source_sha256(path, cache_dir))
     key = cache_key(source_sha256(path, cache_dir), tokenizer_fingerprint(tokenizer), data.template,
                     data.max_length, fmt, bool(data.packing))
     folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key)

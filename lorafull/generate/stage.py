@@ -5,7 +5,10 @@
 Eval set (eval.eval_set, .json or .jsonl, one object per line): BELLE's fields "question", "class",
 "std_answer"; "id" is optional (default: the line's index). eval.num_items keeps the first N.
 Each line of responses.jsonl: {"id", "class", "question", "std_answer", "response", "tokens" (new
-tokens, EOS included), "seconds" (the batch's wall time shared among its items)}.
+tokens, EOS included), "seconds" (the batch's wall time shared among its items)}; with eval.num_samples
+n > 1 also "samples" (all n answers; "response" is the first), scored as pass@k by the reference judge.
+eval.top_p: nucleus sampling. eval.fewshot k: k solved examples of eval.fewshot_file, drawn once by
+train.seed, precede every question (the template wraps the whole).
 
 The prompt is the run's template applied exactly as in training (lorafull.data.encode_prompt).
 Decoding: eval.temperature <= 0.01 is greedy -- the BELLE paper's 0.001 samples from a distribution so
@@ -19,8 +22,10 @@ vLLM's LoRARequest; otherwise Hugging Face generate in length-sorted, left-padde
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -85,6 +90,23 @@ def pending_items(run_dir: Path, items: list[dict]) -> list[dict]:
     return [it for it in items if str(it["id"]) not in done]
 
 
+@functools.lru_cache(maxsize=8)
+def fewshot_prefix(path: Optional[str], k: int, seed: int) -> str:
+    """k solved examples ("question\nanswer\n\n" each), drawn once from the file by the seed."""
+    if not k:
+        return ""
+    pool = read_eval_set(path)
+    if k > len(pool):
+        raise EvalSetError(f"{path}: eval.fewshot: {k} examples asked, the file has {len(pool)}")
+    picked = random.Random(seed).sample(pool, k)
+    return "".join(f"{it['question']}\n{it['std_answer']}\n\n" for it in picked)
+
+
+def prompt_question(cfg: RunConfig, item: dict) -> str:
+    """The question as the model sees it: after the run's few-shot examples (eval.fewshot), if any."""
+    return fewshot_prefix(cfg.eval.fewshot_file, cfg.eval.fewshot, cfg.train.seed) + item["question"]
+
+
 def choose_backend(requested: str) -> str:
     if requested in ("hf", "vllm"):
         return requested
@@ -110,15 +132,17 @@ def left_pad(batch_ids: list[list[int]], pad_id: int):
     return input_ids, mask
 
 
-def generate_batch(model, tokenizer, batch_ids: list[list[int]], max_new_tokens: int, temperature: float):
-    """Decoded answers and their token counts (up to and including EOS) for one batch of prompts."""
+def generate_batch(model, tokenizer, batch_ids: list[list[int]], max_new_tokens: int, temperature: float,
+                   top_p: float = 1.0, n: int = 1):
+    """Decoded answers and their token counts (up to and including EOS) for one batch of prompts: n answers
+    per prompt, consecutive (n > 1 samples)."""
     import torch
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids, mask = left_pad(batch_ids, pad_id)
     device = next(model.parameters()).device
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0} if temperature > GREEDY_BELOW \
-        else {"do_sample": False}
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "num_return_sequences": n} \
+        if temperature > GREEDY_BELOW else {"do_sample": False}
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_new_tokens, pad_token_id=pad_id,
@@ -153,18 +177,19 @@ def run_hf(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[dict
 
     model, tokenizer = load_for_generation(run_dir, cfg)
     torch.manual_seed(cfg.train.seed)
-    encoded = [(item, encode_prompt(item["question"], tokenizer, cfg.data.template)) for item in todo]
+    encoded = [(item, encode_prompt(prompt_question(cfg, item), tokenizer, cfg.data.template)) for item in todo]
     # longest first: similar lengths share a batch (little padding) and an out-of-memory shows at once
     encoded.sort(key=lambda pair: -len(pair[1]))
     size = max(1, cfg.eval.batch_size)
     for start in range(0, len(encoded), size):
         chunk = encoded[start:start + size]
         t0 = time.perf_counter()
+        n = cfg.eval.num_samples
         texts, counts = generate_batch(model, tokenizer, [ids for _, ids in chunk], cfg.eval.max_new_tokens,
-                                       cfg.eval.temperature)
+                                       cfg.eval.temperature, cfg.eval.top_p, n)
         per_item_s = (time.perf_counter() - t0) / len(chunk)
-        for (item, _), text, n in zip(chunk, texts, counts):
-            emit(item, text, n, per_item_s)
+        for i, (item, _) in enumerate(chunk):
+            emit(item, texts[i * n:(i + 1) * n], sum(counts[i * n:(i + 1) * n]), per_item_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,15 +220,16 @@ def run_vllm(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[di
         llm = LLM(model=str(final), dtype=dtype, seed=cfg.train.seed)
     greedy = cfg.eval.temperature <= GREEDY_BELOW
     params = SamplingParams(temperature=0.0 if greedy else cfg.eval.temperature, max_tokens=cfg.eval.max_new_tokens,
-                            seed=cfg.train.seed)
+                            seed=cfg.train.seed, top_p=cfg.eval.top_p, n=cfg.eval.num_samples)
     for start in range(0, len(todo), chunk_items):  # chunks: results reach the file as they come
         chunk = todo[start:start + chunk_items]
-        prompts = [{"prompt_token_ids": encode_prompt(it["question"], tokenizer, cfg.data.template)} for it in chunk]
+        prompts = [{"prompt_token_ids": encode_prompt(prompt_question(cfg, it), tokenizer, cfg.data.template)}
+                   for it in chunk]
         t0 = time.perf_counter()
         outputs = llm.generate(prompts, params, lora_request=lora_request, use_tqdm=False)
         per_item_s = (time.perf_counter() - t0) / len(chunk)
         for item, out in zip(chunk, outputs):
-            emit(item, out.outputs[0].text.strip(), len(out.outputs[0].token_ids), per_item_s)
+            emit(item, [o.text.strip() for o in out.outputs], sum(len(o.token_ids) for o in out.outputs), per_item_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +248,8 @@ def _generate_locked(run_dir: Path, cfg: RunConfig, items: list[dict], progress:
 
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
+    if backend == "vllm" and cfg.method.kind not in ("full", "lora") and cfg.eval.backend == "auto":
+        backend = "hf"  # vLLM serves plain LoRA adapters only: DoRA, IA3, prompts, bottlenecks go through HF
     write_status(run_dir, "running", stage="generate")
     stats = {"items": len(items), "generated": 0, "backend": backend, "new_tokens": 0, "seconds": 0.0}
     if todo:
@@ -229,8 +257,9 @@ def _generate_locked(run_dir: Path, cfg: RunConfig, items: list[dict], progress:
         with JsonlWriter(RunPaths.of(run_dir).responses) as writer, \
                 tqdm(total=len(todo), desc=f"generate {run_dir.name}", disable=not progress, unit="item") as bar:
 
-            def emit(item: dict, response: str, tokens: int, seconds: float) -> None:
-                writer.write({**item, "response": response, "tokens": tokens, "seconds": round(seconds, 4)})
+            def emit(item: dict, samples: list[str], tokens: int, seconds: float) -> None:
+                more = {"samples": samples} if len(samples) > 1 else {}  # n samples: scored as pass@k
+                writer.write({**item, "response": samples[0], **more, "tokens": tokens, "seconds": round(seconds, 4)})
                 stats["generated"] += 1
                 stats["new_tokens"] += tokens
                 bar.update()

@@ -24,6 +24,30 @@ from lorafull.judge.sandbox import CodeResult, run_code  # noqa: F401 (CodeResul
 SCORERS = ("math", "code", "text")
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of Chen et al. 2021 from n samples of which c pass: 1 - C(n-c, k) / C(n, k),
+    as a running product (no huge binomials)."""
+    if n - c < k:
+        return 1.0
+    prob_all_fail = 1.0
+    for i in range(n - c + 1, n + 1):
+        prob_all_fail *= 1.0 - k / i
+    return 1.0 - prob_all_fail
+
+
+def samples_score(scorer: str, values: list[Optional[float]], k: int = 1) -> Optional[float]:
+    """One item's score from its samples' scores: pass@k for the pass/fail scorers (math, code; an unscorable
+    sample fails), the mean for text; None when no sample could be scored."""
+    if all(v is None for v in values):
+        return None
+    if len(values) == 1:
+        return values[0]
+    if scorer in ("math", "code"):
+        return pass_at_k(len(values), sum(v == 1.0 for v in values), k)
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known)
+
+
 def score(scorer: str, response: str, reference: str, **kw) -> Optional[float]:
     """Dispatch to a scorer by name; kw go to the scorer (e.g. timeout_s, mem_mb for code)."""
     if scorer == "math":

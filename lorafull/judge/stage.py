@@ -139,14 +139,17 @@ def _row(item: dict, **fields) -> dict:
 
 
 def judge_reference(todo: list[dict], cfg: JudgeConfig, writer, bar) -> None:
-    from lorafull.judge.scorers import score
+    from lorafull.judge.scorers import samples_score, score
 
     scorers = {normalize_class(k): v for k, v in cfg.scorers.items()}
     for item in todo:
         name = scorers.get(normalize_class(item["class"]), "text")
+        samples = item.get("samples") or [item.get("response", "")]  # n samples (eval.num_samples): pass@k
         kw = {"unsafe": cfg.unsafe_code_execution} if name == "code" else {}
-        value = score(name, item.get("response", ""), item.get("std_answer", ""), **kw)
-        writer.write(_row(item, score=value, judge=f"reference:{name}", reply=None, tokens=0, cost=0.0))
+        values = [score(name, s, item.get("std_answer", ""), **kw) for s in samples]
+        more = {"sample_scores": values, "pass_k": cfg.pass_k} if len(samples) > 1 else {}
+        writer.write(_row(item, score=samples_score(name, values, cfg.pass_k), judge=f"reference:{name}", reply=None,
+                          tokens=0, cost=0.0, **more))
         bar.update()
 
 

@@ -1,11 +1,12 @@
-"""Models: load a base, apply the method (full | lora), count parameters, load a run's final model.
+"""Models: load a base, apply the method (lorafull.models.methods), count parameters, load a run's final model.
 
     python -c "from lorafull.models.load import *; print(count_params_meta('llama-7b', MethodConfig()))"
 
 The run folder's final/ is the contract between training and every later stage:
 - full FT: final/ is a Hugging Face model folder (config.json, *.safetensors) plus the tokenizer;
-- LoRA:    final/ is a peft adapter folder (adapter_config.json, adapter_model.safetensors) plus the
-           tokenizer; adapter_config.json's base_model_name_or_path is the resolved base folder.
+- LoRA and the other peft methods: final/ is a peft adapter folder (adapter_config.json,
+           adapter_model.safetensors) plus the tokenizer; base_model_name_or_path is the resolved base;
+- adapter: final/ holds bottleneck_config.json (naming the base) and bottleneck_adapter.safetensors.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def resolve_run_reference(name_or_path: str, run_dir: Path) -> str:
         return name_or_path
     parent_dir = Path(run_dir).parent / name_or_path[len("run:"):]
     paths = RunPaths.of(parent_dir)
-    if (paths.final / "adapter_config.json").exists():
-        if not (paths.merged / "config.json").exists():
+    if (paths.final / "adapter_config.json").exists() or (paths.final / "bottleneck_config.json").exists():
+        if not (paths.merged / "config.json").exists():  # merge_run says which methods cannot merge
             from lorafull.models.merge import merge_run  # local import: merge needs peft
 
             merge_run(parent_dir)
@@ -58,32 +59,16 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def load_model_folder(folder: str | os.PathLike, dtype: str, merge: bool = False):
-    """A plain HF model folder, or a peft adapter folder on its base (adapter_config.json names it):
-    the one place an adapter is loaded. merge=True folds the adapter into the base weights."""
-    from transformers import AutoModelForCausalLM
-
-    folder = Path(folder)
-    if (folder / "adapter_config.json").exists():
-        from peft import PeftConfig, PeftModel
-
-        base_path = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype(dtype))
-        model = PeftModel.from_pretrained(base, str(folder))
-        return model.merge_and_unload() if merge else model
-    if (folder / "config.json").exists():
-        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype))
-    raise FileNotFoundError(f"{folder}: neither a model (config.json) nor an adapter (adapter_config.json)")
-
-
 def load_final(run_dir: str | os.PathLike, dtype: Optional[str] = None, merge: bool = False):
-    """(model, tokenizer) of a finished run, in eval mode. LoRA runs come back as a PeftModel
-    (or merged into the base weights when merge=True)."""
+    """(model, tokenizer) of a finished run, in eval mode. Adapter runs come back as a PeftModel (merged into
+    the base weights when merge=True and the method merges) or a base with bottleneck adapters."""
+    from lorafull.models.methods import is_trained_folder, load_trained_folder
+
     paths = RunPaths.of(run_dir)
     cfg: RunConfig = load_run_config(run_dir)
-    if not (paths.final / "adapter_config.json").exists() and not (paths.final / "config.json").exists():
+    if not is_trained_folder(paths.final):
         raise FileNotFoundError(f"{paths.final}: no finished model (run python -m lorafull.train {run_dir} first)")
-    model = load_model_folder(paths.final, dtype or cfg.model.dtype, merge=merge)
+    model = load_trained_folder(paths.final, torch_dtype(dtype or cfg.model.dtype), merge=merge)
     tokenizer = load_tokenizer(str(paths.final))
     model.eval()
     return model, tokenizer
@@ -188,19 +173,10 @@ def resolve_target_modules(model, target_modules) -> Union[str, list[str]]:
 
 
 def apply_method(model, method_cfg: MethodConfig, seed: int = 0):
-    """full: every parameter trains. lora: peft LoRA adapters on the target modules, the base frozen.
-    The RNG is seeded first so every process (and every rerun) starts from the same LoRA A."""
-    if method_cfg.kind == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
+    """The run's method applied to the model (lorafull.models.methods, where every kind is described)."""
+    from lorafull.models.methods import apply_method as apply
 
-    config = LoraConfig(r=method_cfg.r, lora_alpha=method_cfg.alpha, lora_dropout=method_cfg.dropout,
-                        target_modules=resolve_target_modules(model, method_cfg.target_modules),
-                        bias="none", task_type="CAUSAL_LM")
-    torch.manual_seed(seed)
-    return get_peft_model(model, config)
+    return apply(model, method_cfg, seed)
 
 
 def _numel(p) -> int:
@@ -209,13 +185,16 @@ def _numel(p) -> int:
 
 
 def param_counts(model) -> dict:
-    """{"total", "trainable", "added"}: added = parameters the method introduced (LoRA A/B), 0 for full."""
+    """{"total", "trainable", "added"}: added = parameters the method introduced (LoRA A/B, adapters...),
+    0 for full."""
+    from lorafull.models.methods import is_added
+
     total = trainable = added = 0
     for name, p in model.named_parameters():
         n = _numel(p)
         total += n
         trainable += n if p.requires_grad else 0
-        added += n if "lora_" in name else 0
+        added += n if is_added(name) else 0
     return {"total": total, "trainable": trainable, "added": added}
 
 

@@ -22,9 +22,14 @@ def merge_run(run_dir: str | os.PathLike) -> Path:
     from lorafull.config import load_run_config
     from lorafull.models.load import load_final, torch_dtype
 
+    from lorafull.models.bottleneck import is_adapter_folder
+
     paths = RunPaths.of(run_dir)
     if (paths.final / "config.json").exists() and not (paths.final / "adapter_config.json").exists():
         return paths.final
+    if is_adapter_folder(paths.final) or load_run_config(run_dir).method.kind in ("prompt", "prefix"):
+        raise ValueError(f"{paths.final}: method.kind {load_run_config(run_dir).method.kind} adds layers or "
+                         "inputs that cannot be folded into the base weights: no merged model to build")
     if not (paths.final / "adapter_config.json").exists():
         raise FileNotFoundError(f"{paths.final}: no finished adapter (run python -m lorafull.train {run_dir} first)")
     if (paths.merged / "config.json").exists():

@@ -5,7 +5,7 @@ hours per epoch of every run.
 
 For every run (launch.grid --dry-run prints the same table):
 - trainable / total / added parameters, counted on the meta device (lorafull.plan.params);
-- tokens = samples x tokens/sample x epochs (lorafull.plan.tokens: counted from the data file, set by
+- tokens = samples x tokens/sample x epochs (train.max_tokens replaces epochs; lorafull.plan.tokens: counted from the data file, set by
   plan.avg_tokens_per_sample, or assumed max_length / 2, which the row then says);
 - memory per GPU by part, and whether it fits slurm.gpu_mem_gb with plan.mem_margin free
   (lorafull.plan.memory);

@@ -61,8 +61,7 @@ def _count(arch: str, method_key: str) -> dict:
 def count_params(arch: str, run: RunConfig) -> dict:
     """{"total", "trainable", "added"}, cached: a grid shares a handful of (arch, method) pairs."""
     m = run.method
-    key = {"kind": m.kind} if m.kind == "full" else {
-        "kind": m.kind, "r": m.r, "alpha": m.alpha, "dropout": m.dropout, "target_modules": m.target_modules}
+    key = {"kind": m.kind} if m.kind == "full" else dict(vars(m))  # every setting of an adapting method
     return _count(arch, json.dumps(key, sort_keys=True))
 
 

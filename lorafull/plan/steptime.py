@@ -41,7 +41,7 @@ TORCH_CPU_ADAMW_BYTES = 80
 
 def flops_per_token(run: RunConfig, arch: dict, counts: dict, tokens_per_sample: float) -> float:
     h, L, V = arch["hidden_size"], arch["num_hidden_layers"], arch["vocab_size"]
-    n_matmul = counts["total"] - counts["trainable"] - V * h if run.method.kind == "lora" else counts["total"] - V * h
+    n_matmul = counts["total"] - counts["trainable"] - V * h if run.method.kind != "full" else counts["total"] - V * h
     attention = 4 * L * h * tokens_per_sample  # forward: QK^T and attention x V
     if run.method.kind == "full":
         flops = 6 * n_matmul + 3 * attention

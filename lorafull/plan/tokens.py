@@ -1,4 +1,5 @@
-"""Tokens a run trains on: samples x tokens per sample x epochs (capped by train.max_steps).
+"""Tokens a run trains on: samples x tokens per sample x epochs (train.max_tokens replaces epochs;
+capped by train.max_steps).
 
 Library module (no command): lorafull.plan.estimate uses it.
 
@@ -176,16 +177,19 @@ def token_estimate(run: RunConfig, study: Study) -> dict:
         notes.append(f"tokens/sample assumed {per_sample:g} (max_length/2): {where} is not readable here; "
                      f"set plan.avg_tokens_per_sample")
     samples = run.data.num_samples
-    if samples is None:
-        samples = records
+    tc = run.train
+    if samples is None:  # the file's records; else a token budget alone sizes the run (one pass over it)
+        samples = records if records is not None or tc.max_tokens is None else tc.max_tokens / per_sample
     elif records is not None:
         samples = min(samples, records)
-    epochs = run.train.epochs
+    epochs = tc.epochs
     if samples is None:
         notes.append("unknown number of samples: set data.num_samples")
         return {"samples": None, "tokens_per_sample": per_sample, "tokens_source": source, "tokens": None,
                 "epochs": epochs, "notes": notes}
-    if run.train.max_steps is not None:
-        epochs = min(epochs, run.train.max_steps * run.train.global_batch_size / max(samples, 1))
+    if tc.max_tokens is not None:  # as in training: a token budget replaces epochs, max_steps caps
+        epochs = tc.max_tokens / max(samples * per_sample, 1)
+    if tc.max_steps is not None:
+        epochs = min(epochs, tc.max_steps * tc.global_batch_size / max(samples, 1))
     return {"samples": samples, "tokens_per_sample": per_sample, "tokens_source": source,
             "tokens": samples * per_sample * epochs, "epochs": epochs, "notes": notes}

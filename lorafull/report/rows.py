@@ -64,8 +64,8 @@ def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
 def _method(cfg) -> Optional[str]:
     if cfg is None:
         return None
-    if cfg.method.kind == "lora":
-        return f"lora r={cfg.method.r}"
+    if cfg.method.kind in ("lora", "dora", "loha"):
+        return f"{cfg.method.kind} r={cfg.method.r}"
     return cfg.method.kind
 
 

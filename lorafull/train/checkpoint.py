@@ -7,7 +7,8 @@
 
 Every rank writes into checkpoints/.tmp-step-N/; when all are done, rank 0 writes trainer_state.json
 and renames the folder to step-N. Only names matching step-N with a trainer_state.json count, so a
-half-written temporary folder is ignored (and removed by the next job). The last `keep` are kept.
+half-written temporary folder is ignored (and removed by the next job). The last `keep` are kept, and
+every pinned step (train.save_at_tokens) for good.
 
 Nothing in a checkpoint folder is unpickled: RNG state is tensors and numbers read with
 torch.load(weights_only=True), and DeepSpeed's engine/ files go through SafeCheckpointEngine (the
@@ -43,8 +44,8 @@ def checkpoint_step(path: Path) -> int:
 
 
 class Checkpoints:
-    def __init__(self, root: Path, keep: int = 2, is_main: bool = True):
-        self.root, self.keep, self.is_main = Path(root), max(1, keep), is_main
+    def __init__(self, root: Path, keep: int = 2, is_main: bool = True, pinned: frozenset = frozenset()):
+        self.root, self.keep, self.is_main, self.pinned = Path(root), max(1, keep), is_main, pinned
 
     def complete(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
@@ -88,7 +89,8 @@ class Checkpoints:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             for old in self.complete()[:-self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
+                if checkpoint_step(old) not in self.pinned:
+                    shutil.rmtree(old, ignore_errors=True)
         dist.barrier()
         return final
 

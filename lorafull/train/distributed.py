@@ -261,6 +261,8 @@ def ds_config(train, dtype: str, world_size: int, grad_accum: int, on_gpu: Optio
         "wall_clock_breakdown": False,
         # a torch optimizer under offload: fine on the CPU accelerator, where there is nothing to offload
         "zero_force_ds_cpu_optimizer": False,
+        # ZeRO refuses a client optimizer it has not tested (our Lion) unless told; it only shards states
+        "zero_allow_untested_optimizer": True,
     }
     if train.grad_clip and train.grad_clip > 0:
         config["gradient_clipping"] = train.grad_clip

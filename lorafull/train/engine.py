@@ -4,8 +4,8 @@ Both expose the same five operations, so the loop in train.py never asks which o
     forward_backward(batch) -> loss      one micro-batch (the engine scales for accumulation)
     optimizer_step() -> grad_norm        once per global step (DeepSpeed steps inside its own boundary)
     lr(), save(folder), load(folder), export_state_dict(trainable_only)
-Both use the same optimizer (torch AdamW, decay on matrices only) and the same schedule, so a run
-means the same thing under either.
+Both use the same optimizer (train.optimizer: torch AdamW or our Lion, decoupled decay on matrices only)
+and the same schedule, so a run means the same thing under either.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from lorafull.train.checkpoint import safe_checkpoint_engine
 from lorafull.models.load import torch_dtype
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, kind: str):
+def lr_lambda(total_steps: int, warmup_steps: int, kind: str, min_ratio: float = 0.0):
     """Multiplier of the peak lr at optimizer step s (0-based): linear warmup reaching the peak at the
-    last warmup step, then cosine / linear decay to 0 at the last step, or constant."""
+    last warmup step, then cosine / linear decay to min_ratio (the floor) at the last step, or constant."""
 
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -30,9 +30,8 @@ def lr_lambda(total_steps: int, warmup_steps: int, kind: str):
         if kind == "constant":
             return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if kind == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        decay = 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return min_ratio + (1.0 - min_ratio) * decay
 
     return f
 
@@ -43,8 +42,12 @@ def warmup_steps_of(train, total_steps: int) -> int:
     return min(int(math.ceil(train.warmup_ratio * total_steps)), total_steps)
 
 
+DEFAULT_BETAS = {"adamw": (0.9, 0.999), "lion": (0.9, 0.99)}
+
+
 def build_optimizer(model, train, cpu_adam: bool = False):
-    """AdamW with weight decay on weight matrices only (norm gains and biases are not decayed)."""
+    """train.optimizer (AdamW or Lion) with decoupled weight decay on weight matrices only (norm gains and
+    biases are not decayed)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -52,16 +55,21 @@ def build_optimizer(model, train, cpu_adam: bool = False):
     groups = [{"params": decay, "weight_decay": train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
+    betas = tuple(train.betas) if train.betas else DEFAULT_BETAS[train.optimizer]
+    if train.optimizer == "lion":
+        from lorafull.train.lion import Lion
+
+        return Lion(groups, lr=train.lr, betas=betas)
     if cpu_adam:  # ZeRO-Offload on GPUs: the optimizer step runs on the host, vectorised
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-        return DeepSpeedCPUAdam(groups, lr=train.lr, adamw_mode=True)
-    return torch.optim.AdamW(groups, lr=train.lr)
+        return DeepSpeedCPUAdam(groups, lr=train.lr, betas=betas, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=betas)
 
 
 def _scheduler(optimizer, train, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total_steps, warmup_steps_of(train, total_steps), train.scheduler))
+        optimizer, lr_lambda(total_steps, warmup_steps_of(train, total_steps), train.scheduler, train.min_lr_ratio))
 
 
 def _to_dtype(state: dict, dtype: torch.dtype) -> dict:
@@ -102,6 +110,9 @@ class TorchEngine:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
+    def stepping_optimizer(self):
+        return self.optimizer
+
     def _trainable_state(self) -> dict:
         return {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
 
@@ -133,9 +144,10 @@ class DeepSpeedEngine:
     def __init__(self, model, run, total_steps: int, grad_accum: int, world_size: int):
         import deepspeed
 
-        self.stage, self.lora = run.train.zero_stage, run.method.kind == "lora"
+        self.stage, self.lora = run.train.zero_stage, run.method.kind != "full"  # lora: any frozen-base method
         config = dist.ds_config(run.train, run.model.dtype, world_size, grad_accum)
-        optimizer = build_optimizer(model, run.train, cpu_adam=run.train.offload and torch.cuda.is_available())
+        cpu_adam = run.train.offload and torch.cuda.is_available() and run.train.optimizer == "adamw"
+        optimizer = build_optimizer(model, run.train, cpu_adam=cpu_adam)
         # the schedule wraps the inner torch optimizer: ZeRO's wrapper is not a torch Optimizer, but
         # shares its param_groups, so the lr set here is the lr DeepSpeed steps with
         self.scheduler = _scheduler(optimizer, run.train, total_steps)
@@ -159,6 +171,11 @@ class DeepSpeedEngine:
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def stepping_optimizer(self):
+        """The torch optimizer DeepSpeed steps (inside ZeRO's or the bf16 wrapper, when there is one)."""
+        wrapper = self.engine.optimizer
+        return getattr(wrapper, "optimizer", wrapper)
 
     def save(self, folder: Path, rank: int) -> None:
         # LoRA: the frozen base is reloaded from its folder, so only adapters + optimizer are saved

@@ -41,6 +41,22 @@ class BatchOrder:
         return int(self.lengths[self.global_indices(step)].sum())
 
 
+def steps_to_reach(order: BatchOrder, token_counts: list[int], limit: int) -> list[int]:
+    """For each token count, the number of optimizer steps after which the tokens seen first reach it
+    (a token budget of continued pretraining, or a checkpoint "at 1B tokens"); None past `limit` steps.
+    The order is fixed by the seed, so this is known before training, for the schedule's length."""
+    targets = sorted(set(int(t) for t in token_counts))
+    found: dict[int, int] = {}
+    seen, step = 0, 0
+    while len(found) < len(targets) and step < limit:
+        seen += order.tokens(step)
+        step += 1
+        for t in targets:
+            if t not in found and seen >= t:
+                found[t] = step
+    return [found.get(int(t)) for t in token_counts]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)

@@ -72,13 +72,26 @@ class Trainer:
         if self.order.steps_per_epoch == 0:
             raise ValueError(f"train.global_batch_size: {tc.global_batch_size} is more than the "
                              f"{len(self.dataset)} training samples of {run.data.train}")
-        self.total_steps = (tc.max_steps if tc.max_steps is not None
-                            else math.ceil(tc.epochs * self.order.steps_per_epoch))
-        if self.total_steps <= 0:
-            raise ValueError("train.epochs / train.max_steps: no optimizer step to take")
+        self._plan_steps()
 
         self._setup_model()
         self._resume()
+
+    def _plan_steps(self) -> None:
+        """total_steps from max_steps, else a token budget, else epochs; and the steps of save_at_tokens."""
+        from lorafull.train.order import steps_to_reach
+
+        tc = self.run.train
+        limit = tc.max_steps if tc.max_steps is not None else math.ceil(tc.epochs * self.order.steps_per_epoch)
+        if tc.max_tokens is not None and tc.max_steps is None:
+            # the budget may need more passes than train.epochs says: a token budget wins over epochs
+            (budget_step,) = steps_to_reach(self.order, [tc.max_tokens], 10 ** 9)
+            limit = budget_step
+        self.total_steps = limit
+        if self.total_steps <= 0:
+            raise ValueError("train.epochs / train.max_steps / train.max_tokens: no optimizer step to take")
+        at = steps_to_reach(self.order, list(tc.save_at_tokens), self.total_steps)
+        self.pinned_steps = frozenset(s for s in at if s is not None)
 
     def _setup_data(self) -> None:
         """The base prepared once, the tokenizer, and the tokenized training set (rank 0 fills the cache)."""
@@ -133,7 +146,8 @@ class Trainer:
     def _resume(self) -> None:
         from lorafull.train.metrics import MetricsLog
 
-        self.ckpts = Checkpoints(self.paths.checkpoints, self.run.train.keep_checkpoints, self.is_main)
+        self.ckpts = Checkpoints(self.paths.checkpoints, self.run.train.keep_checkpoints, self.is_main,
+                                 self.pinned_steps)
         self.ckpts.remove_partial()
         latest = self.ckpts.latest()
         self.step, self.tokens_seen, self.time_before_s, self.resumed_from = 0, 0, 0.0, None
@@ -200,7 +214,8 @@ class Trainer:
                 self.metrics.step(record)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 window_losses, window_tokens, window_t0 = [], 0, time.perf_counter()
-            if tc.save_every_steps and self.step % tc.save_every_steps == 0 and self.step < self.total_steps:
+            periodic = tc.save_every_steps and self.step % tc.save_every_steps == 0
+            if (periodic or self.step in self.pinned_steps) and self.step < self.total_steps:
                 self.save_checkpoint()
             if self._step_sleep_s:
                 time.sleep(self._step_sleep_s)
@@ -226,19 +241,24 @@ class Trainer:
     def save_final(self) -> None:
         from lorafull.models.load import torch_dtype
 
-        lora = self.run.method.kind == "lora"
+        adapted = self.run.method.kind != "full"  # a frozen base: only the added weights are saved
         # adapters stay fp32 (small, and merging adds them to the base exactly); full weights in model.dtype
-        dtype = torch.float32 if lora else torch_dtype(self.run.model.dtype)
-        state = self.engine.export_state_dict(trainable_only=lora, dtype=dtype)
+        dtype = torch.float32 if adapted else torch_dtype(self.run.model.dtype)
+        state = self.engine.export_state_dict(trainable_only=adapted, dtype=dtype)
         if self.is_main:
             final, tmp = self.paths.final, self.run_dir / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            model = self.engine.model  # PeftModel (saves only the adapter) or the HF model
-            if lora:
-                model.peft_config["default"].base_model_name_or_path = self.base_path
+            model = self.engine.model  # PeftModel (saves only the adapter), HF model (+ bottleneck adapters)
+            if self.run.method.kind == "adapter":
+                from lorafull.models.bottleneck import save_adapters
+
+                save_adapters(tmp, state, self.run.method.adapter_size, self.base_path)
             else:
-                model.config.dtype = dtype
-            model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
+                if adapted:
+                    model.peft_config["default"].base_model_name_or_path = self.base_path
+                else:
+                    model.config.dtype = dtype
+                model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
             self.tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -249,12 +269,15 @@ class Trainer:
 
         wall = self._elapsed_s()
         epochs = self.step / self.order.steps_per_epoch
+        opt = self.engine.stepping_optimizer()
         stats = dict(self.dataset.stats)
         return {"wall_time_s": round(wall, 3), "hours_per_epoch": wall / 3600 / epochs if epochs else None,
                 "steps": self.step, "epochs": round(epochs, 4), "tokens_seen": self.tokens_seen,
                 "trainable_params": self.counts["trainable"], "total_params": self.counts["total"],
                 "added_params": self.counts["added"], "world_size": self.env.world_size,
                 "device": device_name(self.device), "engine": self.engine_name, "dtype": self.run.model.dtype,
+                # what actually stepped, and its lr after the last step (the schedule's floor reached it?)
+                "optimizer": type(opt).__name__, "lr_after_last_step": opt.param_groups[0]["lr"],
                 "resumed_from": self.resumed_from,
                 "truncated": stats.get("truncated"), "skipped_empty": stats.get("skipped_empty"), "data": stats}
 
