@@ -57,7 +57,7 @@ class TrainConfig:
     epochs: float = 3.0
     max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs)
     global_batch_size: int = 32
-    micro_batch_size: int = 2
+    micro_batch_size: Union[int, str] = 2  # or auto: the largest that the memory model fits (lorafull.plan.auto)
     lr: float = 5.0e-6
     scheduler: str = "cosine"  # cosine | linear | constant
     warmup_ratio: float = 0.03
@@ -66,13 +66,18 @@ class TrainConfig:
     grad_clip: float = 1.0
     zero_stage: int = 2  # 0 | 1 | 2 | 3
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Union[bool, str] = False  # or auto: on only when no micro batch fits without it
     seed: int = 42
     save_every_steps: int = 500
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     deepspeed: bool = True  # false = the same loop without DeepSpeed (plain torch, 1 process)
     nproc: Optional[int] = None  # processes per node; default: GPUs per node, or 1 on the CPU
+    # the fast path (each off by default; README "Training speed" says what each one does)
+    adapter_dtype: str = "fp32"  # fp32 | compute: LoRA adapters computed in model.dtype, fp32 master kept
+    compile: bool = False  # torch.compile the model (peft wrapper included)
+    fused_kernels: bool = False  # Liger-Kernel RMSNorm/RoPE/SwiGLU/fused linear cross-entropy (CUDA only)
+    group_by_length: bool = False  # sort each global batch by length before cutting micro batches
 
 
 @dataclass

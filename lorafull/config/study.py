@@ -108,7 +108,13 @@ _NOT_IN_SIGNATURE = {
     "train.log_every_steps",
     "train.deepspeed",
     "train.nproc",
+    "train.adapter_dtype",  # the same fp32 master weights either way; only where the casts happen
+    "train.compile",
+    "train.fused_kernels",
 }
+# Settings that change what a run learns but were added later: left out of the payload while at their
+# default, so the signatures of runs that never set them stay what they were.
+_IN_SIGNATURE_WHEN_SET = {"train.group_by_length": False}
 
 
 def signature_payload(run: RunConfig, parent_signature: Optional[str] = None) -> dict:
@@ -119,6 +125,10 @@ def signature_payload(run: RunConfig, parent_signature: Optional[str] = None) ->
         for p in parts[:-1]:
             sub = sub.get(p, {})
         sub.pop(parts[-1], None)
+    for dotted, default in _IN_SIGNATURE_WHEN_SET.items():
+        section, key = dotted.split(".")
+        if d[section].get(key) == default:
+            d[section].pop(key, None)
     if run.parent is not None:
         # a chained run depends on what its parent learned, not on the parent's name
         d["model"]["name_or_path"] = f"run-signature:{parent_signature}"
@@ -184,15 +194,28 @@ def validate_run(run: RunConfig, where: str) -> None:
         bad("train.scheduler", f"expected cosine, linear or constant, got {run.train.scheduler!r}")
     if run.train.zero_stage not in (0, 1, 2, 3):
         bad("train.zero_stage", f"expected 0, 1, 2 or 3, got {run.train.zero_stage}")
-    if run.train.global_batch_size % run.train.micro_batch_size:
-        bad("train.global_batch_size", f"{run.train.global_batch_size} is not a multiple of micro_batch_size "
-            f"{run.train.micro_batch_size}")
+    _validate_speed_settings(run.train, bad)
     if run.eval.judge.kind not in ("openai", "reference"):
         bad("eval.judge.kind", f"expected openai or reference, got {run.eval.judge.kind!r}")
     if run.method.kind == "lora" and run.method.r <= 0:
         bad("method.r", "must be > 0")
     if run.model.name_or_path.startswith("scratch:") and not run.model.tokenizer:
         bad("model.tokenizer", "a scratch: model needs a tokenizer path")
+
+
+def _validate_speed_settings(train, bad) -> None:
+    """micro_batch_size / gradient_checkpointing: a value or auto; the fast-path enumerations."""
+    micro = train.micro_batch_size
+    if isinstance(micro, str) and micro != "auto":
+        bad("train.micro_batch_size", f"expected an integer or auto, got {micro!r}")
+    if isinstance(micro, int) and micro <= 0:
+        bad("train.micro_batch_size", f"must be > 0, got {micro}")
+    if isinstance(micro, int) and train.global_batch_size % micro:
+        bad("train.global_batch_size", f"{train.global_batch_size} is not a multiple of micro_batch_size {micro}")
+    if isinstance(train.gradient_checkpointing, str) and train.gradient_checkpointing != "auto":
+        bad("train.gradient_checkpointing", f"expected true, false or auto, got {train.gradient_checkpointing!r}")
+    if train.adapter_dtype not in ("fp32", "compute"):
+        bad("train.adapter_dtype", f"expected fp32 or compute, got {train.adapter_dtype!r}")
 
 
 def _default_name(point: dict) -> str:

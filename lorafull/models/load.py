@@ -176,9 +176,16 @@ def resolve_target_modules(model, target_modules) -> Union[str, list[str]]:
     return list(dict.fromkeys(names))
 
 
-def apply_method(model, method_cfg: MethodConfig, seed: int = 0):
+def apply_method(model, method_cfg: MethodConfig, seed: int = 0, adapter_dtype: Optional[torch.dtype] = None):
     """full: every parameter trains. lora: peft LoRA adapters on the target modules, the base frozen.
-    The RNG is seeded first so every process (and every rerun) starts from the same LoRA A."""
+    The RNG is seeded first so every process (and every rerun) starts from the same LoRA A.
+
+    adapter_dtype None: peft's default, adapters in fp32 and each adapted layer's input cast up to fp32
+    (a copy of every activation an adapter reads). A dtype: the adapters are held in it and the input
+    cast is off, so an adapter computes in the dtype its input arrives in (the compute dtype) -- pass
+    fp32 when the adapters are themselves the master weights (plain torch under autocast), the compute
+    dtype when the engine keeps an fp32 master copy (DeepSpeed bf16/fp16). dropout 0: peft puts an
+    Identity in place of the dropout, so no dropout kernel runs (tests/test_speed.py checks it)."""
     if method_cfg.kind == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -191,7 +198,15 @@ def apply_method(model, method_cfg: MethodConfig, seed: int = 0):
                         target_modules=resolve_target_modules(model, method_cfg.target_modules),
                         bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(seed)
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if adapter_dtype is not None:
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.to(adapter_dtype)
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
+    return model
 
 
 def _numel(p) -> int:

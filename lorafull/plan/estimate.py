@@ -14,7 +14,8 @@ For every run (launch.grid --dry-run prints the same table):
                  O(s) memory), + LoRA dropout copies of each adapted input, + logits (10 bytes per vocab
                  entry: bf16 logits, fp32 copy, gradient); checkpointing: layer inputs + one layer
       overhead   plan.overhead_gb (CUDA context, communication buckets)
-  and whether it fits slurm.gpu_mem_gb with plan.mem_margin kept free;
+  and whether it fits slurm.gpu_mem_gb with plan.mem_margin kept free (micro_batch_size and
+  gradient_checkpointing: auto are chosen first by lorafull.plan.auto, and the notes say how);
 - tokens = samples x tokens/sample x epochs (capped by train.max_steps), where samples =
   data.num_samples or the file's records, and tokens/sample = plan.avg_tokens_per_sample, else the
   mean over the file's first records tokenized with the run's tokenizer, else max_length / 2;
@@ -268,11 +269,9 @@ def estimate_run(run: RunConfig, study: Study) -> dict:
     tok = token_estimate(run, study)
     row.update({k: tok[k] for k in ("samples", "tokens_per_sample", "tokens_source", "tokens", "epochs")})
     row["notes"] += tok["notes"]
-    arch_name = resolve_arch(run, study)
-    row["arch"] = arch_name
+    row["arch"] = arch_name = resolve_arch(run, study)
     if arch_name is None:
-        row["notes"].append(f"no architecture: {run.model.name_or_path} has no config.json here; set model.arch "
-                            f"(e.g. llama-7b)")
+        row["notes"].append(f"no architecture: {run.model.name_or_path} has no config.json here; set model.arch (e.g. llama-7b)")
         return row
     try:
         arch = arch_dict(arch_name)
@@ -283,6 +282,8 @@ def estimate_run(run: RunConfig, study: Study) -> dict:
     arch, counts = _grow_vocab(run, study, arch_name, arch, counts)
     row.update({"trainable_params": counts["trainable"], "total_params": counts["total"],
                 "added_params": counts["added"]})
+    from lorafull.plan.auto import settle_in_plan  # micro_batch_size / gradient_checkpointing: auto
+    run = settle_in_plan(run, study, arch, counts, row)
     mem = memory_gb(run, study, arch, counts)
     usable = study.slurm.gpu_mem_gb * (1 - study.plan.mem_margin)
     row.update({"mem_per_gpu_gb": mem["total"], "mem_parts_gb": mem, "fits": mem["total"] <= usable})
