@@ -57,7 +57,9 @@ def prepare_base_model(model, train) -> None:
 def finish_model(model, train):
     """torch.compile in place (nn.Module.compile): parameter names, state dicts and save_pretrained stay
     those of the plain model, so checkpoints and final/ are the same whether compiled or not. Shapes
-    vary with the batch's longest sample; dynamic=None lets the compiler generalise after one recompile."""
+    vary with the batch's longest sample; dynamic=True compiles one shape-generic graph from the first
+    step, so a resumed job runs the very kernels the uninterrupted one did (a static graph for the
+    first shape seen, then a generic one, would make the kernels depend on where a job started)."""
     if train.compile:
-        model.compile(dynamic=None)
+        model.compile(dynamic=True)
     return model
