@@ -50,6 +50,8 @@ class DataConfig:
     # sample boundaries; long samples are split across blocks instead of truncated)
     packing: bool = False
     cache_dir: Optional[str] = None  # tokenized cache; default STUDY_DIR/cache/tokenized
+    # processes that tokenize a JSON-lines file of 32 MB or more; null = every core this job may use
+    num_proc: Optional[int] = None
 
 
 @dataclass

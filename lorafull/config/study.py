@@ -99,6 +99,7 @@ _NOT_IN_SIGNATURE = {
     "eval",
     "model.arch",  # planning hint only
     "data.cache_dir",
+    "data.num_proc",
     "train.zero_stage",
     "train.offload",
     "train.micro_batch_size",

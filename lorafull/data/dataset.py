@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from lorafull.data.cache import cache_key, ensure_cache, file_sha256, open_cache, tokenizer_fingerprint
+from lorafull.data.parallel import default_num_proc
 from lorafull.data.read import FORMATS, DataError, detect_format, first_record
 from lorafull.data.template import TEMPLATES, encode_prompt, format_prompt
 
@@ -153,7 +154,8 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
         raise DataError(f"data.cache_dir: cannot create {cache_dir}: {e.strerror}") from None
     key = cache_key(file_sha256(path, cache_dir), tokenizer_fingerprint(tokenizer), data.template,
                     data.max_length, fmt, bool(data.packing))
-    folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key)
+    folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key,
+                          num_proc=data.num_proc or default_num_proc())
     n_total = int(np.memmap(folder / "label_counts.int32", dtype=np.int32, mode="r").shape[0])
     indices = subset_indices(n_total, data.num_samples, run.train.seed)
     return TokenizedDataset(folder, indices, bool(data.packing), data.max_length)
