@@ -115,7 +115,7 @@ class EvalConfig:
     batch_size: int = 16
     num_items: Optional[int] = None  # first N items only (quick looks)
     backend: str = "auto"  # auto | hf | vllm
-    merge_lora: bool = True  # hf backend: fold a LoRA adapter into the weights first (faster, same outputs)
+    merge_lora: bool = True  # fold a LoRA adapter into the weights first (false + vllm: served via LoRARequest)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
