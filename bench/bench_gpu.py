@@ -91,7 +91,7 @@ def write_study(work: Path, arch_path: str, tokenizer: Path, data: Path, args, c
                            "gradient_checkpointing": args.checkpointing}},
         "runs": bench_runs(args, cuda),
         "slurm": {"gpus_per_node": 1, "gpu_mem_gb": args.gpu_mem_gb},
-        "plan": {"avg_tokens_per_sample": args.seq},
+        "plan": {"avg_tokens_per_sample": args.seq, **({} if cuda else {"overhead_gb": 0.0})},
     }
     path = work / "study.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
@@ -169,7 +169,7 @@ def main() -> int:
     args = parse_args()
     import torch
 
-    from lorafull.config import load_study, study_signatures
+    from lorafull.config import load_study, save_study_settings, study_signatures
     from lorafull.models.tiny import build_tokenizer
 
     cuda = torch.cuda.is_available() and not args.tiny
@@ -181,7 +181,7 @@ def main() -> int:
     arch, device = args.arch, torch.cuda.get_device_name(0) if cuda else "cpu"
     if args.tiny:
         arch, args.seq, args.micro, args.global_batch, args.steps = "tiny-llama", 64, 2, 8, min(args.steps, 6)
-        args.gpu_mem_gb = 0.02  # 20 MiB: small enough that auto has something to choose on the tiny model
+        args.gpu_mem_gb = 0.013  # 13 MiB, no overhead: small enough that auto has something to choose here
     if arch == "llama-1b":
         arch = str(work / "llama-1b.json")
         Path(arch).write_text(json.dumps(LLAMA_1B))
@@ -193,6 +193,7 @@ def main() -> int:
     if not (tok / "tokenizer.json").exists():
         build_tokenizer([r["instruction"] + " " + r["output"] for r in records[:200]], tok, vocab_size=2000)
     study = load_study(write_study(work, arch, tok, data, args, cuda))
+    save_study_settings(study)  # the jobs read slurm.gpu_mem_gb and plan.* from it (auto batch settings)
     sigs = study_signatures(study)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     results = {}
