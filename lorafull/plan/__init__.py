@@ -23,4 +23,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'plan_cells': 'estimate',
     'format_plan': 'estimate',
     'prepare_study': 'estimate',
+    'is_auto': 'auto',
+    'choose': 'auto',
+    'settle_auto': 'auto',
+    'settle_in_plan': 'auto',
 })
