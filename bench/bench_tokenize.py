@@ -3,6 +3,8 @@
     python bench/bench_tokenize.py                      # 1,000,000 synthetic samples (a few minutes)
     python bench/bench_tokenize.py --samples 200000 --baseline-samples 50000
     python bench/bench_tokenize.py --answer-words 3 30     # short, alpaca-like answers
+    python bench/bench_tokenize.py --samples 1000000 --procs 1 2 --skip-baseline
+                                                        # lorafull.data with 1 and 2 processes, side by side
 
 Both sides start from the same jsonl file on disk and end with token ids + labels (-100 on the
 prompt) on disk, with the same BELLE prompt layout, the same tokenizer and the same max_length:
@@ -17,6 +19,11 @@ sample counts per side to show whether memory grows with the data. The outputs o
 compared on the first samples so that the speed-up is for the same result. A third row times the
 Rust tokenizer alone on the same texts (no reading, masking, writing): both sides are built on it,
 so (baseline rate / tokenizer-alone rate) bounds the speed-up any pipeline can reach on the machine.
+
+--procs runs lorafull.data once per process count (data.num_proc; files of 32 MB or more are split
+into byte ranges, one process each, merged into the same cache) at --samples and a tenth of it, and
+prints samples/s and peak RSS for each: the coordinating process's own peak and the largest worker's
+(the job's total is at most own + procs x worker).
 
 The tokenizer is a byte-level BPE (--vocab-size, default 32000) trained on the synthetic text, so
 tokens per sample are realistic for a LLaMA-size vocabulary. Needs `pip install datasets`
@@ -106,6 +113,7 @@ def child_ours(data: Path, tok_dir: Path, work: Path, procs: int):
     tok = load_tokenizer(str(tok_dir))
     run = RunConfig(name="bench")
     run.data.train, run.data.cache_dir, run.data.max_length = str(data), str(work / "cache"), MAX_LENGTH
+    run.data.num_proc = procs
 
     def work_fn():
         ds = build_dataset(run, tok)
@@ -192,7 +200,8 @@ def child_main(args) -> None:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     result.update(seconds=seconds, cpu_s=cpu + (kids.ru_utime + kids.ru_stime) - (kids0.ru_utime + kids0.ru_stime),
-                  peak_rss_mb=max(_peak_rss_kb(), kids.ru_maxrss) / 1024)
+                  peak_rss_mb=max(_peak_rss_kb(), kids.ru_maxrss) / 1024, own_rss_mb=_peak_rss_kb() / 1024,
+                  worker_rss_mb=kids.ru_maxrss / 1024)
     out_file.write_text(json.dumps(result))
 
 
@@ -223,6 +232,9 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--answer-words", type=int, nargs=2, default=[10, 150], metavar=("MIN", "MAX"),
                    help="answer length range in words (BELLE-like default; e.g. 3 30 for short alpaca-like answers)")
+    p.add_argument("--procs", type=int, nargs="+", default=[1],
+                   help="lorafull.data process counts to run side by side (data.num_proc), e.g. 1 2")
+    p.add_argument("--skip-baseline", action="store_true", help="only lorafull.data (no datasets.map, no floor)")
     p.add_argument("--workdir", default=None, help="where data and caches go (default: a temporary folder)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
@@ -264,16 +276,37 @@ def _bench(root: Path, n: int, n_base: int, small: int, base_small: int, args) -
           f"{args.answer_words[1]} words), byte-level BPE vocab {args.vocab_size}, "
           f"max_length {MAX_LENGTH}; setup {time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPUs", flush=True)
 
-    plan = [("ours", small), ("ours", n), ("baseline", base_small), ("baseline", n_base), ("floor", n_base)]
+    plan = [("ours", count, procs) for procs in args.procs for count in (small, n)]
+    if not args.skip_baseline:
+        plan += [("baseline", base_small, args.baseline_procs), ("baseline", n_base, args.baseline_procs),
+                 ("floor", n_base, 1)]
     results = {}
-    for side, count in plan:
-        if (side, count) in results:
+    for side, count, procs in plan:
+        if (side, count, procs) in results:
             continue
-        print(f"running {side} on {count:,} samples ...", flush=True)
-        results[side, count] = r = run_child(side, files[count], tok_dir, root / f"work-{side}-{count}",
-                                             args.baseline_procs)
-        print(f"  {r['seconds']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    _print_table(results, n, n_base, small, base_small)
+        print(f"running {side} on {count:,} samples ({procs} process{'es' if procs > 1 else ''}) ...", flush=True)
+        results[side, count, procs] = r = run_child(side, files[count], tok_dir, root / f"work-{side}-{count}-{procs}",
+                                                    procs)
+        print(f"  {r['seconds']:.1f} s wall, {r['cpu_s']:.1f} s CPU, {count / r['seconds']:,.0f} samples/s, "
+              f"peak RSS {r['own_rss_mb']:.0f} MB (largest worker {r['worker_rss_mb']:.0f} MB)", flush=True)
+    _print_procs(results, args.procs, n, small)
+    if not args.skip_baseline:
+        _print_table({(side, count): r for (side, count, procs), r in results.items()
+                      if side != "ours" or procs == args.procs[0]}, n, n_base, small, base_small)
+
+
+def _print_procs(results: dict, procs_list: list[int], n: int, small: int) -> None:
+    print(f"\n{'lorafull.data':16}{'processes':>10}{'samples':>11}{'wall s':>9}{'samples/s':>11}{'own RSS MB':>12}"
+          f"{'worker RSS MB':>15}")
+    for procs in procs_list:
+        for count in (small, n):
+            r = results["ours", count, procs]
+            print(f"{'':16}{procs:>10}{count:>11,}{r['seconds']:>9.1f}{count / r['seconds']:>11,.0f}"
+                  f"{r['own_rss_mb']:>12.0f}{r['worker_rss_mb']:>15.0f}")
+    one = results["ours", n, procs_list[0]]
+    for procs in procs_list[1:]:
+        r = results["ours", n, procs]
+        print(f"{procs} processes vs {procs_list[0]} at {n:,} samples: {one['seconds'] / r['seconds']:.2f}x the rate")
 
 
 def _print_table(results: dict, n: int, n_base: int, small: int, base_small: int) -> None:

@@ -208,16 +208,22 @@ class JsonlWriter:
 
 
 def iter_json_lines(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError,
-                    skip_torn_tail: bool = False) -> Iterator[tuple[int, Any, int]]:
+                    skip_torn_tail: bool = False, start: int = 0, end: Optional[int] = None,
+                    first_lineno: int = 1) -> Iterator[tuple[int, Any, int]]:
     """Yield (line number, parsed value, bytes of the file read so far) for each non-blank line of a
     JSON-lines file; the byte count feeds progress bars over big files. A UTF-8 BOM is ignored (some
     editors write one). A line that is not UTF-8 or not JSON raises `error` naming file:line --
     unless skip_torn_tail and it lacks its newline: only the last line can, and such a line is a
-    write cut short by a crash, so it is dropped (the writer will write it again)."""
+    write cut short by a crash, so it is dropped (the writer will write it again).
+    start / end / first_lineno: only the lines in bytes [start, end) (both at line starts), the first
+    being line first_lineno -- one process's share of a big file."""
     path = Path(path)
-    bytes_read = 0
+    bytes_read = start
     with open(path, "rb") as f:  # bytes: lines split on \n only, never on U+2028 inside a JSON string
-        for lineno, raw in enumerate(f, 1):
+        f.seek(start)
+        for lineno, raw in enumerate(f, first_lineno):
+            if end is not None and bytes_read >= end:
+                return
             bytes_read += len(raw)
             if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]

@@ -82,6 +82,8 @@ class DataConfig:
     # -- task-count sweeps --
     num_tasks: Optional[int] = ranged(None, ge=1)  # keep the samples of k tasks (chosen by train.seed); null = all
     task_field: str = "task"  # the field of a training record that names its task
+    # processes that tokenize a JSON-lines file of 32 MB or more; null = every core this job may use
+    num_proc: Optional[int] = ranged(None, ge=1)
 
 
 @dataclass
@@ -89,7 +91,8 @@ class TrainConfig:
     epochs: float = ranged(3.0, gt=0)
     max_steps: Optional[int] = ranged(None, ge=1)  # stop after this many optimizer steps (overrides epochs)
     global_batch_size: int = ranged(32, ge=1)
-    micro_batch_size: int = ranged(2, ge=1)
+    # or auto: the largest that the memory model fits (lorafull.plan.auto)
+    micro_batch_size: Union[int, Literal["auto"]] = ranged(2, ge=1)
     lr: float = ranged(5.0e-6, gt=0)
     scheduler: Scheduler = "cosine"
     warmup_ratio: float = ranged(0.03, ge=0, lt=1)
@@ -104,7 +107,7 @@ class TrainConfig:
     save_at_tokens: list[int] = field(default_factory=list)  # also checkpoint at these token counts (kept)
     zero_stage: ZeroStage = 2
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Union[bool, Literal["auto"]] = False  # or auto: on only when no micro batch fits without it
     seed: int = ranged(42, ge=0)
     save_every_steps: int = ranged(500, ge=0)  # 0 = no periodic checkpoints (preemption still saves one)
     keep_checkpoints: int = ranged(2, ge=1)
@@ -114,6 +117,11 @@ class TrainConfig:
     # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
     # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
     report_to: Optional[list[Tracker]] = None
+    # the fast path (each off by default; README "Training speed" says what each one does)
+    adapter_dtype: Literal["fp32", "compute"] = "fp32"  # compute: LoRA adapters computed in model.dtype, fp32 master kept
+    compile: bool = False  # torch.compile the model (peft wrapper included)
+    fused_kernels: bool = False  # Liger-Kernel RMSNorm/RoPE/SwiGLU/fused linear cross-entropy (CUDA only)
+    group_by_length: bool = False  # sort each global batch by length before cutting micro batches
 
 
 @dataclass
@@ -162,7 +170,7 @@ class EvalConfig:
     batch_size: int = ranged(16, ge=1)
     num_items: Optional[int] = ranged(None, ge=1)  # first N items only (quick looks)
     backend: Backend = "auto"
-    merge_lora: bool = True  # hf backend: fold a LoRA adapter into the weights first (faster, same outputs)
+    merge_lora: bool = True  # fold a LoRA adapter into the weights first (false + vllm: served via LoRARequest)
     # -- sampling protocols (HumanEval pass@1 from n samples, GSM8K k-shot) --
     top_p: float = ranged(1.0, gt=0, le=1)  # nucleus sampling (sampled decoding only)
     num_samples: int = ranged(1, ge=1)  # answers per item (> 1 needs temperature > 0.01); the reference judge: pass@k
@@ -190,7 +198,7 @@ class RunConfig:
         """(key, why) for checks across keys; each key's own type, choices and range the loader checks."""
         out = []
         t = self.train
-        if t.global_batch_size % t.micro_batch_size:
+        if isinstance(t.micro_batch_size, int) and t.global_batch_size % t.micro_batch_size:
             out.append(("train.global_batch_size", f"{t.global_batch_size} is not a multiple of "
                         f"train.micro_batch_size {t.micro_batch_size}"))
         if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:

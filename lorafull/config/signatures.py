@@ -22,6 +22,7 @@ _NOT_IN_SIGNATURE = {
     "eval",
     "model.arch",  # planning hint only
     "data.cache_dir",
+    "data.num_proc",
     "train.zero_stage",
     "train.offload",
     "train.micro_batch_size",
@@ -32,6 +33,9 @@ _NOT_IN_SIGNATURE = {
     "train.deepspeed",
     "train.nproc",
     "train.report_to",
+    "train.adapter_dtype",  # the same fp32 master weights either way; only where the casts happen
+    "train.compile",
+    "train.fused_kernels",
 }
 
 

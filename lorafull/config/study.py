@@ -138,6 +138,21 @@ def validate_run(run: RunConfig, where: str) -> None:
     check_run(run, _Where(where, {}))
 
 
+def _validate_speed_settings(train, bad) -> None:
+    """micro_batch_size / gradient_checkpointing: a value or auto; the fast-path enumerations."""
+    micro = train.micro_batch_size
+    if isinstance(micro, str) and micro != "auto":
+        bad("train.micro_batch_size", f"expected an integer or auto, got {micro!r}")
+    if isinstance(micro, int) and micro <= 0:
+        bad("train.micro_batch_size", f"must be > 0, got {micro}")
+    if isinstance(micro, int) and train.global_batch_size % micro:
+        bad("train.global_batch_size", f"{train.global_batch_size} is not a multiple of micro_batch_size {micro}")
+    if isinstance(train.gradient_checkpointing, str) and train.gradient_checkpointing != "auto":
+        bad("train.gradient_checkpointing", f"expected true, false or auto, got {train.gradient_checkpointing!r}")
+    if train.adapter_dtype not in ("fp32", "compute"):
+        bad("train.adapter_dtype", f"expected fp32 or compute, got {train.adapter_dtype!r}")
+
+
 def _default_name(point: dict) -> str:
     # a path value is named by its file stem (a run called "math" rather than "-home-me-data-ma")
     return "-".join(f"{k.split('.')[-1]}{_short(v)}" if not isinstance(v, str)

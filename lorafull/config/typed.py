@@ -176,7 +176,7 @@ def named(default):
 
 
 def _check_range(value, bounds, key: str, where: _Where) -> None:
-    if value is None:
+    if value is None or isinstance(value, str):  # a word such as auto: its Literal was checked
         return
     gt, ge, lt, le = bounds
     if isinstance(value, float) and not math.isfinite(value):
@@ -199,7 +199,11 @@ def _check_field(f: dataclasses.Field, value, key: str, where: _Where) -> None:
 # Typed loading with errors that name the key and line
 # ---------------------------------------------------------------------------------------------
 def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """How an error names a type: 'an integer', 'true/false', a Literal by its choices ('auto')."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(str(c) for c in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", None) or str(tp).replace("typing.", ""))
 
 
 def _coerce_literal(value, choices: tuple, key: str, where: _Where):

@@ -37,4 +37,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'ensure_cache': 'cache',
     'open_cache': 'cache',
     'tokenize_batch': 'cache',
+    'tokenize_parallel': 'parallel',
+    'default_num_proc': 'parallel',
 })

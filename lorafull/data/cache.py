@@ -14,9 +14,10 @@ cache. The first process to arrive takes a file lock, builds into a temporary fo
 into place; the others wait on the lock and then map the finished folder, so eight ranks and thirty
 runs over one file tokenize it once.
 
-Speed comes from tokenizing ~10k segments per call to the Rust tokenizer (encode_batch runs on all
-cores) and assembling masks with numpy; the file is streamed and written chunk by chunk, so memory
-stays flat whatever the file size.
+Speed comes from tokenizing ~10k segments per call to the Rust tokenizer and assembling masks with
+numpy; the file is streamed and written chunk by chunk, so memory stays flat whatever the file size.
+A large JSON-lines file is split into byte ranges tokenized by data.num_proc processes (default: the
+cores this process may use), whose parts are merged into the same arrays (lorafull.data.parallel).
 """
 from __future__ import annotations
 
@@ -138,8 +139,8 @@ def _locked(lock_path: Path):
 
 
 def ensure_cache(path: Path, fmt: str, tokenizer, template: str, max_length: int, packing: bool,
-                 cache_dir: Path, key: dict) -> Path:
-    """The folder of this key's cache, tokenizing the file first if no process has yet."""
+                 cache_dir: Path, key: dict, num_proc: int = 1) -> Path:
+    """The folder of this key's cache, tokenizing the file first (with num_proc processes) if no process has yet."""
     folder = cache_dir / key_name(path.stem, key)
     if (folder / "meta.json").exists():
         return folder
@@ -152,7 +153,7 @@ def ensure_cache(path: Path, fmt: str, tokenizer, template: str, max_length: int
         tmp = cache_dir / f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}"
         tmp.mkdir()
         try:
-            meta = _tokenize_file(path, fmt, tokenizer, template, max_length, packing, tmp)
+            meta = _tokenize_file(path, fmt, tokenizer, template, max_length, packing, tmp, num_proc)
             meta["key"] = key
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
             os.rename(tmp, folder)  # atomic: readers see a complete folder or none
@@ -176,10 +177,11 @@ def open_cache(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
 # ---------------------------------------------------------------------------------------------
 # Tokenizing a file
 # ---------------------------------------------------------------------------------------------
-def _batches(path: Path, fmt: str, counts: dict) -> Iterable[tuple[list, list[int], int]]:
-    """Stream (samples, their line numbers, bytes read) in batches; count skipped empty answers."""
+def _batches(path: Path, fmt: str, counts: dict, records=None) -> Iterable[tuple[list, list[int], int]]:
+    """Stream (samples, their line numbers, bytes read) in batches; count skipped empty answers.
+    records: (line, record, bytes read) of a part of the file (lorafull.data.parallel); default all."""
     samples, lines, done = [], [], 0
-    for lineno, rec, done in iter_records(path):
+    for lineno, rec, done in (iter_records(path) if records is None else records):
         sample = to_sample(rec, fmt, f"{path}:{lineno}")
         if sample is None:
             counts["skipped_empty"] += 1
@@ -247,21 +249,16 @@ def tokenize_batch(samples: list, lines: list[int], path: Path, tokenizer, templ
             "truncated": truncated, "dropped": int((~keep).sum())}
 
 
-def _tokenize_file(path: Path, fmt: str, tokenizer, template: str, max_length: int, packing: bool,
-                   out: Path) -> dict:
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    counts = {"skipped_empty": 0, "skipped_too_long": 0}
+def tokenize_stream(batches, path: Path, tokenizer, template: str, max_length: int, packing: bool, out: Path,
+                    counts: dict, progress=None) -> dict:
+    """Tokenize a stream of batches into the ARRAYS files under `out` (offsets start at 0). Returns the
+    counts; `counts` (skipped_empty, skipped_too_long) is updated in place. Memory: one batch at a time."""
     prefix_ids = special_prefix_ids(tokenizer)
     files = {name: open(out / f"{name}.{np.dtype(dtype).name}", "wb") for name, dtype in ARRAYS.items()}
     n_samples = n_tokens = n_labels = n_truncated = 0
     files["offsets"].write(np.zeros(1, np.int64).tobytes())
-    show = _rank() == 0 or sys.stderr.isatty()
-    bar = tqdm(total=source_size(path), unit="B" if isinstance(path, Path) else "row", unit_scale=True, desc=f"tokenizing {path.name}",
-               disable=not show, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     try:
-        for samples, lines, done_bytes in _batches(path, fmt, counts):
+        for samples, lines, done_bytes in batches:
             # packing keeps samples whole: they are cut into max_length blocks after concatenation
             part = tokenize_batch(samples, lines, path, tokenizer, template, None if packing else max_length,
                                   prefix_ids)
@@ -275,17 +272,43 @@ def _tokenize_file(path: Path, fmt: str, tokenizer, template: str, max_length: i
             n_labels += int(part["label_counts"].sum())
             n_truncated += int(part["truncated"].sum())
             counts["skipped_too_long"] += part["dropped"]
-            bar.update(done_bytes - bar.n)
+            if progress is not None:
+                progress(done_bytes)
     finally:
-        bar.close()
         for f in files.values():
             f.close()
-    if n_samples == 0:
+    return {"samples": n_samples, "tokens": n_tokens, "label_tokens": n_labels, "truncated": n_truncated}
+
+
+def _tokenize_file(path: Path, fmt: str, tokenizer, template: str, max_length: int, packing: bool,
+                   out: Path, num_proc: int = 1) -> dict:
+    """One process, or num_proc processes over byte ranges of a JSON-lines file (lorafull.data.parallel):
+    either way the same arrays."""
+    from tqdm import tqdm
+
+    from lorafull.data.parallel import tokenize_parallel, use_parallel
+
+    t0 = time.perf_counter()
+    counts = {"skipped_empty": 0, "skipped_too_long": 0}
+    if isinstance(path, Path) and use_parallel(path, num_proc):  # (parquet / datasets sources: one process)
+        totals = tokenize_parallel(path, fmt, tokenizer, template, max_length, packing, out, counts, num_proc)
+    else:
+        show = _rank() == 0 or sys.stderr.isatty()
+        bar = tqdm(total=source_size(path), unit="B" if isinstance(path, Path) else "row", unit_scale=True,
+                   desc=f"tokenizing {path.name}",
+                   disable=not show, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        try:
+            totals = tokenize_stream(_batches(path, fmt, counts), path, tokenizer, template, max_length, packing,
+                                     out, counts, progress=lambda done: bar.update(done - bar.n))
+        finally:
+            bar.close()
+        num_proc = 1
+    if totals["samples"] == 0:
         raise DataError(f"{path}: no usable samples ({counts['skipped_empty']} with empty answers, "
                         f"{counts['skipped_too_long']} whose prompt fills data.max_length)")
     seconds = time.perf_counter() - t0
-    _log(f"tokenized {n_samples} samples ({n_tokens} tokens) of {path.name} in {seconds:.1f} s")
-    return {"samples": n_samples, "tokens": n_tokens, "label_tokens": n_labels, "truncated": n_truncated,
-            **counts, "format": fmt, "source": str(path), "build_seconds": round(seconds, 3),
-            "build_id": uuid.uuid4().hex, "built_by": f"{socket.gethostname()}:{os.getpid()}",
+    _log(f"tokenized {totals['samples']} samples ({totals['tokens']} tokens) of {path.name} in {seconds:.1f} s "
+         f"({num_proc} process{'es' if num_proc > 1 else ''})")
+    return {**totals, **counts, "format": fmt, "source": str(path), "build_seconds": round(seconds, 3),
+            "processes": num_proc, "build_id": uuid.uuid4().hex, "built_by": f"{socket.gethostname()}:{os.getpid()}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

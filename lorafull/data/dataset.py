@@ -32,6 +32,7 @@ import numpy as np
 from lorafull.data.cache import cache_key, ensure_cache, open_cache, source_sha256, tokenizer_fingerprint
 from lorafull.data.read import DataError, detect_format, first_record, open_source
 from lorafull.data.template import encode_prompt, format_prompt
+from lorafull.data.parallel import default_num_proc
 
 __all__ = ["DataError", "TokenizedDataset", "build_dataset", "collate", "format_prompt", "encode_prompt",
            "subset_indices"]
@@ -151,7 +152,8 @@ def build_dataset(run, tokenizer) -> TokenizedDataset:
                                 source_sha256(path, cache_dir))
     key = cache_key(source_sha256(path, cache_dir), tokenizer_fingerprint(tokenizer), data.template,
                     data.max_length, fmt, bool(data.packing))
-    folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key)
+    folder = ensure_cache(path, fmt, tokenizer, data.template, data.max_length, bool(data.packing), cache_dir, key,
+                          num_proc=data.num_proc or default_num_proc())
     n_total = int(np.memmap(folder / "label_counts.int32", dtype=np.int32, mode="r").shape[0])
     indices = subset_indices(n_total, data.num_samples, run.train.seed)
     return TokenizedDataset(folder, indices, bool(data.packing), data.max_length)

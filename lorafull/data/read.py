@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,21 @@ def iter_records(path) -> Iterator[tuple[int, dict, int]]:
                         f"found {first!r}")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict, int]]:
-    for lineno, rec, done_bytes in iter_json_lines(path, DataError):
+def _iter_jsonl(path: Path, start: int = 0, end: Optional[int] = None,
+                first_lineno: int = 1) -> Iterator[tuple[int, dict, int]]:
+    for lineno, rec, done_bytes in iter_json_lines(path, DataError, start=start, end=end, first_lineno=first_lineno):
         if not isinstance(rec, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
         yield lineno, rec, done_bytes
+
+
+def iter_jsonl_range(path: str | os.PathLike, start: int, end: int, first_lineno: int) -> Iterator[tuple[int, dict, int]]:
+    """The records of the JSON-lines file's bytes [start, end) (line starts), the first on line first_lineno."""
+    return _iter_jsonl(Path(path), start, end, first_lineno)
+
+
+def is_jsonl(path: str | os.PathLike) -> bool:
+    return _first_char(Path(path)) == "{"
 
 
 def _iter_json_array(path: Path) -> Iterator[tuple[int, dict, int]]:

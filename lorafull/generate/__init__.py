@@ -17,6 +17,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'load_for_generation': 'stage',
     'run_hf': 'stage',
     'run_vllm': 'stage',
+    'vllm_setup': 'stage',
+    'compare_responses': 'stage',
     'generate_run': 'stage',
     'describe': 'stage',
 })

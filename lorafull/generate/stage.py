@@ -16,9 +16,9 @@ peaked that it is greedy decoding in all but name, and greedy is reproducible; a
 (seeded by train.seed). Resumable: ids already in responses.jsonl are skipped, so a killed or
 preempted job continues where it stopped.
 
-Backends: vLLM when installed and a GPU is present (eval.backend: auto | vllm), LoRA served through
-vLLM's LoRARequest; otherwise Hugging Face generate in length-sorted, left-padded batches
-(eval.batch_size), a LoRA adapter merged into the weights first (eval.merge_lora).
+Backends: vLLM when installed and a GPU is present (eval.backend: auto | vllm); otherwise Hugging Face
+generate in length-sorted, left-padded batches (eval.batch_size). In both, eval.merge_lora folds a LoRA
+adapter into the weights first; without it vLLM serves the adapter through its LoRARequest.
 """
 from __future__ import annotations
 
@@ -108,6 +108,9 @@ def prompt_question(cfg: RunConfig, item: dict) -> str:
 
 
 def choose_backend(requested: str) -> str:
+    if requested == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ValueError("eval.backend: vllm is not installed in this environment (pip install vllm on a GPU "
+                         "machine), or set eval.backend: auto | hf")
     if requested in ("hf", "vllm"):
         return requested
     import torch
@@ -193,43 +196,85 @@ def run_hf(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[dict
 
 
 # ---------------------------------------------------------------------------------------------
-# vLLM backend (GPU machines only; not exercised by the CPU test suite)
+# vLLM backend (GPU machines only: vLLM does not run on this CPU test setup; bench/bench_vllm.py runs
+# it against the Hugging Face backend on the same items)
 # ---------------------------------------------------------------------------------------------
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)  # vLLM preallocates LoRA buffers for one of these ranks
+
+
+def vllm_setup(run_dir: Path, cfg: RunConfig) -> tuple[dict, Optional[str]]:
+    """(keyword arguments of vllm.LLM, the adapter folder for a LoRARequest or None). A LoRA run is served
+    merged into its base when eval.merge_lora (RUN_DIR/merged, built once; plain linear layers, fastest),
+    else as the base plus the adapter through vLLM's LoRA support; a full fine-tune is final/ itself."""
+    final = RunPaths.of(run_dir).final
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[cfg.model.dtype]
+    common = {"tokenizer": str(final), "dtype": dtype, "seed": cfg.train.seed}
+    adapter_cfg = final / "adapter_config.json"
+    if not adapter_cfg.exists():
+        return {"model": str(final), **common}, None
+    if cfg.eval.merge_lora:
+        from lorafull.models.merge import merge_run
+
+        return {"model": str(merge_run(run_dir)), **common}, None
+    adapter = json.loads(adapter_cfg.read_text())
+    rank = next(r for r in VLLM_LORA_RANKS if r >= int(adapter.get("r", 8)))  # the smallest that fits
+    return {"model": adapter["base_model_name_or_path"], **common, "enable_lora": True, "max_lora_rank": rank,
+            "max_loras": 1}, str(final)
+
+
+def vllm_sampling(cfg: RunConfig) -> dict:
+    """Keyword arguments of vllm.SamplingParams: the same decoding rule as the HF backend."""
+    greedy = cfg.eval.temperature <= GREEDY_BELOW
+    return {"temperature": 0.0 if greedy else cfg.eval.temperature, "top_p": cfg.eval.top_p,
+            "max_tokens": cfg.eval.max_new_tokens, "seed": cfg.train.seed, "n": cfg.eval.num_samples}
+
+
+def vllm_prompts(items: list[dict], tokenizer, cfg: RunConfig) -> list[dict]:
+    """Token-id prompts, encoded exactly as for training and for the HF backend (few-shot examples first)."""
+    from lorafull.data.dataset import encode_prompt
+
+    return [{"prompt_token_ids": encode_prompt(prompt_question(cfg, it), tokenizer, cfg.data.template)}
+            for it in items]
+
+
 def run_vllm(run_dir: Path, cfg: RunConfig, todo: list[dict], emit: Callable[[dict, str, int, float], None],
              chunk_items: int = 256) -> None:
     from vllm import LLM, SamplingParams
 
-    from lorafull.data.dataset import encode_prompt
     from lorafull.models.load import load_tokenizer
 
-    final = RunPaths.of(run_dir).final
-    tokenizer = load_tokenizer(str(final))
+    engine_args, adapter = vllm_setup(run_dir, cfg)
+    tokenizer = load_tokenizer(str(RunPaths.of(run_dir).final))
+    llm = LLM(**engine_args)
     lora_request = None
-    adapter_cfg = final / "adapter_config.json"
-    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[cfg.model.dtype]
-    if adapter_cfg.exists():
+    if adapter is not None:
         from vllm.lora.request import LoRARequest
 
-        adapter = json.loads(adapter_cfg.read_text())
-        # vLLM preallocates LoRA buffers for one of a few fixed ranks: the smallest that fits
-        rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= int(adapter.get("r", 8)))
-        llm = LLM(model=adapter["base_model_name_or_path"], tokenizer=str(final), dtype=dtype, enable_lora=True,
-                  max_lora_rank=rank, seed=cfg.train.seed)
-        lora_request = LoRARequest("run", 1, str(final))
-    else:
-        llm = LLM(model=str(final), dtype=dtype, seed=cfg.train.seed)
-    greedy = cfg.eval.temperature <= GREEDY_BELOW
-    params = SamplingParams(temperature=0.0 if greedy else cfg.eval.temperature, max_tokens=cfg.eval.max_new_tokens,
-                            seed=cfg.train.seed, top_p=cfg.eval.top_p, n=cfg.eval.num_samples)
+        lora_request = LoRARequest("run", 1, adapter)
+    params = SamplingParams(**vllm_sampling(cfg))
     for start in range(0, len(todo), chunk_items):  # chunks: results reach the file as they come
         chunk = todo[start:start + chunk_items]
-        prompts = [{"prompt_token_ids": encode_prompt(prompt_question(cfg, it), tokenizer, cfg.data.template)}
-                   for it in chunk]
         t0 = time.perf_counter()
-        outputs = llm.generate(prompts, params, lora_request=lora_request, use_tqdm=False)
+        outputs = llm.generate(vllm_prompts(chunk, tokenizer, cfg), params,
+                               lora_request=lora_request, use_tqdm=False)
         per_item_s = (time.perf_counter() - t0) / len(chunk)
         for item, out in zip(chunk, outputs):
             emit(item, [o.text.strip() for o in out.outputs], sum(len(o.token_ids) for o in out.outputs), per_item_s)
+
+
+def compare_responses(a: list[dict], b: list[dict]) -> dict:
+    """Two backends' responses.jsonl lines on the same items: how many are identical, and for the others
+    the mean share of the longer answer's characters before the first difference."""
+    by_id = {str(r["id"]): r["response"] for r in b}
+    common = [(r["response"], by_id[str(r["id"])]) for r in a if str(r["id"]) in by_id]
+    same = sum(x == y for x, y in common)
+    prefix = []
+    for x, y in common:
+        if x != y:
+            n = next((i for i, (cx, cy) in enumerate(zip(x, y)) if cx != cy), min(len(x), len(y)))
+            prefix.append(n / max(len(x), len(y), 1))
+    return {"items": len(common), "identical": same, "identical_share": same / len(common) if common else None,
+            "mean_common_prefix_of_different": sum(prefix) / len(prefix) if prefix else None}
 
 
 # ---------------------------------------------------------------------------------------------

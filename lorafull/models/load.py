@@ -172,11 +172,12 @@ def resolve_target_modules(model, target_modules) -> Union[str, list[str]]:
     return list(dict.fromkeys(names))
 
 
-def apply_method(model, method_cfg: MethodConfig, seed: int = 0):
-    """The run's method applied to the model (lorafull.models.methods, where every kind is described)."""
+def apply_method(model, method_cfg: MethodConfig, seed: int = 0, adapter_dtype: Optional[torch.dtype] = None):
+    """The run's method applied to the model (lorafull.models.methods, where every kind is described;
+    adapter_dtype: see there)."""
     from lorafull.models.methods import apply_method as apply
 
-    return apply(model, method_cfg, seed)
+    return apply(model, method_cfg, seed, adapter_dtype=adapter_dtype)
 
 
 def _numel(p) -> int:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Optional
+
 import torch
 
 PEFT_KINDS = ("lora", "dora", "loha", "ia3", "prompt", "prefix")
@@ -58,9 +60,16 @@ def peft_config(model, method_cfg):
     return peft.PrefixTuningConfig(num_virtual_tokens=method_cfg.num_virtual_tokens, **common)
 
 
-def apply_method(model, method_cfg, seed: int = 0):
+def apply_method(model, method_cfg, seed: int = 0, adapter_dtype: Optional[torch.dtype] = None):
     """full: every parameter trains; any other kind: the base frozen and the method's parameters added.
-    The RNG is seeded first so every process (and every rerun) starts from the same added weights."""
+    The RNG is seeded first so every process (and every rerun) starts from the same added weights.
+
+    adapter_dtype (peft methods) None: peft's default, adapters in fp32 and each adapted layer's input cast
+    up to fp32 (a copy of every activation an adapter reads). A dtype: the adapters are held in it and the
+    input cast is off, so an adapter computes in the dtype its input arrives in -- pass fp32 when the
+    adapters are themselves the master weights (plain torch under autocast), the compute dtype when the
+    engine keeps an fp32 master copy (DeepSpeed bf16/fp16). dropout 0: peft puts an Identity in place of
+    the dropout, so no dropout kernel runs (tests/test_speed.py checks it)."""
     kind = method_cfg.kind
     if kind == "full":
         for p in model.parameters():
@@ -75,7 +84,19 @@ def apply_method(model, method_cfg, seed: int = 0):
         raise ValueError(f"method.kind: expected full, adapter or one of {', '.join(PEFT_KINDS)}, got {kind!r}")
     from peft import get_peft_model
 
-    return get_peft_model(model, peft_config(model, method_cfg))
+    model = get_peft_model(model, peft_config(model, method_cfg))
+    if adapter_dtype is not None:
+        _hold_adapters_in(model, adapter_dtype)
+    return model
+
+
+def _hold_adapters_in(model, dtype: torch.dtype) -> None:
+    for p in model.parameters():
+        if p.requires_grad:  # the method's added parameters: the base is frozen
+            p.data = p.data.to(dtype)
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
 
 
 def is_added(name: str) -> bool:

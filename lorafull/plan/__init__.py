@@ -30,4 +30,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'estimate_run': 'estimate',
     'estimate_study': 'estimate',
     'peak_memory_gb': 'estimate',
+    'is_auto': 'auto',
+    'choose': 'auto',
+    'settle_auto': 'auto',
+    'settle_in_plan': 'auto',
 })

@@ -8,7 +8,8 @@ For every run (launch.grid --dry-run prints the same table):
 - tokens = samples x tokens/sample x epochs (train.max_tokens replaces epochs; lorafull.plan.tokens: counted from the data file, set by
   plan.avg_tokens_per_sample, or assumed max_length / 2, which the row then says);
 - memory per GPU by part, and whether it fits slurm.gpu_mem_gb with plan.mem_margin free
-  (lorafull.plan.memory);
+  (lorafull.plan.memory; micro_batch_size and gradient_checkpointing: auto are chosen first by
+  lorafull.plan.auto, and the notes say how);
 - the time of an optimizer step as compute + optimizer + communication + offload on plan.hardware
   (lorafull.plan.steptime), or from a measured probe of the run's shape (lorafull.plan.calibration:
   the row's basis is then "measured", else "modelled");
@@ -83,11 +84,9 @@ def estimate_run(run: RunConfig, study: Study, calibration: Optional[dict] = Non
     tok = token_estimate(run, study)
     row.update({k: tok[k] for k in ("samples", "tokens_per_sample", "tokens_source", "tokens", "epochs")})
     row["notes"] += tok["notes"]
-    arch_name = resolve_arch(run, study)
-    row["arch"] = arch_name
+    row["arch"] = arch_name = resolve_arch(run, study)
     if arch_name is None:
-        row["notes"].append(f"no architecture: {run.model.name_or_path} has no config.json here; set model.arch "
-                            f"(e.g. llama-7b)")
+        row["notes"].append(f"no architecture: {run.model.name_or_path} has no config.json here; set model.arch (e.g. llama-7b)")
         return row
     try:
         arch = arch_dict(arch_name)
@@ -98,6 +97,8 @@ def estimate_run(run: RunConfig, study: Study, calibration: Optional[dict] = Non
     arch, counts = grow_vocab(run, study, arch_name, arch, counts)
     row.update({"trainable_params": counts["trainable"], "total_params": counts["total"],
                 "added_params": counts["added"]})
+    from lorafull.plan.auto import settle_in_plan  # micro_batch_size / gradient_checkpointing: auto
+    run = settle_in_plan(run, study, arch, counts, row)
     shape = shape_of(run, study, arch)
     row["shape"], row["shape_key"] = shape, shape_key(shape)
     calibration = load_calibration(study) if calibration is None else calibration

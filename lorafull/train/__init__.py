@@ -30,4 +30,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'scan_metrics': 'instability',
     'summarise': 'instability',
     'run_instability': 'instability',
+    'prepare_base_model': 'speed',
+    'finish_model': 'speed',
+    'enable_fused_kernels': 'speed',
 })

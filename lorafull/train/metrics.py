@@ -2,7 +2,12 @@
 
     {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "peak_mem_gb", "tokens_seen"}
     {"event": "loss_spike" | "nonfinite" | "grad_explosion" | "divergence", "step", ...}   (analysis monitor)
+    {"event": "settings", "step", "micro_batch_size", "gradient_checkpointing", "grad_accum", "auto", ...}
+                                            (each job's batch settings, chosen or set: lorafull.plan.auto)
     {"summary": true, "wall_time_s", "hours_per_epoch", "tokens_seen", "trainable_params", ...}
+
+A step line also has "padding_fraction": the share of the window's micro-batch token slots that were
+padding (train.group_by_length lowers it).
 
 A resumed job first cuts the file back to the checkpoint's step (lines after it describe work that
 is being redone) and replays the kept losses into the instability monitor, so the file reads as if
@@ -72,6 +77,10 @@ class MetricsLog:
         if self.tracker is not None:
             self.tracker.log_step(record, events)
         return events
+
+    def settings(self, step: int, settings: dict) -> None:
+        if self.enabled:
+            self._writer.write({"event": "settings", "step": step, **settings})
 
     def summary(self, record: dict) -> None:
         if self.enabled:

@@ -29,6 +29,7 @@ from lorafull.config import RunConfig, load_run_config, load_study_settings, run
 from lorafull.runs import RunPaths, error_detail, error_line, read_status, write_status
 from lorafull.train.metrics import peak_mem_gb
 from lorafull.train.order import BatchOrder, seed_everything
+from lorafull.plan.auto import settle_auto
 
 EXIT_PREEMPTED = dist.EXIT_REQUEUE  # the wrapper requeues (lorafull.train.distributed)
 
@@ -66,9 +67,12 @@ class Trainer:
         self._setup_data()
 
         tc = run.train
+        # auto micro batch / checkpointing: settled here, from the memory model, before anything uses them
+        self.batch_settings = settle_auto(run, self.base_path, load_study_settings(study_dir_of_run(self.run_dir)),
+                                          env.world_size, self.device)
         self.grad_accum = dist.grad_accumulation(tc.global_batch_size, tc.micro_batch_size, env.world_size)
         self.order = BatchOrder(self.dataset.lengths(), tc.global_batch_size, tc.micro_batch_size, env.world_size,
-                                env.rank, tc.seed)
+                                env.rank, tc.seed, group_by_length=tc.group_by_length)
         if self.order.steps_per_epoch == 0:
             raise ValueError(f"train.global_batch_size: {tc.global_batch_size} is more than the "
                              f"{len(self.dataset)} training samples of {run.data.train}")
@@ -116,6 +120,7 @@ class Trainer:
     def _setup_model(self) -> None:
         """The base model with the method applied, wrapped in its engine."""
         from lorafull.models.load import apply_method, load_base, param_counts
+        from lorafull.train import speed
         from lorafull.train.engine import DeepSpeedEngine, TorchEngine
 
         run, env, tc = self.run, self.env, self.run.train
@@ -127,13 +132,9 @@ class Trainer:
         # plain torch trains full weights in fp32 under autocast; DeepSpeed keeps its own fp32 master
         load_dtype = "fp32" if (not self.use_ds and run.method.kind == "full") else run.model.dtype
         model = load_base(run.model, self.run_dir, seed=tc.seed, dtype=load_dtype)
-        if tc.gradient_checkpointing:
-            # non-reentrant: works with a frozen base (LoRA) without forcing input grads
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = apply_method(model, run.method, seed=tc.seed)
+        speed.prepare_base_model(model, tc)
+        model = apply_method(model, run.method, seed=tc.seed, adapter_dtype=speed.adapter_dtype(run, self.use_ds))
+        model = speed.finish_model(model, tc)
         self.counts = param_counts(model)
         torch.manual_seed(tc.seed + 1000 * env.rank)  # dropout differs across ranks, alike across reruns
 
@@ -171,6 +172,7 @@ class Trainer:
 
         tracker = Tracker(self.run_dir, self.run, self.step) if self.is_main else None
         self.metrics = MetricsLog(self.paths.metrics, self.is_main, self.step, spike, tracker)
+        self.metrics.settings(self.step, self.batch_settings)
         if self.is_main:
             write_status(self.run_dir, "running", signature=run_signature_from_folder(self.run_dir),
                          preempted=False, step=self.step, total_steps=self.total_steps, resumed_from=self.resumed_from,
@@ -188,7 +190,7 @@ class Trainer:
         tc, spe = self.run.train, self.order.steps_per_epoch
         # fault injection for tests: slow steps down so a signal or a kill lands mid-run
         self._step_sleep_s = float(os.environ.get("LORAFULL_FAULT_STEP_SLEEP_S", "0"))
-        window_losses, window_tokens, window_t0 = [], 0, time.perf_counter()
+        window_losses, window_tokens, window_padding, window_t0 = [], 0, [], time.perf_counter()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="train",
                    dynamic_ncols=True, mininterval=1.0)
         while self.step < self.total_steps:
@@ -200,6 +202,7 @@ class Trainer:
             grad_norm = self.engine.optimizer_step()
             window_losses.append(torch.stack(losses).mean())
             window_tokens += self.order.tokens(self.step)
+            window_padding.append(self.order.padding_fraction(self.step))
             self.tokens_seen += self.order.tokens(self.step)
             self.step += 1
             bar.update(1)
@@ -210,10 +213,11 @@ class Trainer:
                 record = {"step": self.step, "epoch": round(self.step / spe, 4), "loss": loss, "lr": lr,
                           "grad_norm": None if grad_norm is None else float(grad_norm),
                           "tokens_per_s": window_tokens / elapsed, "step_time_s": elapsed / len(window_losses),
-                          "peak_mem_gb": round(peak_mem_gb(self.device), 4), "tokens_seen": self.tokens_seen}
+                          "peak_mem_gb": round(peak_mem_gb(self.device), 4), "tokens_seen": self.tokens_seen,
+                          "padding_fraction": round(float(np.mean(window_padding)), 4)}
                 self.metrics.step(record)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                window_losses, window_tokens, window_t0 = [], 0, time.perf_counter()
+                window_losses, window_tokens, window_padding, window_t0 = [], 0, [], time.perf_counter()
             periodic = tc.save_every_steps and self.step % tc.save_every_steps == 0
             if (periodic or self.step in self.pinned_steps) and self.step < self.total_steps:
                 self.save_checkpoint()
@@ -278,7 +282,7 @@ class Trainer:
                 "device": device_name(self.device), "engine": self.engine_name, "dtype": self.run.model.dtype,
                 # what actually stepped, and its lr after the last step (the schedule's floor reached it?)
                 "optimizer": type(opt).__name__, "lr_after_last_step": opt.param_groups[0]["lr"],
-                "resumed_from": self.resumed_from,
+                "resumed_from": self.resumed_from, "batch_settings": self.batch_settings,
                 "truncated": stats.get("truncated"), "skipped_empty": stats.get("skipped_empty"), "data": stats}
 
     def cleanup(self) -> None:

@@ -36,6 +36,23 @@ def make_generation_run(root: Path, final_src: Path, items: list[dict], name: st
     return run_dir
 
 
+def make_lora_generation_run(root: Path, base: Path, items: list[dict], name: str, r: int = 4, **eval_kw) -> Path:
+    """A generation run whose final/ is a peft adapter on `base` with random A and B (so it changes answers)."""
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = make_generation_run(root, base, items, name, **eval_kw)
+    shutil.rmtree(run_dir / "final")
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), cfg).save_pretrained(run_dir / "final")
+    AutoTokenizer.from_pretrained(base).save_pretrained(run_dir / "final")
+    return run_dir
+
+
 def responses_by_id(run_dir: Path) -> dict:
     rows = list(read_jsonl(run_dir / "responses.jsonl"))
     assert len(rows) == len({str(r["id"]) for r in rows}), "an item was written twice"
