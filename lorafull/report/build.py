@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
-from lorafull.report.rows import collect_rows, fingerprint_note, loss_curve
+from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
 from lorafull.runs import error_line
 
 def columns_of(rows: list[dict]) -> list[str]:
@@ -32,16 +32,7 @@ def columns_of(rows: list[dict]) -> list[str]:
 
 
 def _cell(value) -> str:
-    """Markdown cell: scores to 4 decimals, counts with thousands separators, None empty."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
-    return str(value).replace("|", "\\|")
+    return cell_text(value).replace("|", "\\|")  # a pipe would end the Markdown cell
 
 
 def write_markdown(rows: list[dict], cols: list[str], path: Path, note: str = "") -> Path:

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from lorafull.report.rows import cell_text
 from lorafull.runs import read_status
 
 # figures first in this order, then any other PNG (the analyses add theirs)
@@ -29,15 +30,7 @@ details{margin:4px 0}summary{cursor:pointer}"""
 
 
 def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
-    return html.escape(str(value))
+    return html.escape(cell_text(value))
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:

@@ -135,3 +135,17 @@ def fingerprint_note(rows: list[dict]) -> str:
         return ""
     return (f"note: rows were scored under {len(prints)} different eval fingerprints ({', '.join(prints)}): "
             "compare scores only between rows with the same eval_fingerprint (rerun launch.grid to re-evaluate)")
+
+
+def cell_text(value) -> str:
+    """A table cell's text, the same in table.md and index.html: scores to 4 decimals, counts with
+    thousands separators, None empty (each writer escapes it for its format)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
