@@ -16,6 +16,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from helpers.common import alpaca_records, need_slurm, write_jsonl, write_run_config  # noqa: E402
 
 
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                  "TORCHELASTIC_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def _no_rank_variables_leak():
+    """The rank variables as they were before each test: a test whose code sets them (detect_env does,
+    for the ranks it starts) must not hand them to later tests' jobs (a Slurm job inherits them)."""
+    saved = {k: os.environ.get(k) for k in RANK_VARIABLES}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def pytest_runtest_setup(item):
     # every Slurm-marked test skips (laptop) or fails (CI=true) alike when no controller answers
     if item.get_closest_marker("slurm"):
