@@ -96,6 +96,7 @@ def _name_keys(grid: dict) -> set[str]:
 # Settings that do not change what a run learns: resources, cadence, logging, outputs, eval.
 _NOT_IN_SIGNATURE = {
     "name",
+    "group",
     "eval",
     "model.arch",  # planning hint only
     "data.cache_dir",
@@ -248,6 +249,30 @@ def _run_points(raw: dict, where: "_Where", default_name: str) -> list[tuple[str
     return points
 
 
+def _expand_seeds(points: list, seeds: list[int], where: "_Where") -> tuple[list, dict[str, str]]:
+    """One point per seed for every point that does not set train.seed itself (a shared base model
+    such as a pre-training run keeps one seed); returns (points, seeded name -> its group name)."""
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where.at('study.seeds')}: {seeds} lists a seed twice")
+    if not seeds:
+        return points, {}
+    out, groups = [], {}
+    for name, dotted, origin in points:
+        if "train.seed" in dotted:
+            out.append((name, dotted, origin))
+            continue
+        for seed in seeds:
+            out.append((f"{name}-seed{seed}", {**dotted, "train.seed": seed}, origin))
+            groups[f"{name}-seed{seed}"] = name
+    return out, groups
+
+
+def _follow_seed_parent(run: RunConfig, groups: dict[str, str]) -> None:
+    """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
+    if run.group is not None and run.parent in groups.values():
+        run.model.name_or_path = f"run:{run.parent}-seed{run.train.seed}"
+
+
 def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> Study:
     """Read, validate and expand a study file. Overrides are 'dotted.key=value' strings; a key
     without a top-level section (e.g. 'train.lr') applies to base."""
@@ -281,7 +306,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> S
         raise ConfigError(f"{where.at('base')}: expected a mapping")
     base = _build(RunConfig, base_raw, where, "base")
 
-    points = _run_points(raw, where, section.name)
+    points, groups = _expand_seeds(_run_points(raw, where, section.name), section.seeds, where)
 
     runs: list[RunConfig] = []
     base_dict = to_dict(base)
@@ -291,8 +316,9 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None) -> S
             if k.split(".")[0] not in _SECTIONS:
                 raise ConfigError(f"{where.at(origin)}: {k}: unknown key (keys start with {', '.join(_SECTIONS)})")
             set_dotted(d, k, v)
-        d["name"] = name
+        d["name"], d["group"] = name, groups.get(name)
         run = _build(RunConfig, d, _Where(str(path), where.lines), "")
+        _follow_seed_parent(run, groups)
         _resolve_paths(run, study_dir)
         validate_run(run, str(path))
         runs.append(run)
