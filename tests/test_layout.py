@@ -20,7 +20,7 @@ LAYERS = [
     {"config"},
     {"models"},
     {"data"},
-    {"train", "generate", "judge", "plan", "demo"},
+    {"train", "generate", "judge", "plan", "demo", "smollm2"},
     {"analysis"},
     {"evaluate", "report"},
 ]

@@ -1,0 +1,5 @@
+import sys
+
+from lorafull.smollm2 import main
+
+sys.exit(main())
