@@ -69,7 +69,7 @@ def test_short_demo_runs_end_to_end_and_reports_every_run(tmp_path):
     overrides = [f"study.output_dir={out}", "train.max_steps=6", "train.save_every_steps=4", "eval.num_items=8",
                  "eval.max_new_tokens=6"]
     cmd = [sys.executable, "-m", "launch.grid", "configs/demo.yaml", "--executor", "local", *overrides]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800,  # 13 runs: two seeds
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
 

@@ -13,7 +13,7 @@ from typing import Optional
 
 from lorafull.stats import Estimate, estimate, order, overlap
 
-MAX_DIFFERENCES = 3  # compare two rows when their settings differ in this many keys at most
+MAX_DIFFERENCES = 3  # compare two rows when their settings differ in this many keys at most (method.* counts once)
 COMPARED = ("score", "learning", "forgetting")
 
 
@@ -67,14 +67,15 @@ def _differences(a: Optional[dict], b: Optional[dict]) -> Optional[list[str]]:
 
 
 def comparisons(rows: list[dict]) -> list[str]:
-    """Markdown lines, one per pair of rows whose settings differ in 1..MAX_DIFFERENCES keys and per
+    """Markdown lines, one per pair of rows whose settings differ in 1..MAX_DIFFERENCES settings and per
     compared column both have: `a` vs `b` (what differs): column a_est > b_est, with `(within noise)`
     when the two 95 % intervals overlap."""
     lines = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
             diff = _differences(a.get("_setting"), b.get("_setting"))
-            if not diff or len(diff) > MAX_DIFFERENCES:
+            # the method's keys (kind, rank, alpha) are one choice: full FT vs LoRA r=64 is one difference
+            if not diff or len({"method" if k.startswith("method.") else k for k in diff}) > MAX_DIFFERENCES:
                 continue
             what = "; ".join(f"{k}: {a['_setting'].get(k)} / {b['_setting'].get(k)}" for k in diff)
             for column in COMPARED:

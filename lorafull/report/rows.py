@@ -121,6 +121,9 @@ def comparable_setting(cfg) -> dict:
                 flat[key] = str(v) if isinstance(v, list) else v
 
     walk(to_dict(cfg), "")
+    if cfg.method.kind == "full":  # LoRA's own settings do nothing to a full fine-tuning run
+        for key in ("method.r", "method.alpha", "method.dropout", "method.target_modules"):
+            flat.pop(key, None)
     if cfg.parent is not None:
         flat["model.name_or_path"] = "run:" + _SEED_SUFFIX.sub("", cfg.parent)
     return flat
