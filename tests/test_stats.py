@@ -68,7 +68,7 @@ def test_within_noise_exactly_when_intervals_overlap():
         rows = [{"run": "full", "score": a, "_setting": {"method.kind": "full", "data.n": 1}},
                 {"run": "lora", "score": b, "_setting": {"method.kind": "lora", "data.n": 1}}]
         [line] = comparisons(rows)
-        assert line.startswith("- `full` vs `lora` (method.kind: full / lora): score")
+        assert line.startswith("- `full` vs `lora` (method: full / lora r=None): score")
         assert ("within noise" in line) is expected, line
         assert (">" in line) is (float(a) > float(b))
 

@@ -66,6 +66,20 @@ def _differences(a: Optional[dict], b: Optional[dict]) -> Optional[list[str]]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def _method(setting: dict) -> str:
+    kind = setting.get("method.kind")
+    return f"lora r={setting.get('method.r')}" if kind == "lora" else str(kind)
+
+
+def _describe(diff: list[str], a: dict, b: dict) -> str:
+    """What differs, the method's keys said as one: "method: full / lora r=64; train.lr: 5e-05 / 0.0005"."""
+    parts = [f"method: {_method(a)} / {_method(b)}"] if any(k.startswith("method.") for k in diff) else []
+    extra = [k for k in diff if k.startswith("method.") and k not in ("method.kind", "method.r")]
+    if a.get("method.kind") == b.get("method.kind") == "lora":  # LoRA vs LoRA: alpha, dropout, modules too
+        parts += [f"{k}: {a.get(k)} / {b.get(k)}" for k in extra]
+    return "; ".join(parts + [f"{k}: {a.get(k)} / {b.get(k)}" for k in diff if not k.startswith("method.")])
+
+
 def comparisons(rows: list[dict]) -> list[str]:
     """Markdown lines, one per pair of rows whose settings differ in 1..MAX_DIFFERENCES settings and per
     compared column both have: `a` vs `b` (what differs): column a_est > b_est, with `(within noise)`
@@ -77,7 +91,7 @@ def comparisons(rows: list[dict]) -> list[str]:
             # the method's keys (kind, rank, alpha) are one choice: full FT vs LoRA r=64 is one difference
             if not diff or len({"method" if k.startswith("method.") else k for k in diff}) > MAX_DIFFERENCES:
                 continue
-            what = "; ".join(f"{k}: {a['_setting'].get(k)} / {b['_setting'].get(k)}" for k in diff)
+            what = _describe(diff, a["_setting"], b["_setting"])
             for column in COMPARED:
                 x, y = a.get(column), b.get(column)
                 if isinstance(x, Estimate) and isinstance(y, Estimate):
