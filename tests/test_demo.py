@@ -54,9 +54,13 @@ def test_demo_study_file_points_at_the_generated_data(tmp_path):
     assert all(os.path.exists(p) for p in paths), [p for p in paths if not os.path.exists(p)]
     # tuned runs chain from the pre-trained model; the math runs from full FT on the larger scale, whose
     # grid name got its signature appended after the study file named it run:full-num_samples2400
-    ft_large = next(r.name for r in study.runs if r.name.startswith("full-num_samples2400-"))
-    assert {r.parent for r in study.runs} == {None, "pretrain", ft_large}
-    assert {r.name for r in study.runs if r.parent == ft_large} == {"ft_math_full", "ft_math_lora"}
+    # Every tuned run comes once per seed (study.seeds), and a math run chains from its own seed's parent.
+    assert study.run("pretrain").group is None and len(study.runs) == 1 + 2 * 6
+    for seed in (1, 2):
+        ft_large = next(r.name for r in study.runs if r.name.startswith(f"full-num_samples2400-seed{seed}-"))
+        assert {r.parent for r in study.runs if r.train.seed == seed} == {"pretrain", ft_large}
+        assert {r.name for r in study.runs if r.parent == ft_large} == {f"ft_math_full-seed{seed}",
+                                                                        f"ft_math_lora-seed{seed}"}
 
 
 @pytest.mark.slow
@@ -66,7 +70,7 @@ def test_short_demo_runs_end_to_end_and_reports_every_run(tmp_path):
     overrides = [f"study.output_dir={out}", "train.max_steps=6", "train.save_every_steps=4", "eval.num_items=8",
                  "eval.max_new_tokens=6"]
     cmd = [sys.executable, "-m", "launch.grid", "configs/demo.yaml", "--executor", "local", *overrides]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800,  # 13 runs: two seeds
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
 
@@ -76,9 +80,12 @@ def test_short_demo_runs_end_to_end_and_reports_every_run(tmp_path):
         assert status["state"] == "done", (run.name, status)
     table = (out / "report" / "table.md").read_text()
     rows = list(csv.DictReader(open(out / "report" / "table.csv", encoding="utf-8")))
-    assert {r.name for r in study.runs} <= {row.get("run") for row in rows}
+    # one row per group of seeds in table.md, one per run in runs.md
+    assert {r.group or r.name for r in study.runs} == {row.get("run") for row in rows}
+    assert all(row["seeds"] == ("1" if row["run"] == "pretrain" else "2") for row in rows)
+    per_run = (out / "report" / "runs.md").read_text()
     for run in study.runs:
-        assert run.name in table
+        assert f"| {run.group or run.name} |" in table and f"| {run.name} |" in per_run
 
     # the finished study copied to another folder (run from another directory): the same run names,
     # nothing to train or evaluate, in the copy as in the original

@@ -16,12 +16,12 @@ from helpers.common import REPO
 
 # lowest first; packages in one layer are peers and may not import each other
 LAYERS = [
-    {"_exports", "runs", "figures"},
+    {"_exports", "runs", "figures", "stats"},
     {"config"},
     {"models"},
     {"data"},
     {"plan"},  # the cost model: below training, which picks auto batch settings from it
-    {"train", "generate", "judge", "demo"},
+    {"train", "generate", "judge", "demo", "smollm2"},
     {"analysis"},
     {"evaluate", "report"},
 ]

@@ -26,6 +26,7 @@ import torch
 from lorafull.config import AnalysisConfig, RunConfig, load_run_config, load_study_settings, study_dir_of_run, to_dict
 from lorafull.runs import RunPaths, write_json_atomic
 from lorafull.analysis.weights import base_folder_of_run
+from lorafull.stats import estimate, paired_differences
 
 
 def learning_forgetting(run_scores: dict[str, Optional[float]], base_scores: dict[str, Optional[float]],
@@ -44,6 +45,33 @@ def learning_forgetting(run_scores: dict[str, Optional[float]], base_scores: dic
     return {"target_mean": t, "source_mean": s, "base_target_mean": bt, "base_source_mean": bs,
             "learning": mean(gains) if target and len(gains) == len(target) else None,
             "forgetting": bs - s if s is not None and bs is not None else None}
+
+
+def paired_strata(tasks_json: dict) -> tuple[Optional[dict], Optional[dict]]:
+    """(learning strata, forgetting strata) of a tasks.json: per task, the per-item differences
+    run - base (target tasks) and base - run (source tasks), for lorafull.stats to resample in pairs.
+    None where a task lacks per-item scores on either side (results written before they were kept)."""
+
+    def strata(names: list[str], sign: float) -> Optional[dict]:
+        out = {}
+        for name in names:
+            run = (tasks_json.get("tasks") or {}).get(name, {}).get("item_scores")
+            base = (tasks_json.get("base") or {}).get(name, {}).get("item_scores")
+            if run is None or base is None or len(run) != len(base):
+                return None
+            out[name] = [None if d is None else sign * d for d in paired_differences(run, base)]
+        return out or None
+
+    return (strata(tasks_json.get("target_tasks") or [], 1.0),
+            strata(tasks_json.get("source_tasks") or [], -1.0))
+
+
+def with_intervals(result: dict) -> dict:
+    """Add learning_interval and forgetting_interval ([low, high], 95 %, paired bootstrap) to a tasks.json."""
+    for key, st in zip(("learning", "forgetting"), paired_strata(result)):
+        est = estimate([st]) if st else None
+        result[f"{key}_interval"] = None if est is None else [est.low, est.high]
+    return result
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -195,7 +223,7 @@ def evaluate_run_tasks(run_dir: Path, analysis: AnalysisConfig) -> dict:
               **learning_forgetting(run_scores, base_scores, target, source), "checkpoints": []}
     if analysis.checkpoints:
         result["checkpoints"] = _evaluate_checkpoints(run_dir, cfg, analysis, tokenizer, dtype, base_scores)
-    return result
+    return with_intervals(result)
 
 
 def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, tokenizer, dtype: str,
@@ -223,9 +251,19 @@ def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfi
     return out
 
 
+def _error_bars(ax, points: list[dict], color: str) -> None:
+    """The 95 % intervals of learning (vertical) and forgetting (horizontal), where a point has them."""
+    for p in points:
+        li, fi = p.get("learning_interval"), p.get("forgetting_interval")
+        if li and fi and None not in li + fi:
+            ax.errorbar(p["forgetting"], p["learning"], xerr=[[p["forgetting"] - fi[0]], [fi[1] - p["forgetting"]]],
+                        yerr=[[p["learning"] - li[0]], [li[1] - p["learning"]]], fmt="none", ecolor=color,
+                        elinewidth=0.8, capsize=2)
+
+
 def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path]:
-    """One point per run (or checkpoint): x = forgetting, y = learning; full FT as circles, LoRA as
-    triangles; the Pareto frontier (most learning for the least forgetting) as a dashed line."""
+    """One point per run (or checkpoint): x = forgetting, y = learning, with 95 % interval bars; full FT
+    as circles, LoRA as triangles; the Pareto frontier (most learning for the least forgetting) as a dashed line."""
     pts = [p for p in points if p.get("learning") is not None and p.get("forgetting") is not None]
     if not pts:
         return None
@@ -248,6 +286,7 @@ def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path
         if ckpts:
             ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=18,
                        facecolors="none", edgecolors=color, label=f"{method} (checkpoints)")
+        _error_bars(ax, finals, color)
         for p in finals:
             ax.annotate(p["label"], (p["forgetting"], p["learning"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")

@@ -16,7 +16,7 @@ from typing import Optional
 
 from lorafull.config import ConfigError, load_run_config, load_study_settings
 from lorafull.runs import RunPaths, write_json_atomic
-from lorafull.analysis.forgetting import plot_learning_forgetting
+from lorafull.analysis.forgetting import paired_strata, plot_learning_forgetting
 from lorafull.train.instability import run_instability
 from lorafull.analysis.sensitivity import sensitivity
 from lorafull.analysis.spectrum import plot_spectrum
@@ -66,6 +66,9 @@ def extend_report(study_dir: str | os.PathLike, rows: list[dict], report_dir: st
         tasks = _read_json(analysis / "tasks.json")
         row["learning"] = _round(tasks.get("learning")) if tasks else None
         row["forgetting"] = _round(tasks.get("forgetting")) if tasks else None
+        if tasks:  # paired per-item differences: the report's grouping turns them into intervals
+            learn, forget = paired_strata(tasks)
+            row.setdefault("_samples", {}).update(learning=learn, forgetting=forget)
         spec = _read_json(analysis / "spectrum.json")
         row["rank90"] = spec["summary"].get("median_rank90") if spec and spec.get("modules") else None
         try:
@@ -76,7 +79,9 @@ def extend_report(study_dir: str | os.PathLike, rows: list[dict], report_dir: st
         method = cfg.method.kind if cfg else str(row.get("method", "?")).split()[0]
         if tasks:
             lf_points.append({"label": row["run"], "method": method, "learning": tasks.get("learning"),
-                              "forgetting": tasks.get("forgetting"), "step": None})
+                              "forgetting": tasks.get("forgetting"), "step": None,
+                              "learning_interval": tasks.get("learning_interval"),
+                              "forgetting_interval": tasks.get("forgetting_interval")})
             for ck in tasks.get("checkpoints") or []:
                 lf_points.append({"label": f"{row['run']}@{ck['step']}", "method": method,
                                   "learning": ck.get("learning"), "forgetting": ck.get("forgetting"),

@@ -20,6 +20,7 @@ from typing import Optional
 from lorafull.analysis.choice import option_loglikelihoods, score_choice  # noqa: F401 -- the task API
 from lorafull.config import TaskSpec
 from lorafull.runs import iter_json_lines
+from lorafull.stats import estimate
 
 
 
@@ -94,10 +95,17 @@ def score_generation(model, tokenizer, items: list[dict], scorer: str, template:
             "items": per_item}
 
 
+def _item_scores(per_item: list[dict], spec: TaskSpec) -> list[Optional[float]]:
+    if spec.kind == "choice":
+        key = "pred_norm" if spec.metric == "acc_norm" else "pred"
+        return [1.0 if x[key] == x["answer"] else 0.0 for x in per_item]
+    return [None if x["score"] is None else float(x["score"]) for x in per_item]
+
+
 def evaluate_tasks(model, tokenizer, specs: list[TaskSpec], template: str, default_max_new_tokens: int,
                    items_dir: Optional[str | os.PathLike] = None, batch_size: int = 8,
                    progress: bool = True) -> dict[str, dict]:
-    """{task name: {"kind", "metric", "score", "n", ...}}; per-item details go to items_dir/<task>.jsonl."""
+    """{task name: {"kind", "metric", "score", "n", "item_scores", "interval": [low, high], ...}}; per-item details go to items_dir/<task>.jsonl."""
     results = {}
     harness = [s for s in specs if s.kind == "lm_eval"]
     if harness:  # the harness's own tasks, on this model as it is in memory
@@ -114,6 +122,10 @@ def evaluate_tasks(model, tokenizer, specs: list[TaskSpec], template: str, defau
                                  spec.max_new_tokens or default_max_new_tokens, batch_size, progress)
             r.update(kind="generation", metric=spec.scorer)
         per_item = r.pop("items")
+        # per-item scores in file order: what the intervals (and learning's paired differences) resample
+        r["item_scores"] = _item_scores(per_item, spec)
+        est = estimate([{spec.name: r["item_scores"]}])
+        r["interval"] = None if est is None else [est.low, est.high]
         if items_dir is not None:
             path = Path(items_dir) / f"{spec.name}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)

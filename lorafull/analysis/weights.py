@@ -172,7 +172,7 @@ def base_folder_of_run(run_dir: str | os.PathLike, name_or_path: str) -> Path:
             raise FileNotFoundError(f"{base}: no saved initial weights; a scratch: run needs the random init the "
                                     f"trainer saves to RUN_DIR/base/ to measure its weight change")
         return base
-    if name_or_path.startswith("run:"):
+    if name_or_path.startswith(("run:", "gguf:")):
         from lorafull.models.load import resolve_run_reference
 
         return Path(resolve_run_reference(name_or_path, run_dir))

@@ -182,6 +182,8 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     name: Optional[str] = named(None)
+    # set by study.seeds, not by hand: the run's name without its seed; the report pools a group's seeds
+    group: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -227,6 +229,9 @@ class StudySection:
     output_dir: str = "studies/{name}"
     # "module:function" called with (study) before planning, to make data files that are missing
     prepare: Optional[str] = None
+    # training seeds: every run that does not set train.seed itself becomes one run per seed
+    # (<name>-seed<k>); the report shows each group's mean over seeds with an interval over seeds and items
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass

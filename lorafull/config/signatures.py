@@ -19,6 +19,7 @@ from lorafull.config.typed import to_dict
 # Settings that do not change what a run learns: resources, cadence, logging, outputs, eval.
 _NOT_IN_SIGNATURE = {
     "name",
+    "group",  # set by study.seeds: the seed itself is in the signature
     "eval",
     "model.arch",  # planning hint only
     "data.cache_dir",

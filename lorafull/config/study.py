@@ -247,13 +247,38 @@ def _study_sections(raw: dict, where: _Where) -> dict:
             "base": _build(RunConfig, raw.get("base") or {}, where, "base")}
 
 
+def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, dict[str, str]]:
+    """One point per seed (study.seeds) for every point that does not set train.seed itself (a shared
+    base model such as a pre-training run keeps one seed); returns (points, seeded name -> its group)."""
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where.at('study.seeds')}: {seeds} lists a seed twice")
+    if not seeds:
+        return points, {}
+    out, groups = [], {}
+    for name, dotted, origins in points:
+        if "train.seed" in dotted:
+            out.append((name, dotted, origins))
+            continue
+        for seed in seeds:
+            out.append((f"{name}-seed{seed}", {**dotted, "train.seed": seed}, {**origins, "train.seed": "study.seeds"}))
+            groups[f"{name}-seed{seed}"] = name
+    return out, groups
+
+
+def _follow_seed_parent(run: RunConfig, groups: dict[str, str]) -> None:
+    """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
+    if run.group is not None and run.parent in groups.values():
+        run.model.name_or_path = f"run:{run.parent}-seed{run.train.seed}"
+
+
 def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig], set[str]]:
     """(every run, the names of the grid's runs)."""
     study_dir = Path(parts["study"].output_dir)
     base_dict = to_dict(parts["base"])
     runs: list[RunConfig] = []
     grid_names = set()
-    for name, dotted, origins in _run_points(raw, where, parts["study"].name):
+    points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
+    for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
         run_where = where.for_run(origins)
@@ -262,8 +287,9 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
             if k.split(".")[0] not in _SECTIONS:
                 raise ConfigError(f"{run_where.at(k)}: unknown key (keys start with {', '.join(_SECTIONS)})")
             set_dotted(d, k, v)
-        d["name"] = name
+        d["name"], d["group"] = name, groups.get(name)
         run = _build(RunConfig, d, run_where, "")
+        _follow_seed_parent(run, groups)
         check_run(run, run_where)
         _resolve_paths(run, study_dir)
         runs.append(run)

@@ -4,6 +4,7 @@ The LoRA-vs-full paper (BELLE) reports one column per category, math and code po
 and an average over those columns (a macro average: every category weighs the same, whatever its
 number of items). An unscored item (score null) is left out of every mean and counted apart. An
 item id counts once (its last row), whatever a file holds.
+Every mean comes with its 95 % bootstrap interval (lorafull.stats: items resampled within their class).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections import defaultdict
 from typing import Iterable, Optional
 
 from lorafull.judge.prompts import normalize_class
+from lorafull.stats import PROCEDURE, estimate
 
 OTHERS = ("math", "code")  # pooled into one "others" column, as in the paper
 
@@ -33,9 +35,24 @@ def _one_per_id(rows: Iterable[dict]) -> list[dict]:
     return list(by_id.values()) + loose
 
 
+def column_strata(by_class: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The paper's columns as item lists: every class but math and code, and those two pooled as "others"."""
+    columns = {c: v for c, v in by_class.items() if c not in OTHERS}
+    pooled = [v for c in OTHERS for v in by_class.get(c, [])]
+    if pooled:
+        columns["others"] = pooled
+    return columns
+
+
+def _interval(strata: dict[str, list[float]]) -> Optional[list]:
+    est = estimate([strata])
+    return None if est is None else [est.low, est.high]
+
+
 def summarize(rows: Iterable[dict]) -> dict:
     """{"categories": {class: mean}, "others": mean of math+code items, "average": macro average over
-    the paper's columns (others pooled), "items", "scored", "unscored", "tokens", "cost"}."""
+    the paper's columns (others pooled), "intervals": {"average" | column: [low, high]} (95 %),
+    "items_by_class": {class: [item scores]}, "items", "scored", "unscored", "tokens", "cost"}."""
     by_class: dict[str, list[float]] = defaultdict(list)
     classes: set[str] = set()
     items = unscored = tokens = 0
@@ -59,6 +76,8 @@ def summarize(rows: Iterable[dict]) -> dict:
     if any(c in classes for c in OTHERS):
         columns["others"] = others
     scored_columns = [m for m in columns.values() if m is not None]
+    strata = column_strata(dict(by_class))
+    intervals = {"average": _interval(strata), **{c: _interval({c: v}) for c, v in sorted(strata.items())}}
     return {
         "categories": categories,
         "others": others,
@@ -68,4 +87,7 @@ def summarize(rows: Iterable[dict]) -> dict:
         "unscored": unscored,
         "tokens": tokens,
         "cost": cost if priced else None,
+        "intervals": intervals,
+        "interval_procedure": PROCEDURE,
+        "items_by_class": {c: by_class.get(c, []) for c in sorted(classes)},
     }

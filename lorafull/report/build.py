@@ -2,7 +2,7 @@
 
     python -m lorafull.report STUDY_DIR
 
-One row per run: settings (method, model, data size), the average score (macro: mean over the
+One row per run (per group of seeds when study.seeds lists several: runs.md has each seed's row): settings (method, model, data size), the average score (macro: mean over the
 paper's categories -- math and code pooled into "others" -- of the mean over scored items), every
 category, and the cost columns the paper puts beside the score: added parameters, training hours per
 epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s, peak memory, judge cost, and
@@ -10,6 +10,9 @@ the number of unscored items; beside them the planned hours per epoch and peak m
 STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned). lorafull.analysis.extend_report
 may add columns and figures. Runs not
 trained, generated or judged yet appear with empty cells: the report can be built at any time.
+Every score is shown as mean ± half-width of its 95 % bootstrap interval (lorafull.stats; table.csv
+has the bounds as <column>_low / _high), and table.md ends with the comparisons between rows that
+differ in a few settings, each marked "within noise" when the two intervals overlap.
 """
 from __future__ import annotations
 
@@ -20,14 +23,16 @@ from pathlib import Path
 
 from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
+from lorafull.report.groups import comparisons, group_rows
 from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
+from lorafull.stats import PROCEDURE, Estimate
 from lorafull.runs import error_line
 
 def columns_of(rows: list[dict]) -> list[str]:
-    """Union of the rows' keys in first-seen order (every key becomes a column)."""
+    """Union of the rows' keys in first-seen order (every key becomes a column, but the hidden "_" ones)."""
     cols: list[str] = []
     for row in rows:
-        cols += [k for k in row if k not in cols]
+        cols += [k for k in row if k not in cols and not k.startswith("_")]
     return cols
 
 
@@ -35,21 +40,49 @@ def _cell(value) -> str:
     return cell_text(value).replace("|", "\\|")  # a pipe would end the Markdown cell
 
 
-def write_markdown(rows: list[dict], cols: list[str], path: Path, note: str = "") -> Path:
+def write_markdown(rows: list[dict], cols: list[str], path: Path, notes: list[str] = ()) -> Path:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
-    lines += ["", note] if note else []
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines + list(notes)) + "\n", encoding="utf-8")
     return path
 
 
+def _csv_columns(rows: list[dict], cols: list[str]) -> list[str]:
+    """Every column, and after each one that carries an interval somewhere, its _low and _high."""
+    out = []
+    for c in cols:
+        out.append(c)
+        if any(isinstance(r.get(c), Estimate) and r[c].low is not None for r in rows):
+            out += [f"{c}_low", f"{c}_high"]
+    return out
+
+
+def _csv_value(row: dict, col: str):
+    for suffix, attr in (("_low", "low"), ("_high", "high")):
+        base = col[: -len(suffix)]
+        if col.endswith(suffix) and isinstance(row.get(base), Estimate):
+            return getattr(row[base], attr)
+    value = row.get(col)
+    return float(value) if isinstance(value, Estimate) else value
+
+
 def write_csv(rows: list[dict], cols: list[str], path: Path) -> Path:
+    cols = _csv_columns(rows, cols)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(cols)
         for r in rows:
-            writer.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+            writer.writerow(["" if _csv_value(r, c) is None else _csv_value(r, c) for c in cols])
     return path
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    """What the ± means, and the comparisons between rows that differ in a few settings."""
+    lines = ["", f"Scores are mean ± half-width of the 95 % interval ({PROCEDURE})."]
+    found = comparisons(rows)
+    if found:
+        lines += ["", "## Comparisons", ""] + found
+    return lines
 
 
 def _extend(study_dir: Path, rows: list[dict], report_dir: Path) -> None:
@@ -68,19 +101,24 @@ def build_report(study_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{study_dir}: no runs/ folder (is this a STUDY_DIR? launch.grid creates it)")
     report_dir = study_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    rows, categories = collect_rows(study_dir)
-    _extend(study_dir, rows, report_dir)
+    per_run, categories = collect_rows(study_dir)
+    _extend(study_dir, per_run, report_dir)
+    rows = group_rows(per_run)
+    if "seeds" in rows[0] if rows else False:  # each seed's own row, beside the pooled table
+        singles = group_rows([{**r, "_group": None} for r in per_run])
+        write_markdown(singles, columns_of(singles), report_dir / "runs.md")
+        write_csv(singles, columns_of(singles), report_dir / "runs.csv")
     cols = columns_of(rows)
-    note = fingerprint_note(rows)
+    note = fingerprint_note(per_run)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    write_markdown(rows, cols, report_dir / "table.md", note)
+    write_markdown(rows, cols, report_dir / "table.md", (["", note] if note else []) + _notes(rows))
     write_csv(rows, cols, report_dir / "table.csv")
     plot_scores(rows, report_dir / "score_per_run.png")
     plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")
     plot_categories(rows, [c for c in categories if c not in ("math", "code")], report_dir / "category_scores.png")
     runs_dir = study_dir / "runs"
-    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in rows}, {r["run"]: r.get("method") for r in rows},
+    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run}, {r["run"]: r.get("method") for r in per_run},
                 report_dir / "loss_curves.png")
     write_html(study_dir, rows, cols, report_dir)  # last: it inlines every figure written above
     return report_dir

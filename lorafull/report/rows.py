@@ -5,13 +5,17 @@ has not been judged yet simply has empty score cells.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
-from lorafull.judge.summary import summarize
+from lorafull.config.signatures import _NOT_IN_SIGNATURE
+from lorafull.config.typed import to_dict
+from lorafull.judge.summary import column_strata, summarize
 from lorafull.report.planned import planned_columns, read_plan
+from lorafull.stats import Estimate
 from lorafull.runs import RunPaths, read_jsonl, read_status
 
 # the paper's column order for BELLE's categories; other categories follow alphabetically
@@ -87,6 +91,12 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
         "others": scores["others"] if scores else None,
     }
     categories = scores["categories"] if scores else {}
+    if scores:  # the item scores behind each score column, for the intervals (lorafull.report.groups)
+        strata = column_strata(scores["items_by_class"])
+        row["_samples"] = {"score": strata, **{c: {c: v} for c, v in scores["items_by_class"].items()},
+                           "others": {"others": strata["others"]} if "others" in strata else None}
+    row["_group"] = cfg.group if cfg else None
+    row["_setting"] = comparable_setting(cfg) if cfg else None
     row.update(training_metrics(run_dir))
     row["judge_cost_usd"] = scores["cost"] if scores else None
     row["unscored"] = scores["unscored"] if scores else None
@@ -96,6 +106,33 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     recorded = read_eval_fingerprint(run_dir) if scores else None
     row["eval_fingerprint"] = (recorded or {}).get("fingerprint", "unknown") if scores else None
     return row, categories
+
+
+_SEED_SUFFIX = re.compile(r"-seed\d+(-[0-9a-f]{8})?$")
+
+
+def comparable_setting(cfg) -> dict:
+    """The run's settings that change what it learns, flat ({"method.kind": "lora", ...}), without its
+    seed; a parent run is named by its group, so two seeds' children compare equal."""
+    flat: dict = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if key in _NOT_IN_SIGNATURE or key == "train.seed":
+                continue
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            else:
+                flat[key] = str(v) if isinstance(v, list) else v
+
+    walk(to_dict(cfg), "")
+    if cfg.method.kind == "full":  # LoRA's own settings do nothing to a full fine-tuning run
+        for key in ("method.r", "method.alpha", "method.dropout", "method.target_modules"):
+            flat.pop(key, None)
+    if cfg.parent is not None:
+        flat["model.name_or_path"] = "run:" + _SEED_SUFFIX.sub("", cfg.parent)
+    return flat
 
 
 def order_categories(names: set[str]) -> list[str]:
@@ -123,8 +160,9 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
         planned = planned_columns(row, plan) if plan else {}
+        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting")}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
-                     "eval_fingerprint": row["eval_fingerprint"]})
+                     "eval_fingerprint": row["eval_fingerprint"], **hidden})
     return rows, columns
 
 
@@ -138,10 +176,13 @@ def fingerprint_note(rows: list[dict]) -> str:
 
 
 def cell_text(value) -> str:
-    """A table cell's text, the same in table.md and index.html: scores to 4 decimals, counts with
-    thousands separators, None empty (each writer escapes it for its format)."""
+    """A table cell's text, the same in table.md and index.html: an estimate as mean ± half-width of its
+    95 % interval, scores to 4 decimals, counts with thousands separators, None empty (each writer
+    escapes it for its format)."""
     if value is None:
         return ""
+    if isinstance(value, Estimate):
+        return value.text(3)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
