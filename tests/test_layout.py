@@ -16,7 +16,7 @@ from helpers.common import REPO
 
 # lowest first; packages in one layer are peers and may not import each other
 LAYERS = [
-    {"_exports", "runs", "figures", "stats"},
+    {"_exports", "runs", "figures", "stats", "generated"},
     {"config"},
     {"models"},
     {"data"},

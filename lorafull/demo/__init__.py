@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from lorafull.demo import tasks, world
+from lorafull.generated import already_made, write_files
 
 VERSION = 4  # bump when the generators change, so existing demo data is remade
 SEED = 20230401
@@ -40,22 +41,12 @@ SIZES = {
 GENERAL_WEIGHTS = {"math": 0.08, "rewrite": 0.23, "extract": 0.23, "classification": 0.23, "closed qa": 0.23}
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None = None) -> Path:
     """Write every demo file into data_dir (skipped when manifest.json says they are already there)."""
     data_dir = Path(data_dir)
     sizes = {**SIZES, **(sizes or {})}
-    manifest = {"version": VERSION, "seed": seed, "sizes": sizes}
-    manifest_path = data_dir / "manifest.json"
-    if manifest_path.exists() and json.loads(manifest_path.read_text()).get("make") == manifest:
+    recipe = {"version": VERSION, "seed": seed, "sizes": sizes}
+    if already_made(data_dir, recipe):
         return data_dir
 
     taken: set[str] = set()
@@ -71,19 +62,13 @@ def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None 
         files[f"tasks/target_{cls.replace(' ', '_')}.jsonl"] = [t for t in target_items if t["class"] == cls]
     for name, items in choice.items():
         files[f"tasks/{name}.jsonl"] = items
-    for rel, records in files.items():
-        _write_jsonl(data_dir / rel, records)
-
     from lorafull.models.tiny import build_tokenizer
 
     # the base model's tokenizer comes from its pre-training text only, as a real one does: instruction
     # data is cut into pieces the base model has seen
     build_tokenizer([d["text"] for d in docs], data_dir / "tokenizer", vocab_size=sizes["vocab_size"])
 
-    counts = {rel: len(records) for rel, records in files.items()}
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps({"make": manifest, "files": counts}, indent=1, ensure_ascii=False))
-    os.replace(tmp, manifest_path)
+    write_files(data_dir, recipe, files)
     return data_dir
 
 

@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from lorafull.generated import already_made, write_files
 from lorafull.smollm2 import data
 
 VERSION = 1  # bump when the generators change
@@ -26,20 +27,12 @@ SEED = 20240515
 SIZES = {"train": 400, "eval": 60, "target": 30}
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None = None) -> Path:
     """Every data file (not the model) into data_dir; skipped when manifest.json says they are there."""
     data_dir = Path(data_dir)
     sizes = {**SIZES, **(sizes or {})}
-    manifest = {"version": VERSION, "seed": seed, "sizes": sizes}
-    path = data_dir / "manifest.json"
-    if path.exists() and json.loads(path.read_text()).get("make") == manifest:
+    recipe = {"version": VERSION, "seed": seed, "sizes": sizes}
+    if already_made(data_dir, recipe):
         return data_dir
     train, eval_phrases, target = data.skill_split(seed, sizes["eval"], sizes["target"])
     files = {"glorp.jsonl": data.instructions(train, sizes["train"], seed + 1),
@@ -47,9 +40,7 @@ def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None 
              "tasks/glorp.jsonl": data.held_out(target, "target"),
              "tasks/facts_numeric.jsonl": data.numeric_task(),
              "tasks/facts_choice.jsonl": data.choice_task(seed + 2)}
-    for rel, records in files.items():
-        _write_jsonl(data_dir / rel, records)
-    path.write_text(json.dumps({"make": manifest, "files": {k: len(v) for k, v in files.items()}}, indent=1))
+    write_files(data_dir, recipe, files)
     return data_dir
 
 
