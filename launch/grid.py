@@ -36,7 +36,7 @@ from .jobs import (Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm
                    wait_until_gone)
 from .plan_table import estimates, plan_text, status_text, write_planned
 from .planning import Plan, make_plan
-from .state import counts, study_views
+from .state import counts, set_aside_failed, study_views
 
 STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "report": "lorafull.report"}
 
@@ -74,10 +74,19 @@ def _report_needed(study: Study, ledger: Ledger, infos: dict, views) -> bool:
     return settled and not table.exists() and not (report_job and report_job.active)
 
 
+def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
+    views = study_views(study, ledger, infos)
+    moved = set_aside_failed(views) if set_aside else []
+    if moved:
+        print("failed run(s) whose settings or inputs changed start afresh (old folder kept): " + "; ".join(moved))
+        views = study_views(study, ledger, infos)
+    return views
+
+
 def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "") -> int:
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
-    views = study_views(study, ledger, infos)
+    views = _views(study, ledger, infos, set_aside=retry and not dry_run)
     plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
     t_est = time.perf_counter()
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch

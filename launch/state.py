@@ -11,6 +11,8 @@ States shown and acted on:
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -151,3 +153,23 @@ def counts(views: list[RunView]) -> str:
     order = ("done", "running", "queued", "trained", "new", "failed", "conflict")
     c = {s: sum(v.state == s for v in views) for s in order}
     return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "no runs"
+
+
+def set_aside_failed(views: list[RunView]) -> list[str]:
+    """--retry of a run that failed and whose settings or input files changed since (its data fixed in
+    place, say): the folder holds no trained model to protect, only the failure and checkpoints of the
+    old settings, so it moves to runs/.superseded/<name>-<old signature> and the run starts afresh.
+    A run that finished training is never moved: that conflict stays the user's to resolve."""
+    moved = []
+    for v in views:
+        if v.state != "conflict" or v.status.get("state") != "failed" or v.trained:
+            continue
+        dest = v.run_dir.parent / ".superseded" / f"{v.name}-{v.folder_signature}"
+        k = 1
+        while dest.exists():
+            k += 1
+            dest = dest.with_name(f"{v.name}-{v.folder_signature}-{k}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(v.run_dir, dest)
+        moved.append(f"{v.name} -> {dest}")
+    return moved

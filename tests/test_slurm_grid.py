@@ -126,8 +126,10 @@ def test_chained_run_waits_for_its_parent_and_a_bad_run_is_retried_alone(tmp_pat
     plain = grid(cfg)
     assert "0 jobs submitted" in plain.stdout and "use --retry" in plain.stdout, plain.stdout
 
-    write_jsonl(bad, alpaca_records(8))  # fix the data
+    write_jsonl(bad, alpaca_records(8))  # fix the data: a new input, so the failed folder is set aside
     retried = grid(cfg, "--retry")
+    assert "failed run(s) whose settings or inputs changed start afresh" in retried.stdout, retried.stdout
+    assert (study_dir / "runs" / ".superseded").is_dir()
     led2 = ledger(study_dir)
     new = led2["submissions"][len(led["submissions"]):]
     assert [(s["kind"], s["runs"]) for s in new] == [("train", ["bad"]), ("eval", ["bad"]), ("report", [])], \
