@@ -200,8 +200,13 @@ def summarize_ids(job_ids: Iterable[str]) -> str:
 
 
 def cancel_jobs(job_ids: Iterable[str]) -> list[str]:
+    """Stop the jobs for good. A plain scancel sends SIGTERM first, which the training takes for a
+    preemption (save, exit 75, requeue): the job would come back. So running jobs get SIGKILL in every
+    process (batch script and steps) first, then scancel removes them and the pending ones; --retry
+    resumes from the last periodic checkpoint."""
     ids = sorted({j for j in job_ids if j})
     if ids:
+        subprocess.run(["scancel", "--full", "--signal=KILL", *ids], check=False, capture_output=True, text=True)
         subprocess.run(["scancel", *ids], check=False, capture_output=True, text=True)
     return ids
 

@@ -68,7 +68,7 @@ def extend_report(study_dir: str | os.PathLike, rows: list[dict], report_dir: st
         row["forgetting"] = _round(tasks.get("forgetting")) if tasks else None
         if tasks:  # paired per-item differences: the report's grouping turns them into intervals
             learn, forget = paired_strata(tasks)
-            row.setdefault("_samples", {}).update(learning=learn, forgetting=forget)
+            row["_samples"] = {**(row.get("_samples") or {}), "learning": learn, "forgetting": forget}
         spec = _read_json(analysis / "spectrum.json")
         row["rank90"] = spec["summary"].get("median_rank90") if spec and spec.get("modules") else None
         try:
