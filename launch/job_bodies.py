@@ -73,6 +73,14 @@ def _mark_failed(run_dir: str, stage: str, message: str) -> None:
         write_status(run_dir, "failed", stage=stage, error=message)
 
 
+def _cancelled(job_id: Optional[str]) -> bool:
+    """True when Slurm already counts this job as cancelled (scancel), whatever its processes still do."""
+    if not job_id:
+        return False
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=False)
+    return "JobState=CANCELLED" in out.stdout
+
+
 def _raise_requeue_signal() -> None:
     """Run submitit's checkpoint-and-requeue path, as if Slurm had signalled this process."""
     os.kill(os.getpid(), submitit.JobEnvironment._usr_sig())
@@ -112,6 +120,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         rc = self._child.wait()
         if rc == 0:
             return {"run_dir": self.run_dir, "state": "done"}
+        if rc == EXIT_REQUEUE and _cancelled(_this_job()):
+            # scancel's SIGTERM reached the training first, which saved as for a preemption: a cancelled
+            # job stays cancelled (launch.grid --cancel marks the run; --retry resumes it)
+            print("[launch] training saved a checkpoint; the job was cancelled, so it is not requeued", flush=True)
+            return {"run_dir": self.run_dir, "state": "cancelled"}
         if rc == EXIT_REQUEUE:
             print(f"[launch] training saved a checkpoint and asked to be requeued (exit {rc})", flush=True)
             _raise_requeue_signal()
