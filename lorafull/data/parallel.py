@@ -64,7 +64,7 @@ def _worker_init() -> None:
 
 
 def _tokenize_range(args) -> dict:
-    from lorafull.data.cache import _batches, tokenize_stream
+    from lorafull.data.tokenize import _batches, tokenize_stream
     from lorafull.data.read import iter_jsonl_range
 
     path, (start, end, first_line), fmt, tokenizer, template, max_length, packing, out = args
@@ -89,7 +89,7 @@ def _append(src: Path, dst, shift: int = 0, skip_first: bool = False) -> None:
 
 
 def merge_parts(parts: list[Path], out: Path, part_tokens: list[int]) -> None:
-    from lorafull.data.cache import ARRAYS
+    from lorafull.data.tokenize import ARRAYS
 
     for name, dtype in ARRAYS.items():
         file_name = f"{name}.{np.dtype(dtype).name}"

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
 from lorafull.config import MethodConfig, ModelConfig, RunConfig, load_run_config
+from lorafull.models.targets import TARGET_KEYWORDS, linear_module_names, resolve_target_modules  # noqa: F401 (the loader's API)
 from lorafull.runs import RunPaths
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -41,8 +42,6 @@ def resolve_run_reference(name_or_path: str, run_dir: Path) -> str:
     paths = RunPaths.of(parent_dir)
     if (paths.final / "adapter_config.json").exists() or (paths.final / "bottleneck_config.json").exists():
         if not (paths.merged / "config.json").exists():  # merge_run says which methods cannot merge
-            from lorafull.models.merge import merge_run  # local import: merge needs peft
-
             merge_run(parent_dir)
         return str(paths.merged)
     if not (paths.final / "config.json").exists():
@@ -137,41 +136,6 @@ def load_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int = 0,
 # ---------------------------------------------------------------------------------------------
 # The method: which parameters train
 # ---------------------------------------------------------------------------------------------
-# Keyword -> module names, for LLaMA-style decoders (LLaMA, Mistral, Qwen2, Gemma share these names).
-TARGET_KEYWORDS = {
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mlp": ["gate_proj", "up_proj", "down_proj"],
-}
-
-
-def linear_module_names(model) -> list[str]:
-    """Short names (last path component) of the model's linear layers, e.g. q_proj, lm_head."""
-    from transformers.pytorch_utils import Conv1D
-
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                   if isinstance(m, (torch.nn.Linear, Conv1D)) and name})
-
-
-def resolve_target_modules(model, target_modules) -> Union[str, list[str]]:
-    """Config value -> what peft gets. Keywords expand to module names; every named module must match a
-    linear layer of this model, otherwise the error lists the names that would."""
-    if isinstance(target_modules, str):
-        if target_modules == "all-linear":
-            return "all-linear"  # peft picks every linear layer except the output head
-        names = TARGET_KEYWORDS.get(target_modules, [target_modules])
-    else:
-        names = []
-        for t in target_modules:
-            names.extend(TARGET_KEYWORDS.get(t, [t]))
-    available = linear_module_names(model)
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise ValueError(f"method.target_modules: {', '.join(missing)} match no linear layer of this model; "
-                         f"its linear modules are: {', '.join(available)} "
-                         f"(or use attention | mlp | all-linear)")
-    return list(dict.fromkeys(names))
-
-
 def apply_method(model, method_cfg: MethodConfig, seed: int = 0, adapter_dtype: Optional[torch.dtype] = None):
     """The run's method applied to the model (lorafull.models.methods, where every kind is described;
     adapter_dtype: see there)."""
@@ -224,3 +188,36 @@ def count_params_meta(name_or_arch: str, method_cfg: MethodConfig) -> dict:
         model = AutoModelForCausalLM.from_config(config)
         model = apply_method(model, method_cfg)
     return param_counts(model)
+
+
+def merge_run(run_dir: str | os.PathLike) -> Path:
+    """RUN_DIR/merged/ (built once, atomically); final/ itself for a full fine-tune."""
+    from lorafull.config import load_run_config
+    from lorafull.models.bottleneck import is_adapter_folder
+
+    paths = RunPaths.of(run_dir)
+    if (paths.final / "config.json").exists() and not (paths.final / "adapter_config.json").exists():
+        return paths.final
+    if is_adapter_folder(paths.final) or load_run_config(run_dir).method.kind in ("prompt", "prefix"):
+        raise ValueError(f"{paths.final}: method.kind {load_run_config(run_dir).method.kind} adds layers or "
+                         "inputs that cannot be folded into the base weights: no merged model to build")
+    if not (paths.final / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{paths.final}: no finished adapter (run python -m lorafull.train {run_dir} first)")
+    if (paths.merged / "config.json").exists():
+        return paths.merged
+    # the base in its own dtype (half the memory of fp32 for a 13B merge on a login node); peft adds
+    # the fp32 adapter product into it, one rounding as when the merged weights are saved
+    dtype = load_run_config(run_dir).model.dtype
+    model, tokenizer = load_final(run_dir, dtype=dtype, merge=True)
+    tmp = paths.root / f".merged.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.dtype = torch_dtype(dtype)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, paths.merged)
+    except OSError:  # another job merged the same run meanwhile: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (paths.merged / "config.json").exists():
+            raise
+    return paths.merged

@@ -29,7 +29,7 @@ ADDED_NAME_PARTS = ("lora_", "hada_", "ia3_", "prompt_encoder", "bottleneck_adap
 
 
 def _targets(model, method_cfg) -> list[str] | str:
-    from lorafull.models.load import linear_module_names, resolve_target_modules
+    from lorafull.models.targets import linear_module_names, resolve_target_modules
 
     targets = resolve_target_modules(model, method_cfg.target_modules)
     if targets == "all-linear":  # written out: not every peft tuner takes the keyword
@@ -50,7 +50,7 @@ def peft_config(model, method_cfg):
         return peft.LoHaConfig(r=method_cfg.r, alpha=method_cfg.alpha, module_dropout=method_cfg.dropout,
                                target_modules=_targets(model, method_cfg), **common)
     if kind == "ia3":
-        from lorafull.models.load import TARGET_KEYWORDS
+        from lorafull.models.targets import TARGET_KEYWORDS
 
         targets = _targets(model, method_cfg)
         feedforward = [t for t in targets if t in TARGET_KEYWORDS["mlp"]]
