@@ -15,7 +15,6 @@ created; a job that died between the two finds its batch by the uploaded file's 
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -104,17 +103,18 @@ def _download(client, batch, cache: JudgeCache, cfg: JudgeConfig) -> dict[str, s
     return failed
 
 
-def _batch_price(cfg: JudgeConfig) -> JudgeConfig:
+def batch_price(cfg: JudgeConfig) -> JudgeConfig:
     prices = {m: {k: float(v) * BATCH_PRICE_FACTOR for k, v in p.items()} if isinstance(p, dict) else p
               for m, p in cfg.prices.items()}
     return dataclasses.replace(cfg, prices=prices, parse_retries=0)
 
 
-def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, writer, bar) -> dict:
-    """Submit, poll or finish this run's batch; raises BatchPending while it runs."""
+def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeCache) -> tuple[list, dict, dict]:
+    """Submit, poll or finish this run's batch; raises BatchPending while it runs. Once it has ended:
+    (the items whose replies are now in the cache, {item id: error} for the items a failed batch line
+    leaves unanswered, the batch's counters). The judge then scores the first from the cache, exactly as
+    online, at the batch price (batch_price), and marks the others."""
     import openai
-
-    from lorafull.judge.stage import _row, judge_openai  # the online path scores from the filled cache
 
     run_dir = Path(run_dir)
     client = openai.OpenAI(api_key=resolve_api_key(cfg), base_url=cfg.base_url, timeout=cfg.timeout_s)
@@ -135,16 +135,13 @@ def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeC
         state = _save(run_dir, {**state, "status": batch.status, "failed": _download(client, batch, cache, cfg)})
     failed = dict(state.get("failed", {}))
     failed.update({k: "no reply in the batch's output" for k in missing if cache.get(k) is None and k not in failed})
-    ready = []
+    ready, errors = [], {}
     for item in todo:
-        errors = [failed[k] for k in keys[str(item["id"])] if k in failed]
-        if errors:  # marked, not retried: a failed batch line is a request the judge cannot answer
-            writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
-                              error=errors[0], error_kind="batch"))
-            bar.update()
+        lines = [failed[k] for k in keys[str(item["id"])] if k in failed]
+        if lines:  # marked, not retried: a failed batch line is a request the judge cannot answer
+            errors[str(item["id"])] = lines[0]
         else:
             ready.append(item)
-    counters = asyncio.run(judge_openai(ready, _batch_price(cfg), cache, writer, bar)) if ready else {}
     (run_dir / STATE_FILE).unlink(missing_ok=True)  # done: a later judging pass starts a new batch
-    return {**counters, "batch_id": state.get("batch_id"), "batch_requests": state.get("requests", 0),
+    return ready, errors, {"batch_id": state.get("batch_id"), "batch_requests": state.get("requests", 0),
             "batch_failed_lines": len(state.get("failed", {}))}

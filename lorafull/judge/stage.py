@@ -197,6 +197,20 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
             "paid_cost": request_cost(cfg, c.paid_prompt_tokens, c.paid_completion_tokens)}
 
 
+def _judge_by_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache, writer, bar) -> dict:
+    """The Batch API fills the reply cache (lorafull.judge.batch); scoring from it is the online path's."""
+    from lorafull.judge.batch import batch_price, judge_batch
+
+    ready, errors, stats = judge_batch(run_dir, todo, cfg, cache)
+    for item in todo:
+        if str(item["id"]) in errors:
+            writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
+                              error=errors[str(item["id"])], error_kind="batch"))
+            bar.update()
+    counters = asyncio.run(judge_openai(ready, batch_price(cfg), cache, writer, bar)) if ready else {}
+    return {**counters, **stats}
+
+
 def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
     """Judge every response not judged yet; returns the run's score summary."""
     run_dir = Path(run_dir)
@@ -225,9 +239,7 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
             cache = JudgeCache(cfg.cache or default_cache_path(run_dir))
             try:
                 if cfg.mode == "batch":  # the Batch API: submit / poll / score (BatchPending while it runs)
-                    from lorafull.judge.batch import judge_batch
-
-                    counters = judge_batch(run_dir, todo, cfg, cache, writer, bar)
+                    counters = _judge_by_batch(run_dir, todo, cfg, cache, writer, bar)
                 else:
                     counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
             finally:
