@@ -32,8 +32,8 @@ from lorafull.config import ConfigError, Study, load_study, save_run_config, sav
 from lorafull.runs import read_status, write_status
 
 from .batches import poll_judge_batches
-from .jobs import (Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids,
-                   wait_until_gone)
+from .job_bodies import CANCEL_MARKER
+from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
 from .plan_table import estimates, plan_text, status_text, write_planned
 from .planning import Plan, make_plan
 from .state import counts, set_aside_failed, study_views
@@ -168,8 +168,13 @@ def cancel(study: Study, executor: str) -> int:
     infos = query_jobs(ledger.job_ids())
     active = [j for j in ledger.job_ids() if (i := job_state(infos, j)) is not None and i.active]
     hit = {name for name, entry in ledger.data["runs"].items() if {entry.get("train"), entry.get("eval")} & set(active)}
+    # the marker tells each training's job body that its checkpoint-and-exit is a cancel, not a
+    # preemption to requeue (Slurm shows the dying job as COMPLETING, not CANCELLED)
+    for view in study_views(study, ledger, {}):
+        job = ledger.data["runs"].get(view.name, {}).get("train")
+        if job in active and view.run_dir.is_dir():
+            (view.run_dir / CANCEL_MARKER).write_text(job + "\n")
     cancelled = cancel_jobs(active)
-    wait_until_gone(cancelled)
     # runs stopped half-way are failed (resumable with --retry), not queued forever; written after the
     # jobs are gone, so that a stage dying of the cancel does not overwrite it
     marked = []

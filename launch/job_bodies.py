@@ -73,12 +73,25 @@ def _mark_failed(run_dir: str, stage: str, message: str) -> None:
         write_status(run_dir, "failed", stage=stage, error=message)
 
 
-def _cancelled(job_id: Optional[str]) -> bool:
-    """True when Slurm already counts this job as cancelled (scancel), whatever its processes still do."""
+CANCEL_MARKER = ".cancel-requested"  # in the run folder: job ids launch.grid --cancel is about to scancel
+
+
+def _cancelled(job_id: Optional[str], run_dir: str) -> bool:
+    """True when this job is being cancelled (launch.grid --cancel or a plain scancel), whatever its
+    processes still do. While the job's processes exit, Slurm shows it as COMPLETING, which hides the
+    CANCELLED under it: launch.grid leaves a marker naming the job before it cancels, and sacct (when
+    the cluster keeps accounting) already records "CANCELLED by <uid>"."""
     if not job_id:
         return False
+    marker = Path(run_dir) / CANCEL_MARKER
+    if marker.is_file() and {job_id, job_id.split("_")[0]} & set(marker.read_text().split()):
+        return True
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=False)
-    return "JobState=CANCELLED" in out.stdout
+    if "JobState=CANCELLED" in out.stdout:
+        return True
+    acct = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True,
+                          check=False)
+    return acct.returncode == 0 and any(line.startswith("CANCELLED") for line in acct.stdout.split())
 
 
 def _raise_requeue_signal() -> None:
@@ -120,7 +133,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         rc = self._child.wait()
         if rc == 0:
             return {"run_dir": self.run_dir, "state": "done"}
-        if rc == EXIT_REQUEUE and _cancelled(_this_job()):
+        if rc == EXIT_REQUEUE and _cancelled(_this_job(), self.run_dir):
             # scancel's SIGTERM reached the training first, which saved as for a preemption: a cancelled
             # job stays cancelled (launch.grid --cancel marks the run; --retry resumes it)
             print("[launch] training saved a checkpoint; the job was cancelled, so it is not requeued", flush=True)

@@ -199,26 +199,21 @@ def summarize_ids(job_ids: Iterable[str]) -> str:
     return " ".join(parts + sorted(plain)) or "-"
 
 
-def cancel_jobs(job_ids: Iterable[str]) -> list[str]:
-    """Stop the jobs for good. A plain scancel sends SIGTERM first, which the training takes for a
-    preemption (save, exit 75, requeue): the job would come back. So running jobs get SIGKILL in every
-    process (batch script and steps) first, then scancel removes them and the pending ones; --retry
-    resumes from the last periodic checkpoint."""
+def cancel_jobs(job_ids: Iterable[str], timeout_s: float = 90.0) -> list[str]:
+    """Stop the jobs for good and wait until Slurm has none of them queued or running. A running
+    training takes scancel's SIGTERM as a preemption: it saves a checkpoint (which --retry resumes
+    from) and its job body, seeing the job cancelled, does not requeue it. Should a job come back
+    anyway (a requeue that raced the cancel), it is cancelled again."""
     ids = sorted({j for j in job_ids if j})
-    if ids:
-        subprocess.run(["scancel", "--full", "--signal=KILL", *ids], check=False, capture_output=True, text=True)
-        subprocess.run(["scancel", *ids], check=False, capture_output=True, text=True)
-    return ids
-
-
-def wait_until_gone(job_ids: Iterable[str], timeout_s: float = 60.0) -> None:
-    """Wait until none of the jobs is queued or running (after scancel)."""
-    ids = {j for j in job_ids if j}
     deadline = time.monotonic() + timeout_s
-    while ids and time.monotonic() < deadline:
-        if not any(j.active for j in query_jobs(ids).values()):
-            return
+    left = set(ids)
+    while left and time.monotonic() < deadline:
+        queued = [j for j, info in query_jobs(left).items() if info.active and info.state != "COMPLETING"]
+        if queued:
+            subprocess.run(["scancel", *queued], check=False, capture_output=True, text=True)
         time.sleep(1.0)
+        left = {j for j, info in query_jobs(left).items() if info.active}
+    return ids
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,6 +6,9 @@ report, idempotent re-runs, status, chained runs, a failing run and --retry, sec
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -141,19 +144,49 @@ def test_chained_run_waits_for_its_parent_and_a_bad_run_is_retried_alone(tmp_pat
     assert "4 done" in grid(cfg, "--status").stdout
 
 
-def test_cancel_stops_the_study_and_retry_resumes_it(tmp_path, tiny_tokenizer_dir):
+def _wait_until_training(run_dir: Path, job_id: str, timeout_s: float = 180) -> None:
+    """Until the job runs and its training has taken a step (so that a cancel meets a live training)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if status(run_dir).get("state") == "running" and (run_dir / "metrics.jsonl").is_file():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{job_id}: training did not start within {timeout_s}s: {status(run_dir)}")
+
+
+def _restarts(job_id: str) -> int:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    m = re.search(r"Restarts=(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+def test_cancel_stops_a_running_study_for_good_and_retry_resumes_it(tmp_path, tiny_tokenizer_dir):
+    """A running training answers scancel's SIGTERM like a preemption (checkpoint, exit 75); the job must
+    still end cancelled, not requeue itself: through launch.grid --cancel and through a plain scancel."""
     need_slurm()
     files = make_data(tmp_path, tiny_tokenizer_dir)
     cfg = write_study(tmp_path / "c.yaml", study_dict(tmp_path, files, name="cancelled", runs=[{"name": "slow"}],
-                                                     base={"train": {"max_steps": 100000}}))
-    study_dir = tmp_path / "cancelled"
+                                                     base={"train": {"max_steps": 100000, "save_every_steps": 50}}))
+    study_dir, run_dir = tmp_path / "cancelled", tmp_path / "cancelled" / "runs" / "slow"
     grid(cfg)
+    train_job = ledger(study_dir)["runs"]["slow"]["train"]
+    _wait_until_training(run_dir, train_job)
     out = grid(cfg, "--cancel")
     assert "cancelled 3 job(s)" in out.stdout, out.stdout
     wait_for_jobs(_all_job_ids(study_dir), timeout_s=120)
-    st = status(study_dir / "runs" / "slow")
+    assert _restarts(train_job) == 0, job_log_text(study_dir)
+    st = status(run_dir)
     assert st["state"] == "failed" and "--cancel" in st["error"], st
     assert "1 failed" in grid(cfg, "--status").stdout
+
     again = grid(cfg, "--retry")
     assert "sbatch train" in again.stdout
-    assert "cancelled 3 job(s)" in grid(cfg, "--cancel").stdout
+    retry_job = ledger(study_dir)["runs"]["slow"]["train"]
+    assert retry_job != train_job
+    _wait_until_training(run_dir, retry_job)
+    subprocess.run(["scancel", retry_job], check=True)
+    wait_for_jobs(_all_job_ids(study_dir), timeout_s=120)
+    log = job_log_text(study_dir)
+    assert _restarts(retry_job) == 0 and "the job was cancelled, so it is not requeued" in log, log
+    resumed = status(run_dir).get("resumed_from")
+    assert resumed and resumed > 0, status(run_dir)  # the retry went on from the cancel's checkpoint
