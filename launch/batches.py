@@ -1,7 +1,7 @@
 """Judge batches (eval.judge.mode: batch) seen from the launcher: `launch.grid CONFIG --status` polls the
-batch of every run that has one; a finished batch is scored and the run's evaluation completed in this
-process (python -m lorafull.evaluate finds generation done and only judges, then runs the analyses).
-Once every run is settled, `launch.grid CONFIG` submits the report as for any study.
+batch of every run that has one. A finished batch is scored and the run's evaluation completed in this
+process (python -m lorafull.evaluate finds generation done and only judges, then runs the analyses);
+a batch still running leaves the run "waiting". Once every run is settled, --status schedules the report.
 """
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from lorafull.config import Study
 from lorafull.runs import error_line, write_status
 
 
-def poll_judge_batches(study: Study) -> list[str]:
-    """One line per run with a judge batch: still running, finished, or the error."""
-    from lorafull.judge.batch import STATE_FILE, BatchPending
+def poll_judge_batches(study: Study) -> tuple[list[str], int]:
+    """One line per run with a judge batch (still running, finished, or the error), and how many finished."""
+    from lorafull.judge.batch import STATE_FILE
 
-    notes = []
+    notes, finished = [], 0
     for run in study.runs:
         run_dir = study.run_dir(run)
         if not (run_dir / STATE_FILE).exists():
@@ -21,13 +21,14 @@ def poll_judge_batches(study: Study) -> list[str]:
         from lorafull.evaluate import evaluate_run  # loads the judge stack only when a batch exists
 
         try:
-            evaluate_run(run_dir, progress=False)
-        except BatchPending as e:
-            write_status(run_dir, "failed", stage="judge", error=str(e))  # still waiting: said, not hidden
-            notes.append(f"{run.name}: {e}")
+            result = evaluate_run(run_dir, progress=False)
         except Exception as e:  # noqa: BLE001 -- one line per run; the others are still polled
             write_status(run_dir, "failed", stage="evaluate", error=error_line(e))
             notes.append(f"{run.name}: error: {error_line(e)}")
+            continue
+        if result["judge"].get("waiting"):
+            notes.append(f"{run.name}: {result['judge']['waiting']}")
         else:
+            finished += 1
             notes.append(f"{run.name}: judge batch finished, scores written")
-    return notes
+    return notes, finished

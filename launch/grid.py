@@ -29,7 +29,7 @@ import time
 from submitit.core.utils import FailedJobError
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
-from lorafull.runs import read_status, write_status
+from lorafull.runs import RunPaths, read_status, write_status
 
 from .batches import poll_judge_batches
 from .job_bodies import CANCEL_MARKER
@@ -67,11 +67,17 @@ def missing_stages(plan: Plan) -> list[str]:
 
 
 def _report_needed(study: Study, ledger: Ledger, infos: dict, views) -> bool:
-    """A study whose runs are all settled but has no table yet (e.g. its report job failed)."""
+    """A study whose runs are all settled but whose table is missing (its report job failed, say) or
+    older than a run's scores (a judge batch finished after the report was written)."""
     table = study.output_dir / "report" / "table.md"
     report_job = job_state(infos, ledger.data.get("report"))
     settled = all(v.state in ("done", "failed") for v in views) and any(v.state == "done" for v in views)
-    return settled and not table.exists() and not (report_job and report_job.active)
+    if not settled or (report_job and report_job.active):
+        return False
+    if not table.exists():
+        return True
+    scored = [RunPaths.of(v.run_dir).judge_summary for v in views if v.state == "done"]
+    return any(p.exists() and p.stat().st_mtime > table.stat().st_mtime for p in scored)
 
 
 def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
@@ -83,11 +89,13 @@ def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
     return views
 
 
-def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "") -> int:
+def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False) -> int:
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = _views(study, ledger, infos, set_aside=retry and not dry_run)
     plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
+    if report_only:  # --status after the last judge batch: the table, nothing else the study may want
+        plan.train_arrays, plan.eval_only, plan.parent_dep = [], [], {}
     t_est = time.perf_counter()
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
@@ -143,12 +151,20 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     return 1 if runner.failed else 0
 
 
-def show_status(study: Study, executor: str) -> int:
-    for note in poll_judge_batches(study):  # eval.judge.mode: batch -- scores arrive when the user comes back
+def show_status(study: Study, executor: str, command: str = "") -> int:
+    notes, finished = poll_judge_batches(study)  # eval.judge.mode: batch -- scores arrive when the user comes back
+    for note in notes:
         print(f"judge batch: {note}")
     ledger = Ledger(study.output_dir)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)
+    if finished and _report_needed(study, ledger, infos, views):
+        print("the last judge batch finished: writing the report")
+        with study_lock(study.output_dir):
+            launch(study, executor, dry_run=False, retry=False, command=command, report_only=True)
+        ledger = Ledger(study.output_dir)
+        infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
+        views = study_views(study, ledger, infos)
     print(f"study {study.study.name}: {study.output_dir}")
     print(status_text(views))
     report_id = ledger.data.get("report")
@@ -212,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --executor slurm but {why} (use --executor local, or --dry-run)", file=sys.stderr)
         return 2
     try:
-        if args.status:
-            return show_status(study, executor)
         command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])
+        if args.status:
+            return show_status(study, executor, command)
         if args.dry_run:
             return launch(study, executor, dry_run=True, retry=False, command=command)
         if args.calibrate:

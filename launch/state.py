@@ -7,6 +7,7 @@ States shown and acted on:
     queued    a job of the run waits in the queue            running   a job of the run runs
     done      trained and evaluated                           failed    a stage failed or its job ended
                                                                         badly: resubmitted with --retry
+    waiting   its judge batch (eval.judge.mode: batch) runs at the provider: `--status` polls it
     conflict  the folder holds another signature: never overwritten, never submitted
 """
 from __future__ import annotations
@@ -103,6 +104,9 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
     if folder_state == "failed":
         view.state, view.detail = "failed", f"{status.get('stage', '?')}: {status.get('error') or 'failed'}"
         return
+    if folder_state == "waiting":
+        view.state, view.detail = "waiting", status.get("waiting_for") or "waiting for the judge batch"
+        return
     bad = [(j, i) for j, i in ((view.train_job, view.train_info), (view.eval_job, view.eval_info)) if i and i.bad]
     if bad:
         j, i = bad[0]
@@ -150,7 +154,7 @@ def study_views(study: Study, ledger: Ledger, infos: dict[str, JobInfo]) -> list
 
 
 def counts(views: list[RunView]) -> str:
-    order = ("done", "running", "queued", "trained", "new", "failed", "conflict")
+    order = ("done", "running", "queued", "waiting", "trained", "new", "failed", "conflict")
     c = {s: sum(v.state == s for v in views) for s in order}
     return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "no runs"
 

@@ -6,6 +6,10 @@ Checks what can fail cheaply first (the eval set reads, the judge has a key and 
 class) so a typo never costs a generation pass. Each step is resumable on its own, so a rerun after
 preemption or a crash continues with the first unfinished one. The analyses run when the study's
 analysis section asks for any (STUDY_DIR/study.yaml) and lorafull.analysis is installed.
+
+With eval.judge.mode: batch the judge submits a batch and returns: status.json says "waiting" (stage
+judge) and the command exits 0. Running it again (or `launch.grid CONFIG --status`) polls the batch;
+once it has ended, the scores are written and the analyses run.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
     check_judge_setup(cfg.eval.judge, {it["class"] for it in items})
     generated = generate_run(run_dir, progress=progress)
     summary = judge_run(run_dir, progress=progress)
+    if summary.get("waiting"):  # a judge batch runs at the provider: status.json says waiting, not failed
+        return {"generate": generated, "judge": summary, "analyses": False}
     log_eval_scores(run_dir, cfg, summary)  # into the training's TensorBoard / W&B / MLflow run
     analysed = run_analyses_if_asked(run_dir)
     write_status(run_dir, "done", stage="evaluate")
@@ -53,6 +59,8 @@ def failed_stage(run_dir: Path) -> str:
 
 
 def describe(run_dir: Path, result: dict) -> str:
+    if result["judge"].get("waiting"):
+        return f"{run_dir.name}: waiting: {result['judge']['waiting']}"
     avg = result["judge"]["average"]
     return (f"{run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'}, "
             f"{result['judge']['unscored']} unscored, analyses {'run' if result['analyses'] else 'not asked'}")

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-STATES = ("queued", "running", "done", "failed")
+# waiting: a stage handed its work to an outside service and is not done until it answers (a judge
+# batch, eval.judge.mode: batch); neither running here nor failed
+STATES = ("queued", "running", "waiting", "done", "failed")
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def redact_obj(obj: Any) -> Any:
 
 def write_status(run_dir: str | os.PathLike, state: str, stage: str = "train", error: Optional[str] = None,
                  **extra) -> dict:
-    """Update status.json. `state` is the state of the whole run (queued|running|done|failed);
+    """Update status.json. `state` is the state of the whole run (queued|running|waiting|done|failed);
     `stage` names what it refers to (train, generate, judge). Earlier keys are kept."""
     assert state in STATES, state
     status = read_status(run_dir)

@@ -1,17 +1,21 @@
 """Batch judging (eval.judge.mode: batch) against a local Files + Batches server, through the real openai
-client: a batch that completes on the third poll, a crash between submit and download, failed lines.
-Each ends with every item scored or marked, and each request paid once."""
+client: a batch that completes on the third poll, a crash between submit and download, failed lines,
+unreadable replies asked again in a second batch. Each ends with every item scored or marked, each
+request paid once, and the rows the online judge writes for the same replies."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from helpers.batch_server import FakeBatchServer
 from helpers.eval_runs import judge_cli, make_judge_run, scores_by_id
-from helpers.openai_server import expected_score
-from lorafull.judge.batch import STATE_FILE, BatchPending
+from helpers.openai_server import FakeJudgeServer, expected_score
+from lorafull.judge.batch import STATE_FILE
+from lorafull.judge.request import STRUCTURED_FORMAT
 from lorafull.judge.stage import judge_run
+from lorafull.runs import read_status
 
 N = 8
 
@@ -25,8 +29,10 @@ def test_a_batch_completing_on_the_third_poll_scores_every_item_at_half_price(tm
     with FakeBatchServer(polls_to_complete=3) as server:
         run_dir = make_judge_run(tmp_path, responses(), server.base_url, mode="batch")
         for poll in (1, 2):  # submit + first poll, second poll: still running
-            with pytest.raises(BatchPending, match=r"is (validating|in_progress)"):
-                judge_run(run_dir, progress=False)
+            waiting = judge_run(run_dir, progress=False)
+            assert re.match(r"judge batch \S+ is (validating|in_progress)", waiting["waiting"]), waiting
+            st = read_status(run_dir)  # waiting, not failed: nothing for --retry to do
+            assert (st["state"], st["stage"]) == ("waiting", "judge") and st["error"] is None, st
             state = json.loads((run_dir / STATE_FILE).read_text())
             assert state["requests"] == N and server.created == 1 and server.polls[state["batch_id"]] == poll
         summary = judge_run(run_dir, progress=False)
@@ -38,13 +44,14 @@ def test_a_batch_completing_on_the_third_poll_scores_every_item_at_half_price(tm
     row = scores["0"]  # costed at half the online price: 0.25 / 0.75 USD per 1M tokens
     assert row["cost"] == pytest.approx((row["prompt_tokens"] * 0.25 + row["completion_tokens"] * 0.75) / 1e6)
     assert summary["unscored"] == 0 and not (run_dir / STATE_FILE).exists()
+    assert read_status(run_dir)["state"] == "done"
 
 
 def test_a_crash_between_submit_and_download_resumes_the_same_batch(tmp_path):
     with FakeBatchServer(polls_to_complete=2) as server:
         run_dir = make_judge_run(tmp_path, responses(), server.base_url, mode="batch")
         first = judge_cli(run_dir)  # a whole process: submits, polls once, exits
-        assert first.returncode == 1 and "again later" in first.stderr
+        assert first.returncode == 0 and "waiting: judge batch" in first.stdout, first.stdout + first.stderr
         batch_id = json.loads((run_dir / STATE_FILE).read_text())["batch_id"]
         # a crash after creating the batch but before recording it: the state lost its batch id
         state = json.loads((run_dir / STATE_FILE).read_text())
@@ -70,6 +77,39 @@ def test_failed_lines_are_marked_and_never_bought_again(tmp_path):
     assert server.created == 1 and server.chat_requests == 0 and len(server.paid) == N - 2
 
 
+def _unreadable_first(structured: bool) -> dict[str, list[str]]:
+    """Items 1 and 4 first get a reply nobody can read, then a readable one; the others a readable one."""
+    def readable(i: int) -> str:
+        value = expected_score(f"ITEM-{i}")
+        return json.dumps({"score": value, "reason": "fine"}) if structured else f"Score: {value:g}"
+    return {f"ITEM-{i}": (["I cannot decide on this one."] if i in (1, 4) else []) + [readable(i)] for i in range(N)}
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["text", "structured"])
+def test_unreadable_replies_are_asked_again_in_a_second_batch_and_rows_equal_the_online_judges(tmp_path, structured):
+    replies = _unreadable_first(structured)
+    with FakeJudgeServer(replies=replies) as online_server:
+        online = make_judge_run(tmp_path / "online", responses(), online_server.base_url, structured=structured)
+        judge_run(online, progress=False)
+        asked_online = online_server.stats.as_dict()["hits"]
+    with FakeBatchServer(polls_to_complete=1, replies=replies) as server:
+        run_dir = make_judge_run(tmp_path / "batch", responses(), server.base_url, mode="batch",
+                                 structured=structured)
+        summary = judge_run(run_dir, progress=False)  # round 1 ends unreadable for 2 items: round 2 asks them
+    assert server.created == 2 and server.chat_requests == 0 and set(server.paid.values()) == {1}
+    assert len(server.lines) == sum(asked_online.values()) == N + 2  # what the online judge bought, no more
+    assert [line["temperature"] for line in server.lines[N:]] == [0.7, 0.7]  # the online re-ask's settings
+    if structured:
+        assert all(line["response_format"] == STRUCTURED_FORMAT for line in server.lines)
+    keep = ("id", "class", "score", "samples", "reply", "tokens", "error", "error_kind")
+    batch_rows, online_rows = scores_by_id(run_dir), scores_by_id(online)
+    assert {i: {k: r.get(k) for k in keep} for i, r in batch_rows.items()} == \
+        {i: {k: r.get(k) for k in keep} for i, r in online_rows.items()}
+    assert summary["unscored"] == 0
+    for i in range(N):  # half the price of the online row, same tokens
+        assert batch_rows[str(i)]["cost"] == pytest.approx(online_rows[str(i)]["cost"] / 2)
+
+
 @pytest.mark.slow
 def test_launch_grid_status_polls_the_batch_and_the_report_follows(tmp_path, tiny_tokenizer_dir):
     from helpers.grid import grid, make_data, study_dict, write_study
@@ -83,10 +123,18 @@ def test_launch_grid_status_polls_the_batch_and_the_report_follows(tmp_path, tin
         first = grid(cfg, "--executor", "local", check=False)  # trains, generates, submits the batch (poll 1)
         run_dir = tmp_path / "batched" / "runs" / "r"
         assert (run_dir / STATE_FILE).exists() and server.created == 1, first.stdout + first.stderr
+        assert first.returncode == 0 and read_status(run_dir)["state"] == "waiting", first.stdout + first.stderr
+        table = tmp_path / "batched" / "report" / "table.md"
+        early = table.read_text()  # the report job ran after the eval job: the run shows as waiting
+        assert "waiting" in early, early
         still = grid(cfg, "--status", "--executor", "local")  # poll 2
-        assert "is in_progress" in still.stdout, still.stdout
-        done = grid(cfg, "--status", "--executor", "local")  # poll 3: completes, scores
-        assert "judge batch finished" in done.stdout and " done " in done.stdout, done.stdout
-        report = grid(cfg, "--executor", "local")
+        assert "is in_progress" in still.stdout and " waiting " in still.stdout, still.stdout
+        assert "1 waiting" in still.stdout and "failed" not in still.stdout, still.stdout
+        assert grid(cfg, "--retry", "--executor", "local").stdout.count("0 jobs submitted") == 1  # not a failure
+        done = grid(cfg, "--status", "--executor", "local")  # poll 3: completes, scores, writes the report
+        assert "judge batch finished" in done.stdout and "writing the report" in done.stdout, done.stdout
+        assert " done " in done.stdout and "1 done" in done.stdout, done.stdout
+        again = grid(cfg, "--executor", "local")
     assert server.created == 1 and server.chat_requests == 0 and set(server.paid.values()) == {1}
-    assert len(scores_by_id(run_dir)) == 4 and (tmp_path / "batched" / "report" / "table.md").exists(), report.stdout
+    assert len(scores_by_id(run_dir)) == 4 and table.read_text() != early and "waiting" not in table.read_text()
+    assert "nothing to do" in again.stdout, again.stdout

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.eval_runs import make_judge_run, scores_by_id
 from helpers.openai_server import FakeJudgeServer
-from lorafull.judge.client import STRUCTURED_FORMAT
+from lorafull.judge.request import STRUCTURED_FORMAT
 from lorafull.judge.parse import read_score, read_structured
 from lorafull.judge.stage import judge_run
 from lorafull.runs import read_jsonl

@@ -37,7 +37,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'read_score': 'parse',
     'read_structured': 'parse',
     'Reading': 'parse',
-    'STRUCTURED_FORMAT': 'client',
+    'STRUCTURED_FORMAT': 'request',
     'DEFAULT_PROMPTS': 'prompts',
     'normalize_class': 'prompts',
     'CategoryPrompt': 'prompts',

@@ -3,15 +3,18 @@ answers within a day at half the price, and scores.jsonl comes out exactly as th
 
     python -m lorafull.judge RUN_DIR      # submits the batch; run again later: polls, then scores
 
-First call: every reply the cache lacks (one request per item and sample) becomes a line of
-RUN_DIR/judge_batch_input.jsonl, which is uploaded and submitted as one batch; its id goes to
-RUN_DIR/judge_batch.json. Later calls poll it (BatchPending while it runs). Once it has ended, its replies
-go into the judge cache and the online path scores every item from that cache (same parsing, same rows,
-nothing requested) with eval.judge.prices halved. A line the batch failed is recorded unscored
-(error_kind "batch"). Unreadable replies are not asked again (parse_retries applies online only).
+The batch asks what the online judge would ask, in rounds. Round 0 holds every first attempt the reply
+cache lacks (one request per item and sample). A reply that cannot be read is asked again in the next
+round, with the online re-ask's settings and cache key, up to eval.judge.parse_retries rounds. Each
+round's requests go to RUN_DIR/judge_batch_input.jsonl, which is uploaded and submitted as one batch;
+its id goes to RUN_DIR/judge_batch.json. Later calls poll it (BatchPending while it runs). Once no
+request is left, the online path scores every item from the cache (same parsing, same rows, nothing
+requested) with eval.judge.prices halved. A line the batch failed is recorded unscored (error_kind
+"batch"), never bought again.
 
 Nothing is submitted twice: the state file is written after the upload and again after the batch is
-created; a job that died between the two finds its batch by the uploaded file's id.
+created; a job that died between the two finds its batch by the uploaded file's id. A request whose
+reply is in the cache is never put in a batch, so a crash after a download costs nothing either.
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ import json
 from pathlib import Path
 
 from lorafull.config import JudgeConfig
-from lorafull.judge.cache import JudgeCache, cache_key
+from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import resolve_api_key
 from lorafull.judge.limits import FatalJudgeError
 from lorafull.judge.prompts import build_messages, load_prompts, normalize_class
-from lorafull.runs import JsonlWriter, write_json_atomic
+from lorafull.judge.request import attempts, read_reply, request_key, request_options
+from lorafull.runs import JsonlWriter, read_jsonl, write_json_atomic
 
 STATE_FILE = "judge_batch.json"
 INPUT_FILE = "judge_batch_input.jsonl"
@@ -37,17 +41,42 @@ class BatchPending(Exception):
     """The batch has not ended yet; the run's judging resumes on the next call."""
 
 
-def _item_requests(todo: list[dict], cfg: JudgeConfig) -> dict[str, list[str]]:
-    """item id -> the cache keys of its replies (sample k, first attempt), the messages kept aside."""
+@dataclasses.dataclass
+class Walk:
+    """Where each item stands against the cache, walked as the online judge would ask."""
+    needed: dict[str, tuple[list, int]]  # cache key -> (messages, attempt) still to buy
+    errors: dict[str, str]  # item id -> why a request of it cannot be answered (a failed batch line)
+    ready: list[dict]  # items whose every reply the online path will find in the cache
+
+
+def walk(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, failed: dict[str, str]) -> Walk:
+    """Per item and sample, follow the attempts through the cache: a readable reply ends the sample,
+    an unreadable one moves on to the re-ask, a missing one is needed, a failed one marks the item."""
     prompts = load_prompts(cfg.prompts)
-    keys, messages = {}, {}
+    out = Walk({}, {}, [])
     for item in todo:
         msgs = build_messages(prompts[normalize_class(item["class"])], item.get("question", ""),
                               item.get("response", ""), item.get("std_answer", ""))
-        keys[str(item["id"])] = [cache_key(cfg.model, msgs, s, 0) for s in range(max(1, cfg.n_samples))]
-        for k in keys[str(item["id"])]:
-            messages[k] = msgs
-    return keys, messages
+        needs, error = {}, None
+        for sample in range(max(1, cfg.n_samples)):
+            for attempt in attempts(cfg):
+                key = request_key(cfg, msgs, sample, attempt)
+                if key in failed:
+                    error = error or failed[key]
+                    break
+                hit = cache.get(key)
+                if hit is None:
+                    needs[key] = (msgs, attempt)
+                    break
+                if read_reply(cfg, hit.reply).score is not None:
+                    break
+        if error:
+            out.errors[str(item["id"])] = error
+        elif needs:
+            out.needed.update(needs)
+        else:
+            out.ready.append(item)
+    return out
 
 
 def _state(run_dir: Path) -> dict:
@@ -60,16 +89,15 @@ def _save(run_dir: Path, state: dict) -> dict:
     return state
 
 
-def _submit(client, run_dir: Path, state: dict, messages: dict[str, list], cfg: JudgeConfig) -> dict:
+def _submit(client, run_dir: Path, state: dict, needed: dict[str, tuple[list, int]], cfg: JudgeConfig) -> dict:
     if not state.get("input_file_id"):
         with JsonlWriter(run_dir / INPUT_FILE, mode="w") as w:
-            for key, msgs in messages.items():  # the cache key is the custom id: replies map back to it
+            for key, (msgs, attempt) in needed.items():  # the cache key is the custom id: replies map back to it
                 w.write({"custom_id": key, "method": "POST", "url": ENDPOINT,
-                         "body": {"model": cfg.model, "messages": msgs, "temperature": cfg.temperature,
-                                  "max_tokens": cfg.max_tokens}})
+                         "body": {"model": cfg.model, "messages": msgs, **request_options(cfg, attempt)}})
         with open(run_dir / INPUT_FILE, "rb") as f:
             uploaded = client.files.create(file=f, purpose="batch")
-        state = _save(run_dir, {"input_file_id": uploaded.id, "requests": len(messages)})
+        state = _save(run_dir, {**state, "input_file_id": uploaded.id, "requests": state.get("requests", 0) + len(needed)})
     for batch in client.batches.list(limit=100):  # created before a crash could record it?
         if batch.input_file_id == state["input_file_id"]:
             return _save(run_dir, {**state, "batch_id": batch.id})
@@ -85,8 +113,8 @@ def _lines(client, file_id) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _download(client, batch, cache: JudgeCache, cfg: JudgeConfig) -> dict[str, str]:
-    """Store every successful reply in the cache; key -> error of every failed line."""
+def _download(client, batch, run_dir: Path, cache: JudgeCache, cfg: JudgeConfig) -> dict[str, str]:
+    """Store every successful reply in the cache; key -> error of every request it did not answer."""
     failed = {}
     for line in _lines(client, batch.output_file_id) + _lines(client, batch.error_file_id):
         key, response = line.get("custom_id"), line.get("response") or {}
@@ -100,48 +128,52 @@ def _download(client, batch, cache: JudgeCache, cfg: JudgeConfig) -> dict[str, s
         else:
             error = line.get("error") or body.get("error") or {}
             failed[key] = f"batch line failed ({response.get('status_code')}): {error.get('message', error)}"[:300]
+    for sent in read_jsonl(run_dir / INPUT_FILE):  # an expired batch answers only part of its lines
+        if cache.get(sent["custom_id"]) is None:
+            failed.setdefault(sent["custom_id"], f"no reply in the output of batch {batch.id} ({batch.status})")
     return failed
 
 
 def batch_price(cfg: JudgeConfig) -> JudgeConfig:
     prices = {m: {k: float(v) * BATCH_PRICE_FACTOR for k, v in p.items()} if isinstance(p, dict) else p
               for m, p in cfg.prices.items()}
-    return dataclasses.replace(cfg, prices=prices, parse_retries=0)
+    return dataclasses.replace(cfg, prices=prices)
+
+
+def _poll(client, run_dir: Path, state: dict, cache: JudgeCache, cfg: JudgeConfig) -> dict:
+    """The state after the current batch has ended and its replies are in the cache; BatchPending before."""
+    batch = client.batches.retrieve(state["batch_id"])
+    if batch.status in _RUNNING:
+        counts = getattr(batch, "request_counts", None)
+        done = f"{counts.completed}/{counts.total} done" if counts else "running"
+        raise BatchPending(f"judge batch {batch.id} is {batch.status} ({done}); "
+                           f"run python -m lorafull.judge {run_dir} again later")
+    if batch.status == "failed":
+        raise FatalJudgeError(f"judge batch {batch.id} failed: {getattr(batch, 'errors', None)}")
+    failed = {**state.get("failed", {}), **_download(client, batch, run_dir, cache, cfg)}
+    ended = {k: v for k, v in state.items() if k not in ("input_file_id", "batch_id")}
+    return _save(run_dir, {**ended, "failed": failed, "batches": state.get("batches", []) + [batch.id]})
 
 
 def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeCache) -> tuple[list, dict, dict]:
-    """Submit, poll or finish this run's batch; raises BatchPending while it runs. Once it has ended:
-    (the items whose replies are now in the cache, {item id: error} for the items a failed batch line
-    leaves unanswered, the batch's counters). The judge then scores the first from the cache, exactly as
-    online, at the batch price (batch_price), and marks the others."""
+    """Submit, poll or finish this run's batches; raises BatchPending while one runs. Once every request
+    is answered or failed: (the items whose replies are all in the cache, {item id: error} for the items
+    a failed line leaves unanswered, the batches' counters). The judge then scores the first from the
+    cache, exactly as online, at the batch price (batch_price), and marks the others."""
     import openai
 
     run_dir = Path(run_dir)
     client = openai.OpenAI(api_key=resolve_api_key(cfg), base_url=cfg.base_url, timeout=cfg.timeout_s)
-    keys, messages = _item_requests(todo, cfg)
     state = _state(run_dir)
-    missing = {k: m for k, m in messages.items() if cache.get(k) is None and k not in state.get("failed", {})}
-    if missing and not state.get("batch_id"):
-        state = _submit(client, run_dir, state, missing, cfg)
-    if state.get("batch_id") and "failed" not in state:
-        batch = client.batches.retrieve(state["batch_id"])
-        counts = getattr(batch, "request_counts", None)
-        if batch.status in _RUNNING:
-            done = f"{counts.completed}/{counts.total} done" if counts else "running"
-            raise BatchPending(f"judge batch {batch.id} is {batch.status} ({done}); "
-                               f"run python -m lorafull.judge {run_dir} again later")
-        if batch.status == "failed":
-            raise FatalJudgeError(f"judge batch {batch.id} failed: {getattr(batch, 'errors', None)}")
-        state = _save(run_dir, {**state, "status": batch.status, "failed": _download(client, batch, cache, cfg)})
-    failed = dict(state.get("failed", {}))
-    failed.update({k: "no reply in the batch's output" for k in missing if cache.get(k) is None and k not in failed})
-    ready, errors = [], {}
-    for item in todo:
-        lines = [failed[k] for k in keys[str(item["id"])] if k in failed]
-        if lines:  # marked, not retried: a failed batch line is a request the judge cannot answer
-            errors[str(item["id"])] = lines[0]
-        else:
-            ready.append(item)
-    (run_dir / STATE_FILE).unlink(missing_ok=True)  # done: a later judging pass starts a new batch
-    return ready, errors, {"batch_id": state.get("batch_id"), "batch_requests": state.get("requests", 0),
-            "batch_failed_lines": len(state.get("failed", {}))}
+    while True:
+        if state.get("batch_id") or state.get("input_file_id"):
+            if not state.get("batch_id"):  # uploaded, then the process died: create (or find) the batch
+                state = _submit(client, run_dir, state, {}, cfg)
+            state = _poll(client, run_dir, state, cache, cfg)
+        plan = walk(todo, cfg, cache, state.get("failed", {}))
+        if not plan.needed:
+            break
+        state = _submit(client, run_dir, state, plan.needed, cfg)  # the first round, or the re-asks
+    (run_dir / STATE_FILE).unlink(missing_ok=True)  # done: a later judging pass starts afresh
+    return plan.ready, plan.errors, {"batch_ids": state.get("batches", []), "batch_requests": state.get("requests", 0),
+                                     "batch_failed_lines": len(state.get("failed", {}))}

@@ -25,22 +25,16 @@ from urllib.parse import urlparse
 import openai
 
 from lorafull.config import JudgeConfig
-from lorafull.judge.cache import CachedReply, JudgeCache, cache_key
+from lorafull.judge.cache import CachedReply, JudgeCache
 from lorafull.judge.limits import FatalJudgeError, RateLimiter, RetryPolicy, classify, estimate_tokens, retry_after_s
-from lorafull.judge.parse import Reading, read_score, read_structured
+from lorafull.judge.parse import Reading
+from lorafull.judge.request import attempts, read_reply, request_key, request_options
 from lorafull.runs import register_secret
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-# a re-ask after an unreadable reply must be able to differ from it, even from a greedy judge
-_REASK_MIN_TEMPERATURE = 0.7
 # a claimed prompt whose owner stops renewing (killed) is free again after this long
 _LEASE_MARGIN_S = 300.0
 _CLAIM_POLL_S = 0.2
-# judge.structured: the reply must be this object (range checked by read_structured: strict JSON
-# schemas of some endpoints refuse minimum/maximum)
-STRUCTURED_FORMAT = {"type": "json_schema", "json_schema": {"name": "judgment", "strict": True, "schema": {
-    "type": "object", "additionalProperties": False, "required": ["score", "reason"],
-    "properties": {"score": {"type": "number", "description": "from 0 to 1"}, "reason": {"type": "string"}}}}}
 
 
 class JudgeSetupError(ValueError):
@@ -114,8 +108,6 @@ class OpenAIJudge:
         self.counters = Counters()
         self._inflight: dict[str, asyncio.Future] = {}  # two items with the same prompt share one request
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"  # of cache claims
-        # structured replies are other texts for the same prompt: cached apart
-        self._key_extra = {"response_format": "judgment-json"} if cfg.structured else None
 
     async def close(self) -> None:
         await self.client.close()
@@ -141,14 +133,14 @@ class OpenAIJudge:
         out = Judgment()
         for sample in range(max(1, self.cfg.n_samples)):
             reading = Reading(None, "no score")
-            for attempt in range(1 + max(0, self.cfg.parse_retries)):
+            for attempt in attempts(self.cfg):
                 reply, pt, ct, paid = await self.reply(messages, sample, attempt)
                 out.replies.append(reply)
                 out.prompt_tokens += pt
                 out.completion_tokens += ct
                 out.paid_requests += int(paid)
                 out.cached_replies += int(not paid)
-                reading = read_structured(reply) if self.cfg.structured else read_score(reply)
+                reading = read_reply(self.cfg, reply)
                 if reading.score is not None:
                     break
             out.samples.append(reading.score)
@@ -160,7 +152,7 @@ class OpenAIJudge:
 
     async def reply(self, messages: list[dict], sample: int, attempt: int) -> tuple[str, int, int, bool]:
         """(reply, prompt_tokens, completion_tokens, paid_now) for one sample/attempt, cache first."""
-        key = cache_key(self.cfg.model, messages, sample, attempt, self._key_extra)
+        key = request_key(self.cfg, messages, sample, attempt)
         hit = self.cache.get(key)
         if hit is not None:
             self.counters.cache_hits += 1
@@ -191,8 +183,7 @@ class OpenAIJudge:
             self.counters.cache_hits += 1
             return hit.reply, hit.prompt_tokens, hit.completion_tokens, False
         try:
-            temperature = self.cfg.temperature if attempt == 0 else max(self.cfg.temperature, _REASK_MIN_TEMPERATURE)
-            reply, pt, ct = await self._request(messages, temperature, key)
+            reply, pt, ct = await self._request(messages, request_options(self.cfg, attempt), key)
             self.cache.put(key, self.cfg.model, reply, pt, ct)  # stored before anything else can fail
             return reply, pt, ct, True
         finally:
@@ -212,18 +203,16 @@ class OpenAIJudge:
                 return hit
             await asyncio.sleep(_CLAIM_POLL_S)
 
-    async def _attempt(self, messages: list[dict], temperature: float, est: int) -> tuple[str, int, int]:
+    async def _attempt(self, messages: list[dict], options: dict, est: int) -> tuple[str, int, int]:
         """One HTTP attempt under one deadline for connect + every read."""
-        extra = {"response_format": STRUCTURED_FORMAT} if self.cfg.structured else {}
         try:
             resp = await asyncio.wait_for(self.client.chat.completions.create(
-                model=self.cfg.model, messages=messages, temperature=temperature, max_tokens=self.cfg.max_tokens,
-                **extra), timeout=self.cfg.timeout_s)
+                model=self.cfg.model, messages=messages, **options), timeout=self.cfg.timeout_s)
         except asyncio.TimeoutError:
             raise asyncio.TimeoutError(f"no complete reply within timeout_s={self.cfg.timeout_s:g} s") from None
         return _read_completion(resp, est)
 
-    async def _request(self, messages: list[dict], temperature: float, key: str) -> tuple[str, int, int]:
+    async def _request(self, messages: list[dict], options: dict, key: str) -> tuple[str, int, int]:
         est = estimate_tokens(messages, self.cfg.max_tokens)
         last_error = "no attempt made"
         for retry in range(self.policy.max_retries + 1):
@@ -232,7 +221,7 @@ class OpenAIJudge:
                 self.counters.requests += 1
                 self.cache.claim(key, self.owner, self.cfg.timeout_s + _LEASE_MARGIN_S)  # renew the lease
                 try:
-                    reply, pt, ct = await self._attempt(messages, temperature, est)
+                    reply, pt, ct = await self._attempt(messages, options, est)
                 except Exception as e:  # noqa: BLE001 -- sorted by classify() below
                     self.limiter.settle(est, 0)
                     kind = "retry" if isinstance(e, (MalformedResponse, json.JSONDecodeError)) else classify(e)

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results
+from lorafull.judge.batch import BatchPending
 from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
@@ -207,6 +208,7 @@ def _judge_by_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache, wr
             writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
                               error=errors[str(item["id"])], error_kind="batch"))
             bar.update()
+    # every reply the online path looks up is in the cache now (batch.walk followed its steps): nothing is bought
     counters = asyncio.run(judge_openai(ready, batch_price(cfg), cache, writer, bar)) if ready else {}
     return {**counters, **stats}
 
@@ -238,8 +240,12 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
         elif todo:
             cache = JudgeCache(cfg.cache or default_cache_path(run_dir))
             try:
-                if cfg.mode == "batch":  # the Batch API: submit / poll / score (BatchPending while it runs)
-                    counters = _judge_by_batch(run_dir, todo, cfg, cache, writer, bar)
+                if cfg.mode == "batch":  # the Batch API: submit / poll / score
+                    try:
+                        counters = _judge_by_batch(run_dir, todo, cfg, cache, writer, bar)
+                    except BatchPending as e:  # not failed, not done: the next call polls again
+                        write_status(run_dir, "waiting", stage="judge", waiting_for=str(e))
+                        return {**summarize(read_jsonl(paths.scores)), "judge": cfg.model, "waiting": str(e)}
                 else:
                     counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
             finally:
@@ -252,6 +258,8 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
 
 
 def describe(run_dir: Path, summary: dict) -> str:
+    if summary.get("waiting"):
+        return f"{run_dir.name}: waiting: {summary['waiting']}"
     avg = summary["average"]
     return (f"{run_dir.name}: average {'-' if avg is None else f'{avg:.4f}'} over {summary['scored']} scored "
             f"items, {summary['unscored']} unscored, cost {summary['cost']}")

@@ -5,8 +5,9 @@ client talks to it over HTTP):
     POST /v1/batches   GET /v1/batches/{id}   GET /v1/batches   POST /v1/chat/completions (counted, refused)
 
 A batch stays in_progress until its `polls_to_complete`-th retrieval, then completes: every request line is
-answered as FakeJudgeServer would answer it (the same scores), except lines whose messages carry
-"BATCHFAIL", which go to the error file. `paid` counts answered lines per custom id (what the user pays).
+answered as FakeJudgeServer would answer it (the same scores; `replies` gives the k-th answer of a key as
+there), except lines whose messages carry "BATCHFAIL", which go to the error file. `paid` counts answered
+lines per custom id (what the user pays); `lines` keeps every request body submitted.
 """
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from helpers.openai_server import expected_score, prompt_key, render_score
 
 
 class FakeBatchServer:
-    def __init__(self, polls_to_complete: int = 3):
+    def __init__(self, polls_to_complete: int = 3, replies: dict[str, list[str]] | None = None):
         self.polls_to_complete = polls_to_complete
+        self.replies = replies or {}
+        self.served: Counter = Counter()  # prompt key -> completions given (picks the next given reply)
+        self.lines: list[dict] = []
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.polls: Counter = Counter()
@@ -60,6 +64,7 @@ class FakeBatchServer:
         self.created += 1
         batch_id = f"batch_{uuid.uuid4().hex[:12]}"
         lines = [json.loads(x) for x in self.files[body["input_file_id"]].decode().splitlines() if x.strip()]
+        self.lines += [line["body"] for line in lines]
         self.batches[batch_id] = {"id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
                                   "input_file_id": body["input_file_id"], "completion_window": "24h",
                                   "status": "validating", "output_file_id": None, "error_file_id": None,
@@ -88,11 +93,14 @@ class FakeBatchServer:
                     "error": None})
                 continue
             key = prompt_key(messages)
+            given = self.replies.get(key)
+            content = given[min(self.served[key], len(given) - 1)] if given else render_score(key, expected_score(key))
+            self.served[key] += 1
             pt = max(1, len(json.dumps(messages, ensure_ascii=False)) // 3)
             completion = {"id": f"chatcmpl-{cid[:8]}", "object": "chat.completion", "created": int(time.time()),
                           "model": line["body"]["model"],
                           "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                              "role": "assistant", "content": render_score(key, expected_score(key))}}],
+                              "role": "assistant", "content": content}}],
                           "usage": {"prompt_tokens": pt, "completion_tokens": 10, "total_tokens": pt + 10}}
             out.append({"id": f"req_{cid[:8]}", "custom_id": cid, "error": None,
                         "response": {"status_code": 200, "request_id": cid[:8], "body": completion}})
