@@ -104,7 +104,7 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
     if folder_state == "failed":
         view.state, view.detail = "failed", f"{status.get('stage', '?')}: {status.get('error') or 'failed'}"
         return
-    if folder_state == "waiting":
+    if folder_state == "waiting" and eval_is_current(view.run_dir, view.run):  # else: evaluate anew
         view.state, view.detail = "waiting", status.get("waiting_for") or "waiting for the judge batch"
         return
     bad = [(j, i) for j, i in ((view.train_job, view.train_info), (view.eval_job, view.eval_info)) if i and i.bad]

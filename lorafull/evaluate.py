@@ -42,6 +42,9 @@ def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
     cfg = load_run_config(run_dir)
     items = run_eval_items(run_dir, cfg)
     check_judge_setup(cfg.eval.judge, {it["class"] for it in items})
+    # an evaluation under way is not done, also when an earlier one was (eval settings changed since):
+    # launch.state reads stages.evaluate, so a failed or waiting re-evaluation never shows as done
+    write_status(run_dir, "running", stage="evaluate")
     generated = generate_run(run_dir, progress=progress)
     summary = judge_run(run_dir, progress=progress)
     if summary.get("waiting"):  # a judge batch runs at the provider: status.json says waiting, not failed

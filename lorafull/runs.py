@@ -44,6 +44,8 @@ class RunPaths:
     scores = property(lambda s: s.root / "scores.jsonl")
     analysis = property(lambda s: s.root / "analysis")
     judge_summary = property(lambda s: s.root / "judge_summary.json")
+    judge_batch = property(lambda s: s.root / "judge_batch.json")  # the judge batch in flight (lorafull.judge.batch)
+    judge_batch_input = property(lambda s: s.root / "judge_batch_input.jsonl")
     eval_fingerprint = property(lambda s: s.root / "eval_fingerprint.json")  # lorafull.config.fingerprint
     eval_history = property(lambda s: s.root / "eval_history")  # results of earlier eval settings
     logs = property(lambda s: s.root / "logs")

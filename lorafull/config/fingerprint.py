@@ -105,7 +105,9 @@ def refresh_eval_results(run_dir: str | os.PathLike, run: RunConfig) -> Optional
         paths = RunPaths.of(run_dir)
         moved = _free_folder(paths.eval_history / str(old["fingerprint"]))
         moved.mkdir(parents=True)
-        for path in (paths.scores, paths.judge_summary, paths.eval_fingerprint):
+        # a judge batch in flight was asked under the old settings: its record goes with their results
+        for path in (paths.scores, paths.judge_summary, paths.eval_fingerprint, paths.judge_batch,
+                     paths.judge_batch_input):
             if path.exists():
                 os.replace(path, moved / path.name)
         if paths.responses.exists():

@@ -28,10 +28,10 @@ from lorafull.judge.client import resolve_api_key
 from lorafull.judge.limits import FatalJudgeError
 from lorafull.judge.prompts import build_messages, load_prompts, normalize_class
 from lorafull.judge.request import attempts, read_reply, request_key, request_options
-from lorafull.runs import JsonlWriter, read_jsonl, write_json_atomic
+from lorafull.runs import JsonlWriter, RunPaths, read_jsonl, write_json_atomic
 
-STATE_FILE = "judge_batch.json"
-INPUT_FILE = "judge_batch_input.jsonl"
+STATE_FILE = RunPaths.of(".").judge_batch.name
+INPUT_FILE = RunPaths.of(".").judge_batch_input.name
 BATCH_PRICE_FACTOR = 0.5  # the Batch API's discount on both input and output tokens
 ENDPOINT = "/v1/chat/completions"
 _RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
