@@ -77,6 +77,30 @@ def test_failed_lines_are_marked_and_never_bought_again(tmp_path):
     assert server.created == 1 and server.chat_requests == 0 and len(server.paid) == N - 2
 
 
+def test_an_expired_batch_leaves_its_unanswered_lines_to_the_next_batch(tmp_path):
+    with FakeBatchServer(polls_to_complete=1, expire_after=5) as server:
+        run_dir = make_judge_run(tmp_path, responses(), server.base_url, mode="batch")
+        first = judge_run(run_dir, progress=False)  # 5 answered, 3 asked again in a second batch
+        assert first.get("waiting") is None and first["unscored"] == 0, first
+    assert server.created == 2 and len(server.paid) == N and set(server.paid.values()) == {1}
+    assert [b["status"] for b in server.batches.values()] == ["expired", "completed"]
+    assert all(r["score"] is not None for r in scores_by_id(run_dir).values())
+
+
+def test_a_batch_refused_as_a_whole_is_one_line_and_the_next_call_submits_anew(tmp_path):
+    items = responses()
+    items[3]["response"] += " BATCHINVALID"
+    with FakeBatchServer(polls_to_complete=1) as server:
+        run_dir = make_judge_run(tmp_path, items, server.base_url, mode="batch")
+        first = judge_cli(run_dir)
+        assert first.returncode == 1 and "failed: line 4: this line is not a valid request" in first.stderr, \
+            first.stderr
+        assert read_status(run_dir)["state"] == "failed"
+        second = judge_cli(run_dir)  # not stuck on the refused batch: a new one (refused again here)
+    assert second.returncode == 1 and server.created == 2 and len(server.batches) == 2
+    assert not server.paid
+
+
 def _unreadable_first(structured: bool) -> dict[str, list[str]]:
     """Items 1 and 4 first get a reply nobody can read, then a readable one; the others a readable one."""
     def readable(i: int) -> str:

@@ -10,7 +10,9 @@ round's requests go to RUN_DIR/judge_batch_input.jsonl, which is uploaded and su
 its id goes to RUN_DIR/judge_batch.json. Later calls poll it (BatchPending while it runs). Once no
 request is left, the online path scores every item from the cache (same parsing, same rows, nothing
 requested) with eval.judge.prices halved. A line the batch failed is recorded unscored (error_kind
-"batch"), never bought again.
+"batch"), never bought again; lines an expired or cancelled batch left unanswered go into the next
+round. A batch refused as a whole (status failed) stops the judge with its errors, and the next call
+submits a new one.
 
 Nothing is submitted twice: the state file is written after the upload and again after the batch is
 created; a job that died between the two finds its batch by the uploaded file's id. A request whose
@@ -128,9 +130,10 @@ def _download(client, batch, run_dir: Path, cache: JudgeCache, cfg: JudgeConfig)
         else:
             error = line.get("error") or body.get("error") or {}
             failed[key] = f"batch line failed ({response.get('status_code')}): {error.get('message', error)}"[:300]
-    for sent in read_jsonl(run_dir / INPUT_FILE):  # an expired batch answers only part of its lines
-        if cache.get(sent["custom_id"]) is None:
-            failed.setdefault(sent["custom_id"], f"no reply in the output of batch {batch.id} ({batch.status})")
+    if batch.status == "completed":  # an expired or cancelled batch leaves lines unanswered: asked again
+        for sent in read_jsonl(run_dir / INPUT_FILE):
+            if cache.get(sent["custom_id"]) is None:
+                failed.setdefault(sent["custom_id"], f"no reply in the output of batch {batch.id}")
     return failed
 
 
@@ -148,11 +151,20 @@ def _poll(client, run_dir: Path, state: dict, cache: JudgeCache, cfg: JudgeConfi
         done = f"{counts.completed}/{counts.total} done" if counts else "running"
         raise BatchPending(f"judge batch {batch.id} is {batch.status} ({done}); "
                            f"run python -m lorafull.judge {run_dir} again later")
-    if batch.status == "failed":
-        raise FatalJudgeError(f"judge batch {batch.id} failed: {getattr(batch, 'errors', None)}")
-    failed = {**state.get("failed", {}), **_download(client, batch, run_dir, cache, cfg)}
     ended = {k: v for k, v in state.items() if k not in ("input_file_id", "batch_id")}
-    return _save(run_dir, {**ended, "failed": failed, "batches": state.get("batches", []) + [batch.id]})
+    ended["batches"] = state.get("batches", []) + [batch.id]
+    if batch.status == "failed":  # refused as a whole (validation), nothing answered or billed
+        _save(run_dir, ended)  # the next call submits anew instead of polling this batch forever
+        raise FatalJudgeError(f"judge batch {batch.id} failed: {_errors(batch)}")
+    failed = {**state.get("failed", {}), **_download(client, batch, run_dir, cache, cfg)}
+    return _save(run_dir, {**ended, "failed": failed})
+
+
+def _errors(batch) -> str:
+    errors = getattr(getattr(batch, "errors", None), "data", None) or []
+    text = "; ".join(f"line {e.line}: {e.message}" if getattr(e, "line", None) is not None else str(e.message)
+                     for e in errors[:3])
+    return text or "no reason given"
 
 
 def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeCache) -> tuple[list, dict, dict]:

@@ -8,6 +8,8 @@ A batch stays in_progress until its `polls_to_complete`-th retrieval, then compl
 answered as FakeJudgeServer would answer it (the same scores; `replies` gives the k-th answer of a key as
 there), except lines whose messages carry "BATCHFAIL", which go to the error file. `paid` counts answered
 lines per custom id (what the user pays); `lines` keeps every request body submitted.
+`expire_after=k`: the first batch answers only its first k lines, then ends "expired". A batch with a
+line carrying "BATCHINVALID" is refused as a whole at validation (status "failed", nothing answered).
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from helpers.openai_server import expected_score, prompt_key, render_score
 
 
 class FakeBatchServer:
-    def __init__(self, polls_to_complete: int = 3, replies: dict[str, list[str]] | None = None):
+    def __init__(self, polls_to_complete: int = 3, replies: dict[str, list[str]] | None = None,
+                 expire_after: int | None = None):
         self.polls_to_complete = polls_to_complete
+        self.expire_after = expire_after
         self.replies = replies or {}
         self.served: Counter = Counter()  # prompt key -> completions given (picks the next given reply)
         self.lines: list[dict] = []
@@ -75,8 +79,14 @@ class FakeBatchServer:
     def retrieve(self, batch_id: str) -> dict:
         batch = self.batches[batch_id]
         self.polls[batch_id] += 1
-        if batch["status"] != "completed":
-            if self.polls[batch_id] >= self.polls_to_complete:
+        if batch["status"] in ("validating", "in_progress"):
+            lines = self.files[batch["input_file_id"]].decode()
+            if "BATCHINVALID" in lines:
+                bad = next(i for i, x in enumerate(lines.splitlines(), 1) if "BATCHINVALID" in x)
+                batch.update(status="failed", errors={"object": "list", "data": [
+                    {"code": "invalid_request", "line": bad, "message": "this line is not a valid request",
+                     "param": "body"}]})
+            elif self.polls[batch_id] >= self.polls_to_complete:
                 self._complete(batch)
             else:
                 batch["status"] = "in_progress"
@@ -84,7 +94,9 @@ class FakeBatchServer:
 
     def _complete(self, batch: dict) -> None:
         out, err = [], []
-        for line in (json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()):
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        expire = self.expire_after is not None and len(self.batches) == 1
+        for line in lines[:self.expire_after] if expire else lines:
             messages = line["body"]["messages"]
             cid = line["custom_id"]
             if "BATCHFAIL" in json.dumps(messages):
@@ -110,8 +122,8 @@ class FakeBatchServer:
                 file_id = f"file-{uuid.uuid4().hex[:12]}"
                 self.files[file_id] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
                 batch[name] = file_id
-        batch.update(status="completed", request_counts={"total": len(out) + len(err), "completed": len(out),
-                                                          "failed": len(err)})
+        batch.update(status="expired" if expire else "completed",
+                     request_counts={"total": len(lines), "completed": len(out), "failed": len(err)})
 
     def _handler(self):
         server = self
