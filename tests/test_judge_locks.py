@@ -121,3 +121,30 @@ def test_summaries_count_an_item_once():
             {"id": 1, "class": "math", "score": 1.0}]  # item 1 twice (a file written by two processes)
     s = summarize(rows)
     assert s["items"] == 2 and s["categories"]["math"] == pytest.approx(1.0)
+
+
+_OPEN_AT_ONCE = """
+import os, sys, time
+from lorafull.judge.cache import JudgeCache
+path, tag, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+while time.time() < start:
+    pass
+cache = JudgeCache(path)
+cache.put("key-" + tag, "judge", "Score: 1", 1, 1)
+assert cache.claim("shared", f"host:{os.getpid()}:{tag}", 10.0) in (True, False)
+cache.close()
+"""
+
+
+def test_several_processes_opening_one_new_cache_at_once_all_work(tmp_path):
+    """A study's eval jobs start together on a cache file nobody has made yet: none of them may fail
+    with "database is locked" while the file is set up (WAL switch, tables)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_ in range(4):
+        path = tmp_path / f"cache-{round_}.sqlite"
+        start = time.time() + 2.0  # every process waits for the same instant, imports done
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(path), str(i), str(start)], env=env,
+                                  stderr=subprocess.PIPE, text=True) for i in range(6)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, errors
+        assert len(JudgeCache(path)) == 6

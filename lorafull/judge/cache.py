@@ -18,6 +18,7 @@ The cache also counts items failing in a row per endpoint for all the processes 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -64,15 +65,22 @@ class JudgeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit mode (isolation_level=None): each INSERT is its own transaction, durable at once
         self.db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        # Switching a new file to WAL, and creating its tables, happen in rollback-journal mode, where
+        # SQLite answers some lock conflicts with "database is locked" at once instead of waiting (its
+        # deadlock avoidance): several eval jobs opening one new cache together failed that way. One
+        # process at a time sets the file up, under a lock file beside it; WAL then stays on the file.
+        with open(f"{self.path}.setup.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
+                "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS failures (endpoint TEXT PRIMARY KEY, in_a_row INTEGER, "
+                            "last REAL)")
         # NORMAL in WAL survives a killed process (the WAL is on disk); only an OS crash may lose the tail
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
-            "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS failures (endpoint TEXT PRIMARY KEY, in_a_row INTEGER, last REAL)")
 
     def get(self, key: str) -> Optional[CachedReply]:
         row = self.db.execute("SELECT reply, prompt_tokens, completion_tokens FROM replies WHERE key = ?",
