@@ -36,7 +36,7 @@ from .job_bodies import CANCEL_MARKER
 from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
 from .plan_table import estimates, plan_text, status_text, write_planned
 from .planning import Plan, make_plan
-from .state import counts, set_aside_failed, study_views
+from .state import counts, set_aside_failed, study_run_dir, study_views
 
 STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "report": "lorafull.report"}
 
@@ -76,8 +76,9 @@ def _report_needed(study: Study, ledger: Ledger, infos: dict, views) -> bool:
         return False
     if not table.exists():
         return True
+    written = table.stat().st_mtime
     scored = [RunPaths.of(v.run_dir).judge_summary for v in views if v.state == "done"]
-    return any(p.exists() and p.stat().st_mtime > table.stat().st_mtime for p in scored)
+    return any(p.exists() and p.stat().st_mtime > written for p in scored)
 
 
 def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
@@ -186,10 +187,10 @@ def cancel(study: Study, executor: str) -> int:
     hit = {name for name, entry in ledger.data["runs"].items() if {entry.get("train"), entry.get("eval")} & set(active)}
     # the marker tells each training's job body that its checkpoint-and-exit is a cancel, not a
     # preemption to requeue (Slurm shows the dying job as COMPLETING, not CANCELLED)
-    for view in study_views(study, ledger, {}):
-        job = ledger.data["runs"].get(view.name, {}).get("train")
-        if job in active and view.run_dir.is_dir():
-            (view.run_dir / CANCEL_MARKER).write_text(job + "\n")
+    for run in study.runs:
+        job, run_dir = ledger.run(run.name).get("train"), study_run_dir(study, run)
+        if job in active and run_dir.is_dir():
+            (run_dir / CANCEL_MARKER).write_text(job + "\n")
     cancelled = cancel_jobs(active)
     # runs stopped half-way are failed (resumable with --retry), not queued forever; written after the
     # jobs are gone, so that a stage dying of the cancel does not overwrite it

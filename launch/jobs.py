@@ -208,11 +208,13 @@ def cancel_jobs(job_ids: Iterable[str], timeout_s: float = 90.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     left = set(ids)
     while left and time.monotonic() < deadline:
-        queued = [j for j, info in query_jobs(left).items() if info.active and info.state != "COMPLETING"]
+        infos = {j: info for j, info in query_jobs(left).items() if info.active}
+        left = set(infos)
+        queued = [j for j, info in infos.items() if info.state != "COMPLETING"]
         if queued:
             subprocess.run(["scancel", *queued], check=False, capture_output=True, text=True)
-        time.sleep(1.0)
-        left = {j for j, info in query_jobs(left).items() if info.active}
+        if left:
+            time.sleep(1.0)
     return ids
 
 

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results
-from lorafull.judge.batch import BatchPending
+from lorafull.judge.batch import BatchPending, batch_price, judge_batch
 from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
@@ -200,8 +200,6 @@ async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, wr
 
 def _judge_by_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache, writer, bar) -> dict:
     """The Batch API fills the reply cache (lorafull.judge.batch); scoring from it is the online path's."""
-    from lorafull.judge.batch import batch_price, judge_batch
-
     ready, errors, stats = judge_batch(run_dir, todo, cfg, cache)
     for item in todo:
         if str(item["id"]) in errors:
