@@ -57,50 +57,71 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _estimate_key(run: RunConfig, study: Study) -> str:
+# settings no estimate reads: a learning-rate x seed sweep is estimated once per shape, not per run
+_NOT_ESTIMATED = (("name",), ("group",), ("train", "lr"), ("train", "seed"))
+
+
+def _estimate_key(run: RunConfig, study: Study, by_name: dict, stats: dict) -> str:
     """What an estimate depends on: the run and its ancestors (a chained run has its root's
-    architecture), the resources, the plan constants, and the data file's size and age."""
+    architecture), the resources, the plan constants, and the data file's size and age. `stats`
+    memoises the data files' stat across the runs of one call."""
     chain, seen = [], set()
+    per_name = study.plan.avg_tokens_per_sample
     while run is not None and run.name not in seen:
         seen.add(run.name)
-        data = Path(run.data.train) if run.data.train else None
-        stat = data.stat() if data is not None and data.exists() else None
-        chain.append([to_dict(run), [stat.st_size, stat.st_mtime_ns] if stat else None])
-        run = next((r for r in study.runs if r.name == run.parent), None) if run.parent else None
+        settings = to_dict(run)
+        if not (isinstance(per_name, dict) and run.name in per_name):  # (tokens per sample set by run name)
+            for part in _NOT_ESTIMATED:
+                (settings[part[0]] if len(part) == 2 else settings).pop(part[-1], None)
+        data = run.data.train
+        if data not in stats:
+            st = Path(data).stat() if data and Path(data).exists() else None
+            stats[data] = [st.st_size, st.st_mtime_ns] if st else None
+        chain.append([settings, stats[data]])
+        run = by_name.get(run.parent) if run.parent else None
     calibration = study.output_dir / "launch" / "calibration.json"  # a new measurement changes the plan
-    cal = calibration.stat() if calibration.exists() else None
-    body = json.dumps([chain, to_dict(study.slurm), to_dict(study.plan), [cal.st_size, cal.st_mtime_ns] if cal else None],
-                      sort_keys=True, default=str)
+    if "calibration" not in stats:
+        cal = calibration.stat() if calibration.exists() else None
+        stats["calibration"] = json.dumps([to_dict(study.slurm), to_dict(study.plan),
+                                           [cal.st_size, cal.st_mtime_ns] if cal else None], sort_keys=True, default=str)
+    body = json.dumps(chain, sort_keys=True, default=str) + stats["calibration"]
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def estimates(study: Study, cache: Optional[Path] = None, write: bool = True) -> tuple[dict[str, dict], Optional[str]]:
-    """name -> lorafull.plan.estimate_run(...) (mem/GPU, fits, GPU-hours, params) . Counting a 7B model's parameters on the meta device takes about a second per
-    (architecture, method), so estimates are kept in `cache` (a json file) by what they depend on:
-    a re-run or a resubmission plans without importing torch."""
+    """name -> lorafull.plan.estimate_run(...) (mem/GPU, fits, GPU-hours, params). Counting a 7B model's
+    parameters on the meta device takes about a second per (architecture, method), so estimates are kept
+    in `cache` (a json file) by what they depend on: a re-run or a resubmission plans without importing
+    torch, and runs that differ only in what no estimate reads (learning rate, seed) share one."""
     stored = {}
     if cache is not None and cache.exists():
         try:
             stored = json.loads(cache.read_text())
         except json.JSONDecodeError:
             stored = {}
-    keys = {run.name: _estimate_key(run, study) for run in study.runs}
-    out = {name: stored[key] for name, key in keys.items() if key in stored}
-    missing = [run for run in study.runs if run.name not in out]
-    if not missing:
-        return out, None
-    from lorafull.plan.estimate import estimate_run  # here, not at the top: a cached plan needs no torch
+    by_name, stats = {r.name: r for r in study.runs}, {}
+    keys = {run.name: _estimate_key(run, study, by_name, stats) for run in study.runs}
+    fresh: dict[str, dict] = {}
+    todo = {keys[r.name]: r for r in reversed(study.runs) if keys[r.name] not in stored}  # first run per key
+    if todo:
+        from lorafull.plan.estimate import estimate_run  # here, not at the top: a cached plan needs no torch
 
-    for run in missing:
-        try:
-            row = estimate_run(run, study)
-            out[run.name] = {k: row.get(k) for k in ESTIMATE_KEYS}
-        except Exception as e:  # an estimate is advice: show why it is missing, plan anyway
-            out[run.name] = {"error": f"{type(e).__name__}: {e}"}
-    if cache is not None and write:
-        fresh = {keys[r.name]: out[r.name] for r in missing if "error" not in out[r.name]}
+        for key, run in todo.items():
+            try:
+                row = estimate_run(run, study)
+                fresh[key] = {k: row.get(k) for k in ESTIMATE_KEYS}
+            except Exception as e:  # an estimate is advice: show why it is missing, plan anyway
+                fresh[key] = {"error": f"{type(e).__name__}: {e}"}
+    reference = study.plan.reference_hours_per_epoch
+    out = {}
+    for name, key in keys.items():
+        row = dict(stored.get(key) or fresh[key])
+        if "error" not in row:
+            row["reference_hours_per_epoch"] = reference.get(name)
+        out[name] = row
+    if cache is not None and write and fresh:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(cache, {**stored, **fresh})
+        write_json_atomic(cache, {**stored, **{k: v for k, v in fresh.items() if "error" not in v}})
     return out, None
 
 

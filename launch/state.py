@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from lorafull.config import ConfigError, RunConfig, Study, eval_is_current, run_signature_from_folder, study_signatures
+from lorafull.config import (ConfigError, RunConfig, Study, eval_fingerprint, eval_is_current, run_signature_from_folder,
+                             study_signatures)
 from lorafull.runs import RunPaths, path_inside, read_status
 
 from .jobs import JobInfo, Ledger, job_state, pid_alive
@@ -69,12 +70,31 @@ class RunView:
         return self.run.parent
 
 
-def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> None:
+class Fingerprints:
+    """The eval fingerprint of each distinct eval section, computed once per call (runs of a sweep
+    share one: hashing the eval set's path and settings 10,000 times is most of a --status)."""
+
+    def __init__(self):
+        self.memo: dict[tuple, str] = {}
+
+    def current(self, run: RunConfig) -> str:
+        key = (repr(run.eval), run.data.cache_dir)
+        if key not in self.memo:
+            self.memo[key] = eval_fingerprint(run)["fingerprint"]
+        return self.memo[key]
+
+    def is_current(self, run_dir: Path, run: RunConfig) -> bool:
+        return eval_is_current(run_dir, run, self.current(run))
+
+
+def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo],
+             fingerprints: Optional[Fingerprints] = None) -> None:
     """Set view.state and view.detail from the folder and the scheduler."""
     status = view.status
+    fingerprints = fingerprints or Fingerprints()
     view.trained = train_done(view.run_dir, status)
     # evaluated under the study's current eval settings; results of older ones are evaluated again
-    view.eval_stale = view.trained and eval_done(status) and not eval_is_current(view.run_dir, view.run)
+    view.eval_stale = view.trained and eval_done(status) and not fingerprints.is_current(view.run_dir, view.run)
     view.evaluated = view.trained and eval_done(status) and not view.eval_stale
     view.train_job, view.eval_job = ledger_entry.get("train"), ledger_entry.get("eval")
     view.train_info, view.eval_info = job_state(infos, view.train_job), job_state(infos, view.eval_job)
@@ -104,7 +124,7 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
     if folder_state == "failed":
         view.state, view.detail = "failed", f"{status.get('stage', '?')}: {status.get('error') or 'failed'}"
         return
-    if folder_state == "waiting" and eval_is_current(view.run_dir, view.run):  # else: evaluate anew
+    if folder_state == "waiting" and fingerprints.is_current(view.run_dir, view.run):  # else: evaluate anew
         view.state, view.detail = "waiting", status.get("waiting_for") or "waiting for the judge batch"
         return
     bad = [(j, i) for j, i in ((view.train_job, view.train_info), (view.eval_job, view.eval_info)) if i and i.bad]
@@ -135,16 +155,25 @@ def study_run_dir(study: Study, run) -> Path:
         raise ConfigError(str(e)) from None
 
 
+def signatures(study: Study) -> dict[str, str]:
+    """name -> signature: those load_study computed while the runs are as loaded, else computed now."""
+    if study.signatures and len(study.signatures) == len(study.runs) and all(r.name in study.signatures
+                                                                              for r in study.runs):
+        return study.signatures
+    return study_signatures(study)
+
+
 def study_views(study: Study, ledger: Ledger, infos: dict[str, JobInfo]) -> list[RunView]:
     """One RunView per run, parents first (the study's order)."""
-    sigs = study_signatures(study)
+    sigs = signatures(study)
     views: list[RunView] = []
     by_name: dict[str, RunView] = {}
+    fingerprints = Fingerprints()
     for run in study.runs:
         run_dir = study_run_dir(study, run)
         view = RunView(run=run, signature=sigs[run.name], run_dir=run_dir, status=read_status(run_dir),
                        folder_signature=run_signature_from_folder(run_dir))
-        classify(view, ledger.run(run.name), infos)
+        classify(view, ledger.run(run.name), infos, fingerprints)
         views.append(view)
         by_name[run.name] = view
     for view in views:

@@ -24,6 +24,7 @@ import only downwards:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -72,8 +73,16 @@ def load_run_config(run_dir: str | os.PathLike, for_training: bool = False) -> R
 
 def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
     path = Path(run_dir) / "config.yaml"
-    if not path.exists():
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(200)
+    except OSError:
         return None
+    # save_run_config writes the signature first: the launcher reads it from thousands of folders per
+    # call without parsing the rest; a file edited by hand is parsed in full
+    m = re.fullmatch(rb"signature: ([0-9a-f]{8})\n", head)
+    if m:
+        return m.group(1).decode()
     d, _ = read_yaml_file(path, "run config")
     return d.get("signature") if isinstance(d, dict) else None
 

@@ -75,13 +75,13 @@ def _has_results(run_dir: Path) -> bool:
     return paths.responses.exists() or paths.scores.exists()
 
 
-def eval_is_current(run_dir: str | os.PathLike, run: RunConfig) -> bool:
+def eval_is_current(run_dir: str | os.PathLike, run: RunConfig, current: Optional[str] = None) -> bool:
     """False when the folder's responses or scores were computed under other eval settings than the run's.
     Results without a fingerprint (written before fingerprints existed, or by hand) are taken as they
     are: re-evaluating every old study on upgrade would cost GPU time and judge fees unasked, and the
     report marks their rows 'unknown'."""
-    recorded = read_eval_fingerprint(run_dir)
-    return recorded is None or recorded.get("fingerprint") == eval_fingerprint(run)["fingerprint"]
+    recorded = read_eval_fingerprint(run_dir)  # `current`: eval_fingerprint(run)["fingerprint"], if known
+    return recorded is None or recorded.get("fingerprint") == (current or eval_fingerprint(run)["fingerprint"])
 
 
 def _free_folder(base: Path) -> Path:

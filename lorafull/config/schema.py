@@ -350,15 +350,23 @@ class Study:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    # name -> signature as load_study computed them (lorafull.config.study_signatures): the launcher
+    # reuses them instead of signing 10,000 runs twice; valid while the runs are as loaded
+    signatures: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def output_dir(self) -> Path:
         return Path(self.study.output_dir)
 
     def run(self, name: str) -> RunConfig:
-        for r in self.runs:
-            if r.name == name:
-                return r
+        # an index built once (a 10,000-run study looks parents up by name), again when the list or a
+        # name changed
+        key, index = self.__dict__.get("_by_name", (None, {}))
+        if key != (id(self.runs), len(self.runs)) or name not in index or index[name].name != name:
+            index = {r.name: r for r in self.runs}
+            self.__dict__["_by_name"] = ((id(self.runs), len(self.runs)), index)
+        if name in index:
+            return index[name]
         raise ConfigError(f"{self.path}: no run named {name!r} (runs: {', '.join(r.name for r in self.runs)})")
 
     def run_dir(self, run: RunConfig) -> Path:

@@ -40,19 +40,20 @@ _NOT_IN_SIGNATURE = {
 }
 
 
-def _model_identity(name_or_path: str, cache_dir: Optional[str], study_dir) -> str:
+def _model_identity(name_or_path: str, cache_dir: Optional[str], study_dir, identity=input_identity) -> str:
     """A base model by what it is: a local folder by its files' contents, scratch:<config.json> by the
     file's content; a hub id or a shipped scratch architecture by its name."""
     if name_or_path.startswith("scratch:"):
         arch = name_or_path[len("scratch:"):]
-        return "scratch:" + (input_identity(arch, cache_dir, study_dir) if "/" in arch else arch)
-    return input_identity(name_or_path, cache_dir, study_dir)
+        return "scratch:" + (identity(arch, cache_dir, study_dir) if "/" in arch else arch)
+    return identity(name_or_path, cache_dir, study_dir)
 
 
 def signature_payload(run: RunConfig, parent_signature: Optional[str] = None,
-                      study_dir: Optional[str | os.PathLike] = None) -> dict:
+                      study_dir: Optional[str | os.PathLike] = None, identity=input_identity) -> dict:
     """The settings that change what a run learns, with every input path replaced by its content's
-    identity (lorafull.config.content): where a file lies is no part of a run."""
+    identity (lorafull.config.content): where a file lies is no part of a run. `identity` is
+    input_identity, or a memo of it shared by the runs of one study."""
     d = to_dict(run)
     for dotted in _NOT_IN_SIGNATURE:
         parts = dotted.split(".")
@@ -61,25 +62,34 @@ def signature_payload(run: RunConfig, parent_signature: Optional[str] = None,
             sub = sub.get(p, {})
         sub.pop(parts[-1], None)
     cache = run.data.cache_dir
-    d["data"]["train"] = input_identity(run.data.train, cache, study_dir)
-    d["model"]["tokenizer"] = input_identity(run.model.tokenizer, cache, study_dir)
+    d["data"]["train"] = identity(run.data.train, cache, study_dir)
+    d["model"]["tokenizer"] = identity(run.model.tokenizer, cache, study_dir)
     if run.parent is not None:
         # a chained run depends on what its parent learned, not on the parent's name
         d["model"]["name_or_path"] = f"run-signature:{parent_signature}"
     else:
-        d["model"]["name_or_path"] = _model_identity(run.model.name_or_path, cache, study_dir)
+        d["model"]["name_or_path"] = _model_identity(run.model.name_or_path, cache, study_dir, identity)
     return d
 
 
 def signature(run: RunConfig, parent_signature: Optional[str] = None,
-              study_dir: Optional[str | os.PathLike] = None) -> str:
-    payload = json.dumps(signature_payload(run, parent_signature, study_dir), sort_keys=True, default=str)
+              study_dir: Optional[str | os.PathLike] = None, identity=input_identity) -> str:
+    payload = json.dumps(signature_payload(run, parent_signature, study_dir, identity), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
 def study_signatures(study: Study) -> dict[str, str]:
-    """name -> signature for every run, parents first (chained runs hash their parent's signature)."""
+    """name -> signature for every run, parents first (chained runs hash their parent's signature).
+    Runs that share an input (a sweep's thousand runs read one data file) look it up once per call."""
+    memo: dict[tuple, Optional[str]] = {}
+
+    def identity(value, cache_dir, study_dir):
+        key = (value, cache_dir, str(study_dir))
+        if key not in memo:
+            memo[key] = input_identity(value, cache_dir, study_dir)
+        return memo[key]
+
     sigs: dict[str, str] = {}
     for run in study.runs:  # runs are topologically ordered by load_study
-        sigs[run.name] = signature(run, sigs.get(run.parent) if run.parent else None, study.output_dir)
+        sigs[run.name] = signature(run, sigs.get(run.parent) if run.parent else None, study.output_dir, identity)
     return sigs

@@ -5,6 +5,7 @@ Library module; the command that prints the result is `python -m lorafull.config
 """
 from __future__ import annotations
 
+import collections
 import difflib
 import importlib
 import itertools
@@ -17,7 +18,7 @@ import yaml
 
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
 from lorafull.config.signatures import study_signatures
-from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
+from lorafull.config.typed import ConfigError, NotSimple, _build, _Where, clone, read_yaml_file, set_typed, to_dict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,29 +103,37 @@ def _name_keys(grid: dict) -> set[str]:
 _TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis")
 
 
-def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
-    """Make file paths absolute (jobs run elsewhere) and expand {study_dir}."""
+def _resolve_paths(run: RunConfig, study_dir: Path, memo: Optional[dict] = None) -> None:
+    """Make file paths absolute (jobs run elsewhere) and expand {study_dir}. `memo` (path text -> result)
+    is shared by the runs of one study: a sweep's runs name the same few files."""
+    memo = {} if memo is None else memo
 
     def fix(p: Optional[str]) -> Optional[str]:
-        if p is not None and p.startswith("gguf:") and p.endswith(".gguf"):
-            return "gguf:" + fix(p[5:])  # a .gguf file is relative to the study; gguf:<name> stays a name
-        if p is None or ":" in p.split("/")[0]:  # run:..., scratch:..., hub ids have no ':' but no '/'-prefix
-            return p
-        p = p.replace("{study_dir}", str(study_dir))
-        path = Path(p).expanduser()
-        if path.is_absolute() or path.exists() or p.startswith((".", "~")) or "{" in p:
-            return str(path.resolve())
-        # "org/model" hub ids that do not exist locally stay as they are
-        return p if p.count("/") == 1 and not p.endswith((".json", ".jsonl")) else str(path.resolve())
+        if p not in memo:
+            memo[p] = _resolved(p, study_dir)
+        return memo[p]
 
     run.model.name_or_path = fix(run.model.name_or_path)
     run.model.tokenizer = fix(run.model.tokenizer)
     run.data.train = fix(run.data.train)
-    run.data.cache_dir = fix(run.data.cache_dir) or str((study_dir / "cache" / "tokenized").resolve())
+    run.data.cache_dir = fix(run.data.cache_dir) or fix("{study_dir}/cache/tokenized")
     run.eval.eval_set = fix(run.eval.eval_set)
     run.eval.fewshot_file = fix(run.eval.fewshot_file)
     run.eval.judge.prompts = fix(run.eval.judge.prompts)
-    run.eval.judge.cache = fix(run.eval.judge.cache) or str((study_dir / "cache" / "judge.sqlite").resolve())
+    run.eval.judge.cache = fix(run.eval.judge.cache) or fix("{study_dir}/cache/judge.sqlite")
+
+
+def _resolved(p: Optional[str], study_dir: Path) -> Optional[str]:
+    if p is not None and p.startswith("gguf:") and p.endswith(".gguf"):
+        return "gguf:" + _resolved(p[5:], study_dir)  # a .gguf file is relative to the study; gguf:<name> stays a name
+    if p is None or ":" in p.split("/")[0]:  # run:..., scratch:..., hub ids have no ':' but no '/'-prefix
+        return p
+    p = p.replace("{study_dir}", str(study_dir))
+    path = Path(p).expanduser()
+    if path.is_absolute() or path.exists() or p.startswith((".", "~")) or "{" in p:
+        return str(path.resolve())
+    # "org/model" hub ids that do not exist locally stay as they are
+    return p if p.count("/") == 1 and not p.endswith((".json", ".jsonl")) else str(path.resolve())
 
 
 def check_run(run: RunConfig, where: _Where) -> None:
@@ -265,10 +274,31 @@ def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, 
     return out, groups
 
 
-def _follow_seed_parent(run: RunConfig, groups: dict[str, str]) -> None:
+def _follow_seed_parent(run: RunConfig, groups: dict[str, str], group_names: set[str]) -> None:
     """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
-    if run.group is not None and run.parent in groups.values():
+    if run.group is not None and run.parent in group_names:
         run.model.name_or_path = f"run:{run.parent}-seed{run.train.seed}"
+
+
+def _point_run(base: RunConfig, base_dict: dict, dotted: dict, name: str, group: Optional[str],
+               where: _Where) -> RunConfig:
+    """The base with one point's keys set. Each key is coerced and checked as the loader checks a file
+    (a 10,000-run grid then builds in a second); a key that is not simply there to set, or a bad value,
+    builds the run from a mapping, whose error names the key and line."""
+    for k in dotted:
+        if k.split(".")[0] not in _SECTIONS:
+            raise ConfigError(f"{where.at(k)}: unknown key (keys start with {', '.join(_SECTIONS)})")
+    try:
+        run = clone(base)
+        for k, v in {**dotted, "name": name, "group": group}.items():
+            set_typed(run, k, v, where)
+        return run
+    except (NotSimple, ConfigError):
+        d = json.loads(json.dumps(base_dict))
+        for k, v in dotted.items():
+            set_dotted(d, k, v)
+        d["name"], d["group"] = name, group
+        return _build(RunConfig, d, where, "")
 
 
 def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig], set[str]]:
@@ -278,23 +308,17 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     runs: list[RunConfig] = []
     grid_names = set()
     points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
+    group_names, resolved = set(groups.values()), {}
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
         run_where = where.for_run(origins)
-        d = json.loads(json.dumps(base_dict))
-        for k, v in dotted.items():
-            if k.split(".")[0] not in _SECTIONS:
-                raise ConfigError(f"{run_where.at(k)}: unknown key (keys start with {', '.join(_SECTIONS)})")
-            set_dotted(d, k, v)
-        d["name"], d["group"] = name, groups.get(name)
-        run = _build(RunConfig, d, run_where, "")
-        _follow_seed_parent(run, groups)
+        run = _point_run(parts["base"], base_dict, dotted, name, groups.get(name), run_where)
+        _follow_seed_parent(run, groups, group_names)
         check_run(run, run_where)
-        _resolve_paths(run, study_dir)
+        _resolve_paths(run, study_dir, resolved)
         runs.append(run)
-    names = [r.name for r in runs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in collections.Counter(r.name for r in runs).items() if k > 1)
     if dupes:
         raise ConfigError(f"{where.file}: run names appear twice: {', '.join(dupes)}")
     return runs, grid_names
@@ -364,3 +388,4 @@ def _name_grid_runs(study: Study, grid_names: set[str]) -> None:
     for run in study.runs:  # "run:<slug>" in a chained run follows its grid parent's new name
         if run.parent in renamed:
             run.model.name_or_path = f"run:{renamed[run.parent]}"
+    study.signatures = {renamed.get(name, name): sig for name, sig in sigs.items()}
