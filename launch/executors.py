@@ -1,5 +1,5 @@
-"""Carry out a Plan: on Slurm through submitit (job arrays with dependencies), or here, stage after
-stage in subprocesses (local) or in this process (debug).
+"""Carry out a Plan on Slurm through submitit (job arrays with dependencies); launch.local runs one
+on this machine.
 
 Slurm, per submission:
     training arrays   one `sbatch` per (depth, resource shape); chained runs' arrays are submitted held,
@@ -10,15 +10,11 @@ Slurm, per submission:
 """
 from __future__ import annotations
 
-import os
-import runpy
 import subprocess
-import sys
-from pathlib import Path
 from typing import Callable, Optional
 
 from lorafull.config import Study, SlurmConfig
-from lorafull.runs import read_status, write_status
+from lorafull.runs import write_status
 
 from .jobs import Ledger, launch_dir
 from .planning import Plan, TrainArray
@@ -155,69 +151,3 @@ def _scontrol(args: list[str]) -> None:
     out = subprocess.run(["scontrol", *args], capture_output=True, text=True)
     if out.returncode != 0:
         raise SubmitError(f"scontrol {' '.join(args)} failed: {out.stderr.strip()}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Here, without a scheduler
-# ---------------------------------------------------------------------------------------------
-class LocalRunner:
-    """Runs the plan's stages one after another: train -> evaluate per run (parents first), then the
-    report. `in_process=True` (the debug executor) runs them in this process, for a debugger."""
-
-    def __init__(self, study: Study, ledger: Ledger, in_process: bool = False, log: Callable[[str], None] = print):
-        self.study, self.ledger, self.in_process, self.log = study, ledger, in_process, log
-        self.failed: list[str] = []
-
-    def _stage(self, module: str, path: Path) -> int:
-        self.log(f"== python -m {module} {path}")
-        if not self.in_process:
-            return subprocess.run([sys.executable, "-m", module, str(path)]).returncode
-        argv = sys.argv
-        sys.argv = [module, str(path)]
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            return 0
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            sys.argv = argv
-
-    def submit(self, plan: Plan) -> None:
-        order = [v for v in plan.views if v in plan.to_eval]  # the study's order: parents first
-        for view in order:
-            self.ledger.set_job(view.name, "train", None, eval=None, local_pid=os.getpid())
-            write_status(view.run_dir, "queued", stage="train" if view in plan.to_train else "evaluate",
-                         signature=view.signature)
-        self.ledger.save()
-        try:
-            for view in order:
-                if view.parent in self.failed:
-                    write_status(view.run_dir, "failed", stage="train", error=f"parent run {view.parent} failed")
-                    self.failed.append(view.name)
-                    continue
-                if view in plan.to_train:
-                    rc = self._stage("lorafull.train", view.run_dir)
-                    if rc != 0:
-                        self._fail(view, "train", f"training exited with code {rc}")
-                        continue
-                rc = self._stage("lorafull.evaluate", view.run_dir)
-                if rc != 0:
-                    self._fail(view, "evaluate", f"evaluation exited with code {rc}")
-        except KeyboardInterrupt:  # runs left queued/running would look busy forever: failed, resumable
-            for view in order:
-                st = read_status(view.run_dir)
-                if st.get("state") in ("queued", "running"):
-                    write_status(view.run_dir, "failed", stage=st.get("stage", "train"),
-                                 error="interrupted (Ctrl-C): resume with --retry")
-            raise
-        if plan.report:
-            rc = self._stage("lorafull.report", self.study.output_dir)
-            if rc != 0:
-                self.failed.append("report")
-                self.log(f"report failed (exit {rc})")
-
-    def _fail(self, view: RunView, stage: str, message: str) -> None:
-        if read_status(view.run_dir).get("state") != "failed":
-            write_status(view.run_dir, "failed", stage=stage, error=message)
-        self.failed.append(view.name)
-        self.log(f"   {view.name}: {stage} failed ({message})")

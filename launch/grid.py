@@ -25,6 +25,7 @@ import shlex
 import shutil
 import sys
 import time
+from typing import Optional
 
 from submitit.core.utils import FailedJobError
 
@@ -57,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "and print the plan from it")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default=None,
                    help="default: slurm when sbatch is on PATH, else local")
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
+                   help="local executor: runs side by side (default: the usable CPU cores / each run's processes)")
     return p.parse_intermixed_args(argv)
 
 
@@ -90,7 +93,8 @@ def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
     return views
 
 
-def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False) -> int:
+def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False,
+           parallel: Optional[int] = None) -> int:
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = _views(study, ledger, infos, set_aside=retry and not dry_run)
@@ -142,10 +146,15 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
         print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) (estimates {t_est:.1f}s, "
               f"submission {time.perf_counter() - t0:.1f}s); follow them: {command or 'python -m launch.grid CONFIG'} --status")
         return 0
-    from .executors import LocalRunner
+    from .local import LocalRunner
 
-    runner = LocalRunner(study, ledger, in_process=(executor == "debug"))
+    planned_s = {n: e["wall_hours"] * 3600 for n, e in est.items() if isinstance(e.get("wall_hours"), (int, float))}
+    runner = LocalRunner(study, ledger, in_process=(executor == "debug"), parallel=parallel, planned_s=planned_s)
+    print(f"{executor}: {len(plan.to_eval)} run(s), up to {runner.parallel} at once on {runner.cores} core(s)")
     runner.submit(plan)
+    if runner.stopping:
+        print(runner.summary(command or "python -m launch.grid CONFIG"))
+        return 130
     done = len(plan.to_eval) - len([n for n in runner.failed if n != "report"])
     print(f"{executor}: {done}/{len(plan.to_eval)} run(s) finished in {time.perf_counter() - t0:.0f}s"
           + (f"; failed: {', '.join(runner.failed)} (see status.json; --retry after fixing)" if runner.failed else ""))
@@ -229,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --executor slurm but {why} (use --executor local, or --dry-run)", file=sys.stderr)
         return 2
     try:
-        command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])
+        given = (["--executor", args.executor] if args.executor else []) + \
+            (["--parallel", str(args.parallel)] if args.parallel else [])
+        command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides),
+                            *given])
         if args.status:
             return show_status(study, executor, command)
         if args.dry_run:
@@ -240,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         with study_lock(study.output_dir):
             if args.cancel:
                 return cancel(study, executor)
-            return launch(study, executor, dry_run=False, retry=args.retry, command=command)
+            return launch(study, executor, dry_run=False, retry=args.retry, command=command, parallel=args.parallel)
+    except KeyboardInterrupt:  # before any stage started (the local executor handles its own)
+        print("interrupted: nothing was started", file=sys.stderr)
+        return 130
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def make_plan(study: Study, views: list[RunView], retry: bool = False, report_ne
     """Select runs (new / trained, and failed ones with retry) and arrange their jobs."""
     plan = Plan(views=views, cpu=cpu_partition(study.slurm))
     by_name = {v.name: v for v in views}
-    wanted = {"new", "trained"} | ({"failed"} if retry else set())
+    wanted = {"new", "trained", "interrupted"} | ({"failed"} if retry else set())
     selected: list[RunView] = []
     depth: dict[str, int] = {}
     for view in views:  # parents come first

@@ -3,6 +3,8 @@ what the scheduler says about the jobs the ledger recorded for it.
 
 States shown and acted on:
     new       never submitted (or stopped outside the launcher with a resumable checkpoint): submit
+    interrupted  stopped by the user (Ctrl-C / SIGTERM to the local launcher) after saving: submitted
+              again by the same command, from its checkpoint
     trained   training done, evaluation never submitted: submit the evaluation
     queued    a job of the run waits in the queue            running   a job of the run runs
     done      trained and evaluated                           failed    a stage failed or its job ended
@@ -115,14 +117,20 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo],
             view.detail = f"preempted at step {status.get('step', '?')}, requeued{reason}"
         return
     local_pid = ledger_entry.get("local_pid")
-    if local_pid and folder_state in ("queued", "running") and pid_alive(int(local_pid)) and not view.evaluated:
-        view.state, view.detail = folder_state, f"local launcher pid {local_pid}"
+    if (local_pid and folder_state in ("queued", "running", None) and int(local_pid) != os.getpid()
+            and pid_alive(int(local_pid)) and not view.evaluated):  # (None: waits for its turn there)
+        view.state, view.detail = folder_state or "queued", f"local launcher pid {local_pid}"
         return
     if view.evaluated:
         view.state = "done"
         return
     if folder_state == "failed":
         view.state, view.detail = "failed", f"{status.get('stage', '?')}: {status.get('error') or 'failed'}"
+        return
+    if folder_state == "interrupted":
+        where = f"at step {status['step']}" if status.get("stage", "train") == "train" and "step" in status else \
+            f"in {status.get('stage', '?')}"
+        view.state, view.detail = "interrupted", f"stopped {where}: the same command resumes it"
         return
     if folder_state == "waiting" and fingerprints.is_current(view.run_dir, view.run):  # else: evaluate anew
         view.state, view.detail = "waiting", status.get("waiting_for") or "waiting for the judge batch"
@@ -183,7 +191,7 @@ def study_views(study: Study, ledger: Ledger, infos: dict[str, JobInfo]) -> list
 
 
 def counts(views: list[RunView]) -> str:
-    order = ("done", "running", "queued", "waiting", "trained", "new", "failed", "conflict")
+    order = ("done", "running", "queued", "waiting", "trained", "interrupted", "new", "failed", "conflict")
     c = {s: sum(v.state == s for v in views) for s in order}
     return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "no runs"
 

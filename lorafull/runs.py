@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 # waiting: a stage handed its work to an outside service and is not done until it answers (a judge
-# batch, eval.judge.mode: batch); neither running here nor failed
-STATES = ("queued", "running", "waiting", "done", "failed")
+# batch, eval.judge.mode: batch); neither running here nor failed. interrupted: stopped by the user
+# (Ctrl-C, SIGTERM to the local launcher) after saving what it had; the same command goes on
+STATES = ("queued", "running", "waiting", "done", "failed", "interrupted")
 
 
 @dataclass(frozen=True)

@@ -149,36 +149,6 @@ def test_dry_run_of_every_shipped_config_needs_no_slurm(tmp_path, monkeypatch, c
         assert not (study.output_dir / "launch" / "jobs.json").exists()
 
 
-@pytest.mark.slow
-def test_local_executor_trains_chains_reports_and_retries(tmp_path, files):
-    """A laptop without Slurm: parent -> chained child -> report in subprocesses; a run with bad data
-    fails alone with its error in status.json and is not rerun without --retry (tests/test_slurm_grid.py
-    retries it on Slurm)."""
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "Say hi.", "input": "", "output": "hi"}] * 8)
-    with open(bad, "a") as f:
-        f.write('{"instruction": "broken\n')
-    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
-        {"name": "parent"}, {"name": "child", "model.name_or_path": "run:parent", "method.kind": "full"},
-        {"name": "bad", "data.train": str(bad)}]))
-    out = grid(cfg, "--executor", "local", check=False, timeout_s=900)
-    assert out.returncode == 1, out.stdout + out.stderr
-    study_dir = tmp_path / "gridtest"
-    runs = study_dir / "runs"
-    assert status(runs / "parent")["state"] == "done" and status(runs / "child")["state"] == "done"
-    assert (runs / "parent" / "merged" / "config.json").exists()  # the LoRA parent merged for its child
-    failed = status(runs / "bad")
-    assert failed["state"] == "failed" and "bad.jsonl:9" in failed["error"], failed
-    assert (study_dir / "report" / "table.md").exists()
-    order = out.stdout.index("lorafull.train " + str(runs / "parent")), out.stdout.index(
-        "lorafull.train " + str(runs / "child"))
-    assert order[0] < order[1]
-
-    again = grid(cfg, "--executor", "local")
-    assert "0 jobs submitted" in again.stdout and "use --retry" in again.stdout
-    st = grid(cfg, "--status", "--executor", "local").stdout
-    assert "2 done" in st and "1 failed" in st
-
-
 def test_debug_executor_runs_the_stages_in_this_process(tmp_path, files, monkeypatch, capsys):
     cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "only"}],
                                                       base={"train": {"max_steps": 2}}))
@@ -190,7 +160,7 @@ def test_debug_executor_runs_the_stages_in_this_process(tmp_path, files, monkeyp
         seen.append((module, os.getpid()))
         return real_run_module(module, **kw)
 
-    monkeypatch.setattr("launch.executors.runpy.run_module", spy)
+    monkeypatch.setattr("launch.local.runpy.run_module", spy)
     assert grid_cli.main([str(cfg), "--executor", "debug"]) == 0, capsys.readouterr()
     assert [m for m, _ in seen] == ["lorafull.train", "lorafull.evaluate", "lorafull.report"]
     assert {pid for _, pid in seen} == {os.getpid()}

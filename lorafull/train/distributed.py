@@ -48,6 +48,9 @@ class DistEnv:
 # The training exits with this code after saving a checkpoint on a preemption / time-limit signal
 # (EX_TEMPFAIL, "try again later"): the job wrapper (sbatch script or submitit body) requeues the task.
 EXIT_REQUEUE = 75
+# ... and with this one after saving on the user's interrupt (SIGINT, Ctrl-C): 128 + SIGINT, as a shell
+# reports a process that Ctrl-C stopped; the run is "interrupted" and the same command resumes it
+EXIT_INTERRUPTED = 130
 # A rendezvous port per job, derived from the job id: every node of a (local) cluster may share one
 # network namespace, and two jobs on one node need different ports.
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -149,7 +152,9 @@ def torchrun_command(module_args: list[str], nproc: int) -> list[str]:
 def run_torchrun(module_args: list[str], nproc: int) -> int:
     """Run torchrun to completion. A SIGUSR2/SIGTERM sent to this process reaches the workers as
     SIGTERM (torchrun relays SIGTERM to its workers and gives them 30 s; it would die on SIGUSR2
-    without telling them). Returns torchrun's exit code."""
+    without telling them). SIGINT (a terminal's Ctrl-C, the local launcher's stop) reaches the whole
+    process group, torchrun and its workers included, which save and stop: here it only must not
+    raise KeyboardInterrupt out of the wait. Returns torchrun's exit code."""
     import torch
     env = dict(os.environ)
     if not torch.cuda.is_available():
@@ -163,6 +168,7 @@ def run_torchrun(module_args: list[str], nproc: int) -> int:
             proc.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         return proc.wait()
     finally:

@@ -5,9 +5,11 @@
 Alone it is one process, or starts torchrun over itself when train.nproc > 1; it also runs under
 torchrun or as srun tasks (see lorafull.train.distributed). A job that finds a complete checkpoint in
 RUN_DIR/checkpoints continues from it (weights, optimizer, schedule, data position, RNG), so a
-requeue is a rerun. SIGUSR2/SIGTERM: save at the next step boundary, status "queued" + preempted,
-exit 75. Done: final/ (full: HF model folder; LoRA: peft adapter folder), status "done", exit 0;
-running a done run again does nothing.
+requeue is a rerun. SIGUSR2/SIGTERM (Slurm's preemption and time-limit signals): save at the next step
+boundary, status "queued" + preempted, exit 75 (requeue me). SIGINT (Ctrl-C; the local launcher's
+stop): save at the next step boundary, status "interrupted", exit 130; no traceback. Done: final/
+(full: HF model folder; LoRA: peft adapter folder), status "done", exit 0; running a done run again
+does nothing.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from lorafull.train.order import BatchOrder, seed_everything
 from lorafull.plan.auto import settle_auto
 
 EXIT_PREEMPTED = dist.EXIT_REQUEUE  # the wrapper requeues (lorafull.train.distributed)
+EXIT_INTERRUPTED = dist.EXIT_INTERRUPTED  # the user stopped it; the same command resumes
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 class Trainer:
@@ -42,15 +46,17 @@ class Trainer:
         self.paths = RunPaths.of(run_dir)
         self.is_main = env.is_main
         self.stop_requested = False
+        self.interrupted = False  # SIGINT: the user's stop, not the scheduler's preemption
         self.t_start = time.time()
 
     # ---- setup -------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
         self.stop_requested = True
+        self.interrupted = self.interrupted or signum == signal.SIGINT
 
     def setup(self) -> None:
         run, env = self.run, self.env
-        self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGUSR2, signal.SIGTERM)}
+        self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         self.use_ds = run.train.deepspeed
         self.engine_name = f"deepspeed-zero{run.train.zero_stage}" if self.use_ds else "torch"
         if not self.use_ds and env.world_size > 1:
@@ -280,6 +286,7 @@ class Trainer:
                 "trainable_params": self.counts["trainable"], "total_params": self.counts["total"],
                 "added_params": self.counts["added"], "world_size": self.env.world_size,
                 "device": device_name(self.device), "engine": self.engine_name, "dtype": self.run.model.dtype,
+                "torch_threads": torch.get_num_threads(),  # intra-op threads (the local launcher's budget)
                 # what actually stepped, and its lr after the last step (the schedule's floor reached it?)
                 "optimizer": type(opt).__name__, "lr_after_last_step": opt.param_groups[0]["lr"],
                 "resumed_from": self.resumed_from, "batch_settings": self.batch_settings,
@@ -302,11 +309,16 @@ class Trainer:
         finished = self.train()
         self.save_checkpoint()
         if not finished:
-            if self.is_main:
+            interrupted = dist.any_rank(self.interrupted, self.device)  # every rank exits alike
+            if self.is_main and interrupted:
+                write_status(self.run_dir, "interrupted", preempted=False, step=self.step)
+                print(f"interrupted: checkpoint at step {self.step} saved; the same command resumes it",
+                      file=sys.stderr)
+            elif self.is_main:
                 write_status(self.run_dir, "queued", preempted=True, step=self.step)
                 print(f"preempted: checkpoint at step {self.step} saved; exit {EXIT_PREEMPTED} to be requeued",
                       file=sys.stderr)
-            return EXIT_PREEMPTED
+            return EXIT_INTERRUPTED if interrupted else EXIT_PREEMPTED
         self.save_final()
         if self.is_main:
             summary = self.summary()
@@ -323,18 +335,21 @@ def is_done(run_dir: Path) -> bool:
 
 
 def _fail(run_dir: Path, exc: BaseException, env: dist.DistEnv) -> int:
-    line = error_line(exc)
+    """The traceback to RUN_DIR/logs, one line to the terminal; a KeyboardInterrupt (Ctrl-C before the
+    trainer's own handler was in place, while loading) is an interrupt, not a failure."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    line = "interrupted before training started (Ctrl-C)" if interrupted else error_line(exc)
     logs = RunPaths.of(run_dir).logs
     try:
         logs.mkdir(parents=True, exist_ok=True)
         (logs / f"train-error-rank{env.rank}.log").write_text(error_detail(exc))
         if env.is_main:
-            write_status(run_dir, "failed", error=line)
+            write_status(run_dir, "interrupted" if interrupted else "failed", error=None if interrupted else line)
     except OSError:
         pass
     if env.is_main:
-        print(f"error: {line}", file=sys.stderr)
-    return 1
+        print(f"{'interrupted' if interrupted else 'error'}: {line}", file=sys.stderr)
+    return EXIT_INTERRUPTED if interrupted else 1
 
 
 def _precheck(run_dir: Path, run: RunConfig) -> None:
@@ -370,13 +385,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             status = read_status(run_dir)
             if status.get("state") == "queued" and status.get("preempted"):
                 return EXIT_PREEMPTED
+            if status.get("state") == "interrupted":
+                return EXIT_INTERRUPTED
             if rc != 0 and status.get("state") != "failed":
                 write_status(run_dir, "failed", error=f"torchrun exited with code {rc}")
             if rc != 0:
                 print(f"error: {read_status(run_dir).get('error')}", file=sys.stderr)
             return 0 if rc == 0 else 1
         return Trainer(run_dir, run, env).run_to_end()
-    except Exception as e:  # noqa: BLE001 -- every failure becomes one line + status failed
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 -- every failure becomes one line + status
         return _fail(run_dir, e, env)
     finally:
         dist.destroy()
