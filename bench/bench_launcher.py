@@ -73,7 +73,7 @@ def finish_every_run(cfg: Path) -> int:
     """Write each run folder as a finished training and evaluation leave it, and the report's table."""
     from launch.state import study_run_dir
     from lorafull.config import eval_fingerprint, load_study, save_run_config, save_study_settings, study_signatures
-    from lorafull.runs import RunPaths, write_json_atomic, write_status
+    from lorafull.runs import RunPaths, Stage, status as run_status, write_json_atomic
 
     study = load_study(cfg)
     save_study_settings(study)
@@ -86,8 +86,8 @@ def finish_every_run(cfg: Path) -> int:
         (paths.final / "adapter_config.json").write_text("{}")
         write_json_atomic(paths.eval_fingerprint, eval_fingerprint(run))
         paths.scores.write_text('{"id": "e0", "score": 1.0}\n')
-        write_status(run_dir, "done", stage="train", signature=sigs[run.name])
-        write_status(run_dir, "done", stage="evaluate")
+        run_status.done(run_dir, Stage.TRAIN, signature=sigs[run.name])
+        run_status.done(run_dir, Stage.EVALUATE)
     table = study.output_dir / "report" / "table.md"
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text("| run |\n|---|\n")

@@ -14,10 +14,10 @@ import subprocess
 from typing import Callable, Optional
 
 from lorafull.config import Study, SlurmConfig
-from lorafull.runs import write_status
+from lorafull.runs import Stage, status as run_status
 
 from .jobs import Ledger, launch_dir
-from .planning import Plan, TrainArray
+from .arrays import Plan, TrainArray
 from .resources import Shape, eval_shape, gres, python_command, report_shape, study_job_prefix
 from .state import RunView
 
@@ -83,8 +83,8 @@ class SlurmSubmitter:
         slurm = self.study.slurm
         # state "queued" before sbatch: a job that starts at once writes "running" after it, never before
         for view in plan.to_eval:
-            write_status(view.run_dir, "queued", stage="train" if view in plan.to_train else "evaluate",
-                         signature=view.signature)
+            run_status.queued(view.run_dir, Stage.TRAIN if view in plan.to_train else Stage.EVALUATE,
+                              signature=view.signature)
         eval_groups: list[tuple[list[RunView], Optional[str]]] = []  # (runs, dependency)
         for array in plan.train_arrays:
             chained = any(v.name in plan.parent_dep for v in array.runs)

@@ -30,13 +30,14 @@ from typing import Optional
 from submitit.core.utils import FailedJobError
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
-from lorafull.runs import RunPaths, read_status, write_status
+from lorafull.plan.cache import estimates, write_planned
+from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
 from .job_bodies import CANCEL_MARKER
 from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
-from .plan_table import estimates, plan_text, status_text, write_planned
-from .planning import Plan, make_plan
+from .tables import plan_text, status_text
+from .arrays import Plan, make_plan
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
 STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "report": "lorafull.report"}
@@ -107,7 +108,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     t_est = time.perf_counter() - t_est
     write_planned(study, est)
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
-    print(plan_text(plan, est, note))
+    print(plan_text(plan, est, note, study.slurm))
     if plan.conflicts:
         for v in plan.conflicts:
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)
@@ -137,17 +138,28 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     save_study_settings(study)
     for view in plan.to_eval:  # the settings each job reads; identical signature, so nothing is lost
         save_run_config(view.run, view.run_dir, view.signature)
-    t0 = time.perf_counter()
     if executor == "slurm":
-        from .executors import SlurmSubmitter
+        return submit_to_slurm(study, ledger, plan, command, t_est)
+    return run_here(study, ledger, plan, est, executor, command, parallel)
 
-        submitter = SlurmSubmitter(study, ledger)
-        submitter.submit(plan)
-        print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) (estimates {t_est:.1f}s, "
-              f"submission {time.perf_counter() - t0:.1f}s); follow them: {command or 'python -m launch.grid CONFIG'} --status")
-        return 0
+
+def submit_to_slurm(study: Study, ledger: Ledger, plan: Plan, command: str, t_est: float) -> int:
+    from .executors import SlurmSubmitter
+
+    t0 = time.perf_counter()
+    submitter = SlurmSubmitter(study, ledger)
+    submitter.submit(plan)
+    print(f"{submitter.tasks} jobs submitted in {submitter.sbatch_calls} sbatch call(s) (estimates {t_est:.1f}s, "
+          f"submission {time.perf_counter() - t0:.1f}s); follow them: {command or 'python -m launch.grid CONFIG'} --status")
+    return 0
+
+
+def run_here(study: Study, ledger: Ledger, plan: Plan, est: dict, executor: str, command: str,
+             parallel: Optional[int]) -> int:
+    """The local and debug executors; 130 after an interrupt (the same command goes on)."""
     from .local import LocalRunner
 
+    t0 = time.perf_counter()
     planned_s = {n: e["wall_hours"] * 3600 for n, e in est.items() if isinstance(e.get("wall_hours"), (int, float))}
     runner = LocalRunner(study, ledger, in_process=(executor == "debug"), parallel=parallel, planned_s=planned_s)
     print(f"{executor}: {len(plan.to_eval)} run(s), up to {runner.parallel} at once on {runner.cores} core(s)")
@@ -206,8 +218,8 @@ def cancel(study: Study, executor: str) -> int:
     marked = []
     for view in study_views(study, ledger, {}):
         if view.name in hit and not view.evaluated:
-            write_status(view.run_dir, "failed", stage=read_status(view.run_dir).get("stage", "train"),
-                         error="cancelled by launch.grid --cancel (resume with --retry)")
+            run_status.failed(view.run_dir, read_status(view.run_dir).get("stage", "train"),
+                              error="cancelled by launch.grid --cancel (resume with --retry)")
             marked.append(view.name)
     print(f"cancelled {len(cancelled)} job(s): {summarize_ids(cancelled)}; {len(marked)} run(s) marked failed")
     return 0

@@ -30,10 +30,10 @@ from typing import Callable, Optional
 
 from lorafull.config import Study
 from lorafull.config.resources import processes_per_node
-from lorafull.runs import RunPaths, read_status, write_status
+from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .jobs import Ledger, launch_dir
-from .planning import Plan
+from .arrays import Plan
 from .state import RunView
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -226,19 +226,17 @@ class LocalRunner:
             self._fail(task.view, "train", f"parent run {task.view.parent} failed")
 
     def _fail(self, view: RunView, stage: str, message: str) -> None:
-        status = read_status(view.run_dir)
-        if status.get("state") != "failed":
-            write_status(view.run_dir, "failed", stage=stage, error=message)
-            status = read_status(view.run_dir)
+        run_status.failed(view.run_dir, stage, error=message, keep_earlier=True)  # (the stage's own line first)
         self.failed.append(view.name)
-        self.log(f"  FAILED {stage:<8} {view.name}: {status.get('error') or message}")
+        self.log(f"  FAILED {stage:<8} {view.name}: {read_status(view.run_dir).get('error') or message}")
 
     def _mark_interrupted(self, task: Task) -> None:
         if task.view is None:
             return
         status = read_status(task.path)
         if status.get("state") not in ("interrupted", "done") or status.get("stage") != task.stage:
-            write_status(task.path, "interrupted", stage=task.stage)
+            run_status.interrupted(task.path, task.stage, f"{task.stage} stopped (what it wrote is kept): the same "
+                                   "command resumes it")
         self.interrupted.append(task.view.name)
 
     @staticmethod
