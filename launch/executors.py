@@ -82,8 +82,9 @@ class SlurmSubmitter:
 
         slurm = self.study.slurm
         # state "queued" before sbatch: a job that starts at once writes "running" after it, never before
+        training = {v.name for v in plan.to_train}
         for view in plan.to_eval:
-            run_status.queued(view.run_dir, Stage.TRAIN if view in plan.to_train else Stage.EVALUATE,
+            run_status.queued(view.run_dir, Stage.TRAIN if view.name in training else Stage.EVALUATE,
                               signature=view.signature)
         eval_groups: list[tuple[list[RunView], Optional[str]]] = []  # (runs, dependency)
         for array in plan.train_arrays:
@@ -104,8 +105,9 @@ class SlurmSubmitter:
             # evaluation task i after training task i; a single job is not an array: afterok on it
             many = len(array.job_ids) > 1
             eval_groups.append((array.runs, f"aftercorr:{array.job_id}" if many else f"afterok:{array.job_id}"))
-        if plan.eval_only:
-            eval_groups.append((plan.eval_only, None))
+        size = plan.limits.max_array_size if plan.limits else len(plan.eval_only)
+        for start in range(0, len(plan.eval_only), max(1, size)):  # (cut to MaxArraySize like training)
+            eval_groups.append((plan.eval_only[start:start + size], None))
 
         eval_ids: list[str] = []
         for runs, dependency in eval_groups:
@@ -134,7 +136,7 @@ class SlurmSubmitter:
 
     def _active_eval_jobs(self, plan: Plan) -> set[str]:
         """Evaluations submitted earlier that have not ended: the report waits for them too."""
-        return {v.eval_job for v in plan.views
+        return {v.eval_job.split("_")[0] for v in plan.views  # an array's id stands for all its tasks
                 if v.eval_job and v.eval_info is not None and v.eval_info.active}
 
     def _chain(self, plan: Plan, array: TrainArray) -> None:

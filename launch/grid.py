@@ -1,19 +1,22 @@
 """Plan, submit, watch, retry and cancel every run of a study.
 
-    python -m launch.grid CONFIG [dotted.key=value ...] [--dry-run | --status | --retry | --cancel]
-                                 [--executor slurm|local|debug]
+    python -m launch.grid CONFIG [dotted.key=value ...] [--dry-run | --status | --retry | --cancel | --follow]
+                                 [--executor slurm|local|debug] [--parallel N]
 
     python -m launch.grid configs/demo.yaml --dry-run     # the plan table; submits nothing, needs no Slurm
     python -m launch.grid configs/demo.yaml               # submit what is not done, queued or running
     python -m launch.grid configs/demo.yaml --status      # each run's state: run folder + squeue/sacct
     python -m launch.grid configs/demo.yaml --retry       # also resubmit the failed runs
     python -m launch.grid configs/demo.yaml --cancel      # scancel the study's queued and running jobs
+    python -m launch.grid configs/demo.yaml --follow      # submit, then stay: the next wave as room frees up
     python -m launch.grid configs/demo.yaml --calibrate   # time a short probe of each training shape, then
                                                           # plan from what was measured (launch.calibrate)
 
-Executors: slurm (default when `sbatch` is on PATH): one training job array per resource shape, the
-evaluations after their training, one report after all evaluations; local (default otherwise): the same
-stages one after another on this machine, in subprocesses; debug: the same, in this process.
+Executors: slurm (default when `sbatch` is on PATH): one training job array per resource shape (cut to
+the cluster's MaxArraySize), the evaluations after their training, one report after all evaluations;
+under a submit limit (slurm.max_submit_jobs, else the QOS's) each call submits what fits and holds back
+the rest (launch.arrays, launch.limits); local (default otherwise): the same stages on this machine in
+subprocesses, independent runs side by side (launch.local); debug: one after another, in this process.
 Re-running is always safe: a run folder is named by the run and holds its signature; done, queued and
 running runs are never submitted again, and a folder whose signature differs is never overwritten.
 """
@@ -35,11 +38,14 @@ from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
 from .job_bodies import CANCEL_MARKER
-from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
+from .jobs import (Ledger, Queue, cancel_jobs, job_state, launch_dir, query_jobs, query_queue, slurm_available,
+                   study_lock, summarize_ids)
+from .limits import read_limits
 from .tables import plan_text, status_text
 from .arrays import Plan, make_plan
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
+FOLLOW_POLL_S = 60.0
 STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "report": "lorafull.report"}
 
 
@@ -54,6 +60,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
+    mode.add_argument("--follow", nargs="?", type=float, const=FOLLOW_POLL_S, default=None, metavar="SECONDS",
+                      help="submit what fits, then stay until the study ends: every SECONDS (default "
+                           f"{FOLLOW_POLL_S:g}) show progress and submit the next wave as room frees up under the "
+                           "submit limit (Ctrl-C stops following; the jobs stay queued)")
     mode.add_argument("--calibrate", action="store_true",
                       help="run one short probe job per training shape, write STUDY_DIR/launch/calibration.json "
                            "and print the plan from it")
@@ -95,36 +105,36 @@ def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
 
 
 def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False,
-           parallel: Optional[int] = None) -> int:
+           parallel: Optional[int] = None, quiet: bool = False, outcome: Optional[dict] = None) -> int:
+    """Plan and submit (or run here) what the study still needs. quiet: no plan table (--follow's later
+    rounds); outcome: filled with the jobs submitted and the runs held back, for --follow."""
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
-    infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
-    views = _views(study, ledger, infos, set_aside=retry and not dry_run)
-    plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
+    # one squeue (+ one sacct): the study's jobs, and the user's queued jobs a submit limit counts
+    queue = query_queue(ledger.job_ids()) if executor == "slurm" else Queue({})
+    limits = read_limits(study.slurm, ask=slurm_available()) if executor == "slurm" else None
+    views = _views(study, ledger, queue.infos, set_aside=retry and not dry_run)
+    plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, queue.infos, views),
+                     limits=limits, queued_jobs=queue.user_jobs)
     if report_only:  # --status after the last judge batch: the table, nothing else the study may want
-        plan.train_arrays, plan.eval_only, plan.parent_dep = [], [], {}
+        plan.train_arrays, plan.eval_only, plan.parent_dep, plan.held = [], [], {}, []
     t_est = time.perf_counter()
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
     t_est = time.perf_counter() - t_est
     write_planned(study, est)
-    print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
-    print(plan_text(plan, est, note, study.slurm))
+    if not quiet:
+        print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
+        print(plan_text(plan, est, note, study.slurm))
     if plan.conflicts:
-        for v in plan.conflicts:
+        for v in plan.conflicts[:20]:
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)
-        print("0 jobs submitted: resolve the signature conflicts above first", file=sys.stderr)
+        print(f"0 jobs submitted: resolve the {len(plan.conflicts)} signature conflict(s) above first", file=sys.stderr)
         return 3
-    failed = [v.name for v in views if v.state == "failed"]
-    if failed and not retry:
-        print(f"{len(failed)} failed run(s) not resubmitted (use --retry): {', '.join(failed)}")
+    print_notes(plan, views, retry, quiet)
+    if outcome is not None:
+        outcome.update(submitted=0 if dry_run else plan.jobs, held=len(plan.held) + plan.report_held)
     if dry_run:
-        arrays = ", ".join(f"{len(a.runs)} (depth {a.depth}: {a.shape.describe()})" for a in plan.train_arrays)
-        print(f"dry run: would train {len(plan.to_train)} run(s) in {len(plan.train_arrays)} array(s)"
-              + (f" [{arrays}]" if arrays else "") + f", evaluate {len(plan.to_eval)}, report: "
-              + ("yes" if plan.report else "no") + "; nothing submitted")
-        missing = missing_stages(plan)
-        if missing:
-            print(f"note: not installed yet, a real launch would stop: {', '.join(missing)}")
+        print_dry_run(plan)
         return 0
     if plan.empty():
         print("0 jobs submitted: nothing to do (" + counts(views) + ")")
@@ -141,6 +151,41 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     if executor == "slurm":
         return submit_to_slurm(study, ledger, plan, command, t_est)
     return run_here(study, ledger, plan, est, executor, command, parallel)
+
+
+def _names(views: list, most: int = 10) -> str:
+    names = [v.name for v in views]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def print_notes(plan: Plan, views: list, retry: bool, quiet: bool) -> None:
+    """Failed runs left alone, the cluster's limits, and what this call holds back for a later one."""
+    failed = [v for v in views if v.state == "failed"]
+    if failed and not retry:
+        print(f"{len(failed)} failed run(s) not resubmitted (use --retry): {_names(failed)}")
+    if plan.limits and not quiet:
+        print(f"cluster limits: {plan.limits.describe()}")
+    if plan.held:
+        limit = plan.limits.max_submit_jobs
+        held_jobs = sum(1 if v.trained else 2 for v in plan.held)
+        print(f"held back: {len(plan.held)} run(s) ({held_jobs} jobs) over the submit limit of {limit} jobs "
+              f"({plan.queued_jobs} of yours were queued or running): a later launch.grid submits them as "
+              f"room frees up (--follow waits and does it), the report with the last of them")
+    elif plan.report_held:
+        print(f"held back: the report (no room under the submit limit of {plan.limits.max_submit_jobs} jobs): "
+              "a later launch.grid submits it")
+
+
+def print_dry_run(plan: Plan) -> None:
+    arrays = [f"{len(a.runs)} (depth {a.depth}: {a.shape.describe()})" for a in plan.train_arrays]
+    listed = ", ".join(arrays[:8]) + (f", and {len(arrays) - 8} more" if len(arrays) > 8 else "")
+    print(f"dry run: would train {len(plan.to_train)} run(s) in {len(plan.train_arrays)} array(s)"
+          + (f" [{listed}]" if arrays else "") + f", evaluate {len(plan.to_eval)}, report: "
+          + ("yes" if plan.report else "no") + f"; {plan.jobs} jobs" + (f", {len(plan.held)} run(s) held back"
+                                                                         if plan.held else "") + "; nothing submitted")
+    missing = missing_stages(plan)
+    if missing:
+        print(f"note: not installed yet, a real launch would stop: {', '.join(missing)}")
 
 
 def submit_to_slurm(study: Study, ledger: Ledger, plan: Plan, command: str, t_est: float) -> int:
@@ -225,6 +270,39 @@ def cancel(study: Study, executor: str) -> int:
     return 0
 
 
+def follow(study: Study, executor: str, command: str, poll_s: float) -> int:
+    """--follow: launch, then every poll_s seconds show where the study stands and launch again (the next
+    wave, once room frees up under the submit limit), until no job of the study is queued or running and
+    nothing is left to submit."""
+    if executor != "slurm":
+        print("error: --follow follows Slurm jobs; the local executor stays until the study ends anyway",
+              file=sys.stderr)
+        return 2
+    rounds = 0
+    try:
+        while True:
+            outcome: dict = {}
+            with study_lock(study.output_dir):
+                rc = launch(study, executor, dry_run=False, retry=False, command=command, quiet=rounds > 0,
+                            outcome=outcome)
+            if rc != 0:
+                return rc
+            rounds += 1
+            ledger = Ledger(study.output_dir)
+            views = study_views(study, ledger, query_jobs(ledger.job_ids()))
+            active = [v for v in views if v.state in ("queued", "running")]
+            report = job_state(query_jobs([ledger.data.get("report")]), ledger.data.get("report"))
+            print(f"[{time.strftime('%H:%M:%S')}] {counts(views)}" + (f"; report job {report.state}" if report else ""),
+                  flush=True)
+            if not active and not outcome.get("held") and not outcome.get("submitted") and not (report and report.active):
+                print("the study has ended: nothing queued or running, nothing left to submit")
+                return 0
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print(f"stopped following; submitted jobs stay queued (follow again: {command} --follow)")
+        return 130
+
+
 def run_calibration(study: Study, executor: str, command: str) -> int:
     from .calibrate import calibrate
 
@@ -260,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             return launch(study, executor, dry_run=True, retry=False, command=command)
         if args.calibrate:
             return run_calibration(study, executor, command)
+        if args.follow is not None:
+            study.output_dir.mkdir(parents=True, exist_ok=True)
+            return follow(study, executor, command, args.follow)
         study.output_dir.mkdir(parents=True, exist_ok=True)
         with study_lock(study.output_dir):
             if args.cancel:

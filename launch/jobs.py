@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import json
 import os
 import re
@@ -100,10 +101,21 @@ class JobInfo:
         return self.state in BAD_END_STATES
 
 
+_ANSWERED: dict[str, float] = {}  # when the controller last answered: asked once per call, not per query
+ANSWER_TTL_S = 60.0
+
+
 def slurm_available() -> bool:
     """sbatch is installed and a controller answers: a laptop with Slurm's client tools but no
     cluster (or a stopped local one) runs the study locally instead of failing at submission."""
-    return shutil.which("sbatch") is not None and slurm_controller_answers()
+    if shutil.which("sbatch") is None:
+        return False
+    if time.monotonic() - _ANSWERED.get("at", -ANSWER_TTL_S) < ANSWER_TTL_S:
+        return True
+    if slurm_controller_answers():
+        _ANSWERED["at"] = time.monotonic()
+        return True
+    return False
 
 
 def slurm_controller_answers() -> bool:
@@ -135,33 +147,57 @@ def expand_job_id(job_id: str) -> list[str]:
     return out
 
 
+@dataclass
+class Queue:
+    """What the scheduler says in one call: the state of the study's jobs, and how many jobs of this
+    user are queued or running (array tasks one each: what a submit limit counts)."""
+    infos: dict[str, JobInfo]
+    user_jobs: int = 0
+
+
 def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
-    """State of each job id ("123" or "123_4"): squeue for jobs still queued or running (one call),
-    sacct for the ones that ended. Ids the scheduler does not know are absent from the result."""
+    return query_queue(job_ids, user=False).infos
+
+
+def query_queue(job_ids: Iterable[str], user: bool = True) -> Queue:
+    """State of each job id ("123" or "123_4") and the user's queued jobs: one squeue for jobs still
+    queued or running, one sacct for the ones that ended. Ids the scheduler does not know are absent.
+    user=True lists all of the user's jobs (the submit limit counts them all; the study's are among
+    them), else the study's jobs alone."""
     job_ids = {j for j in job_ids if j}
-    if not job_ids or not slurm_available():
-        return {}
-    bases = _base_ids(job_ids)
+    if not (job_ids or user) or not slurm_available():
+        return Queue({})
+    bases = set(_base_ids(job_ids))
     info: dict[str, JobInfo] = {}
     # -r: one line per array task ("123_4"), also for pending tasks that Slurm keeps folded
-    out = _run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(bases)])
-    if out is None:  # squeue -j fails when one of the ids left slurmctld's memory: ask per job
-        out = "".join(_run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", b]) or "" for b in bases)
-    for line in out.splitlines():
+    fmt = ["squeue", "-h", "-r", "-o", "%i|%T|%r"]
+    out = _run(fmt + ["-u", getpass.getuser()]) if user else _run(fmt + ["-j", ",".join(sorted(bases))])
+    if out is None and not user:  # squeue -j fails when one of the ids left slurmctld's memory: ask per job
+        out = "".join(_run(fmt + ["-j", b]) or "" for b in sorted(bases))
+    lines = (out or "").splitlines()
+    for line in lines:
         jid, state, reason = (line.split("|") + ["", ""])[:3]
-        info[jid.strip()] = JobInfo(state=state.strip(), reason=reason.strip())
-    missing = [j for j in job_ids if j not in info and not any(k.startswith(j + "_") for k in info)]
-    if missing and shutil.which("sacct"):
-        out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Start,End", "-j",
-                    ",".join(_base_ids(missing))])
-        for line in (out or "").splitlines():
-            parts = line.split("|")
-            if len(parts) < 5 or parts[0] in info:
-                continue
-            state = parts[1].split()[0] if parts[1] else "UNKNOWN"
-            for jid in expand_job_id(parts[0]):
-                info.setdefault(jid, JobInfo(state=state, reason=parts[2], start=parts[3], end=parts[4]))
-    return info
+        jid = jid.strip()
+        if jid.split("_")[0] in bases:
+            info[jid] = JobInfo(state=state.strip(), reason=reason.strip())
+    with_tasks = {k.split("_")[0] for k in info if "_" in k}  # a plain array id stands for its tasks
+    missing = [j for j in job_ids if j not in info and ("_" in j or j not in with_tasks)]
+    _ask_sacct(missing, info)
+    return Queue(info, user_jobs=sum(1 for line in lines if line.strip()) if user else 0)
+
+
+def _ask_sacct(missing: list[str], info: dict[str, JobInfo]) -> None:
+    """The end state of jobs squeue no longer lists (one sacct call)."""
+    if not missing or not shutil.which("sacct"):
+        return
+    out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,Start,End", "-j", ",".join(_base_ids(missing))])
+    for line in (out or "").splitlines():
+        parts = line.split("|")
+        if len(parts) < 5 or parts[0] in info:
+            continue
+        state = parts[1].split()[0] if parts[1] else "UNKNOWN"
+        for jid in expand_job_id(parts[0]):
+            info.setdefault(jid, JobInfo(state=state, reason=parts[2], start=parts[3], end=parts[4]))
 
 
 def job_state(info: dict[str, JobInfo], job_id: Optional[str]) -> Optional[JobInfo]:
@@ -170,6 +206,8 @@ def job_state(info: dict[str, JobInfo], job_id: Optional[str]) -> Optional[JobIn
         return None
     if job_id in info:
         return info[job_id]
+    if "_" in job_id:  # a task the scheduler does not know (not a scan of every id: 10,000-run studies)
+        return None
     tasks = [v for k, v in info.items() if k.startswith(job_id + "_")]
     if not tasks:
         return None

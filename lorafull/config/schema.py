@@ -262,6 +262,12 @@ class SlurmConfig:
     # "python" from the job's environment (the scripts of launch.render)
     python: Optional[str] = None
     report_timeout_min: int = ranged(60, ge=1)  # (launch) the report job's time limit
+    # (launch) the cluster's limits, when `scontrol show config` / sacctmgr cannot say (or to stay under
+    # them): most tasks in one job array (MaxArraySize; null = read it, else Slurm's default 1001), and
+    # most jobs of yours queued or running at once, array tasks one each (the QOS's MaxSubmitJobsPerUser;
+    # null = read it from sacctmgr, else no limit). A study larger than the limit goes in waves.
+    max_array_size: Optional[int] = ranged(None, ge=0)
+    max_submit_jobs: Optional[int] = ranged(None, ge=1)
 
 
 @dataclass
