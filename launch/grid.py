@@ -41,7 +41,7 @@ from .job_bodies import CANCEL_MARKER
 from .jobs import (Ledger, Queue, cancel_jobs, job_state, launch_dir, query_jobs, query_queue, slurm_available,
                    study_lock, summarize_ids)
 from .limits import read_limits
-from .tables import plan_text, status_text
+from .tables import plan_text, status_text, write_full_plan
 from .arrays import Plan, make_plan
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
@@ -125,6 +125,9 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     if not quiet:
         print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
         print(plan_text(plan, est, note, study.slurm))
+        full = write_full_plan(plan, est, note, study.slurm, launch_dir(study.output_dir) / "plan.txt")
+        if full:
+            print(f"the plan of every run: {full}")
     if plan.conflicts:
         for v in plan.conflicts[:20]:
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)

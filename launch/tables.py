@@ -8,7 +8,7 @@ from typing import Optional
 
 from lorafull.config import world_size
 from lorafull.models.method_table import method_of
-from lorafull.plan.table import ASSUMED_NOTE, assumed, format_table, method_text, plan_lines
+from lorafull.plan.table import ASSUMED_NOTE, FOLD_AT, assumed, format_table, method_text, plan_lines
 from lorafull.runs import RunPaths, read_jsonl
 
 from .arrays import Plan
@@ -49,9 +49,24 @@ def _launch_cells(plan: Plan, slurm) -> dict[str, list[str]]:
     }
 
 
-def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str], slurm) -> str:
+def _few(names: list[str], most: int = 10) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def write_full_plan(plan: Plan, est: dict[str, dict], note: Optional[str], slurm, path: Path) -> Optional[Path]:
+    """The plan table with every run, to `path`, when the printed one is folded (more than FOLD_AT runs)."""
+    if len(plan.views) <= FOLD_AT:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan_text(plan, est, note, slurm, fold=False) + "\n", encoding="utf-8")
+    return path
+
+
+def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str], slurm, fold: Optional[bool] = None) -> str:
+    """The plan table (folded by shape past FOLD_AT runs; fold=False: every run), then the study's
+    notes: GPU-hours, what does not fit, the waves and rounds its size takes under the cluster's limits."""
     names = [v.name for v in plan.views]
-    lines = plan_lines(names, est, PLAN_COLUMNS, given=_launch_cells(plan, slurm), cpu=plan.cpu)
+    lines = plan_lines(names, est, PLAN_COLUMNS, given=_launch_cells(plan, slurm), cpu=plan.cpu, fold=fold)
     if plan.cpu:
         lines.append("CPU partition (slurm.gres: null or gpus_per_node: 0): no GPU is requested; "
                      "one training process per Slurm task")
@@ -64,15 +79,48 @@ def plan_text(plan: Plan, est: dict[str, dict], note: Optional[str], slurm) -> s
         lines.append(f"GPU-hours: {sum(gpu_h):.4g} for the study, {todo_h:.4g} for the runs trained now")
     misfits = [n for n, e in est.items() if e.get("fits") is False]
     if misfits and not plan.cpu:
-        lines.append(f"WARNING: {len(misfits)} run(s) do not fit in GPU memory by the estimate: {', '.join(misfits)}")
+        lines.append(f"WARNING: {len(misfits)} run(s) do not fit in GPU memory by the estimate: {_few(misfits)}")
     errors = {n: e["error"] for n, e in est.items() if "error" in e}
     for name, err in list(errors.items())[:5]:
         lines.append(f"no estimate for {name}: {err}")
     if note:
         lines.append(f"({note})")
-    for name, why in plan.blocked.items():
+    for name, why in list(plan.blocked.items())[:10]:
         lines.append(f"blocked: {name}: {why}")
+    if len(plan.blocked) > 10:
+        lines.append(f"blocked: {len(plan.blocked) - 10} more run(s) whose parent has no final model")
+    lines += scale_lines(plan, est, slurm)
     return "\n".join(lines)
+
+
+def scale_lines(plan: Plan, est: dict[str, dict], slurm) -> list[str]:
+    """What the study's size costs in time under the cluster's limits: the submission waves a submit
+    limit makes, and the trainings that run at once at slurm.array_parallelism per array."""
+    todo = plan.to_train + plan.held
+    if not todo or plan.limits is None:
+        return []
+    jobs = 2 * len(todo) + sum(1 for v in plan.views if v.state == "trained") + 1
+    limit = plan.limits.max_submit_jobs
+    waves = -(-jobs // limit) if limit else 1
+    arrays = -(-len(todo) // plan.limits.max_array_size)
+    at_once = min(len(todo), arrays * slurm.array_parallelism, limit // 2 if limit else len(todo))
+    hours = [est.get(v.name, {}).get("wall_hours") for v in todo]
+    known = [h for h in hours if isinstance(h, (int, float))]
+    line = (f"scale: {len(todo)} run(s) to train, {jobs} jobs in all, in arrays of at most "
+            f"{plan.limits.max_array_size} tasks; " + (f"{waves} submission wave(s) under the submit limit of "
+                                                       f"{limit} jobs (each next launch.grid, or --follow, sends one); "
+                                                       if limit else "one submission (no submit limit known); ")
+            + f"at array_parallelism {slurm.array_parallelism}: at most {at_once} trainings at once")
+    if known:
+        line += (f", so the training takes at least {_wall(sum(known) / max(1, at_once))} of wall time "
+                 f"({_wall(sum(known))} of training in all)")
+    return [line]
+
+
+def _wall(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.3g} h"
+    return f"{hours * 60:.3g} min" if hours * 60 >= 1 else f"{hours * 3600:.2g} s"
 
 
 def training_eta(view: RunView) -> str:

@@ -51,3 +51,28 @@ def test_a_submit_limit_takes_what_fits_in_study_order_and_holds_the_rest(tmp_pa
     assert not no_room_for_the_report.held and not no_room_for_the_report.report
     assert no_room_for_the_report.report_held
     assert _plan(tmp_path, files, runs, submit=10, queued=12).to_eval == []  # the user's queue is full
+
+
+def test_a_large_plan_prints_a_row_per_shape_and_writes_every_run_to_a_file(tmp_path, files, capsys, monkeypatch):
+    """60 runs (6 learning rates x 10 data scales): 10 rows of 6 runs each, named by what they share; the
+    table of every run in STUDY_DIR/launch/plan.txt; the waves and the trainings at once the study takes."""
+    from launch import grid as grid_cli
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cluster: the limits come from the settings alone
+    cfg = write_study(tmp_path / "s.yaml", study_dict(
+        tmp_path, files, name="wide", grid={"train.lr": [1e-4 * (i + 1) for i in range(6)],
+                                            "data.num_samples": list(range(8, 18))},
+        slurm={"array_parallelism": 4, "max_array_size": 25}))
+    assert grid_cli.main([str(cfg), "--dry-run", "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "(60 runs in 10 rows:" in out, out
+    rows = [line for line in out.splitlines() if line.startswith("6 ") and "lr*-num_samples" in line]
+    assert len(rows) == 10 and all(" * " in r for r in rows)  # the signature column folds too
+    full = (tmp_path / "wide" / "launch" / "plan.txt").read_text()
+    assert sum(1 for line in full.splitlines() if line.startswith("lr0.")) == 60
+    assert "at most 12 trainings at once" in out  # 3 arrays of 20 x array_parallelism 4
+
+    assert grid_cli.main([str(cfg), "slurm.max_submit_jobs=50", "--dry-run", "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "3 submission wave(s) under the submit limit of 50 jobs" in out, out  # 121 jobs / 50
+    assert "held back: 35 run(s) (70 jobs)" in out and "would train 25 run(s)" in out

@@ -6,6 +6,7 @@ Library module (no command): lorafull.plan.estimate and launch.grid call plan_li
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 FORMULA = ("h/epoch = steps/epoch x step time; step = compute (tokens x FLOPs/token / (ranks x peak x mfu)) + "
@@ -88,11 +89,19 @@ def breakdown(row: dict) -> str:
     return f"step {parts['total']:.3g} s = {shares or '0'} ({row['basis']})"
 
 
+# more runs than this: rows of identical shape (equal in every column but the run's name and signature)
+# fold into one line with their count; a sweep of 10,000 runs reads as its few hundred shapes
+FOLD_AT = 40
+NAMING_COLUMNS = ("run", "signature")
+
+
 def plan_lines(names: list[str], rows: dict[str, dict], columns: list[str],
-               given: Optional[dict[str, list[str]]] = None, cpu: bool = False) -> list[str]:
+               given: Optional[dict[str, list[str]]] = None, cpu: bool = False,
+               fold: Optional[bool] = None) -> list[str]:
     """The table (one line per name, `columns` from CELLS or from `given`: column -> a cell per name),
     then each run's step breakdown and notes. A "ref h/epoch" column (plan.reference_hours_per_epoch)
-    comes before "basis" when any row has one."""
+    comes before "basis" when any row has one. fold (default: more than FOLD_AT runs): one line per
+    group of rows of identical shape, its runs named by a pattern (lr*-r8-seed*-*) and counted."""
     given = given or {}
     columns = list(columns)
     if any(rows.get(n, {}).get("reference_hours_per_epoch") is not None for n in names):
@@ -109,13 +118,58 @@ def plan_lines(names: list[str], rows: dict[str, dict], columns: list[str],
             else:
                 cells.append("CPU" if cpu and c in CPU_CELLS else CELLS[c](row))
         table.append(cells)
+    if len(names) > FOLD_AT if fold is None else fold:
+        return _folded(names, rows, columns, table)
     lines = [format_table(columns, table)]
     for name in names:
-        row = rows.get(name, {})
-        if breakdown(row):
-            lines.append(f"  {name}: {breakdown(row)}")
-        lines += [f"  {name}: {note}" for note in row.get("notes") or []]
+        lines += _notes(name, rows.get(name, {}))
     return lines
+
+
+def _notes(label: str, row: dict) -> list[str]:
+    return ([f"  {label}: {breakdown(row)}"] if breakdown(row) else []) + \
+        [f"  {label}: {note}" for note in row.get("notes") or []]
+
+
+def _folded(names: list[str], rows: dict[str, dict], columns: list[str], table: list[list[str]]) -> list[str]:
+    naming = [i for i, c in enumerate(columns) if c in NAMING_COLUMNS]
+    groups: dict[tuple, list[int]] = {}
+    for i, cells in enumerate(table):
+        groups.setdefault(tuple(c for j, c in enumerate(cells) if j not in naming), []).append(i)
+    folded, notes = [], {}  # note -> the rows it is said of
+    for members in groups.values():
+        cells = list(table[members[0]])
+        label = name_pattern([names[i] for i in members])
+        for j in naming:
+            cells[j] = label if columns[j] == "run" else (cells[j] if len(members) == 1 else "*")
+        folded.append([str(len(members))] + cells)
+        for line in _notes(label, rows.get(names[members[0]], {})):
+            notes.setdefault(line.split(": ", 1)[1], []).append(label)
+    lines = [format_table(["runs"] + columns, folded)]
+    for note, labels in notes.items():  # a note many rows share is said once
+        who = ("every row" if len(labels) == len(groups) and len(labels) > 1 else
+               labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more row(s)")
+        lines.append(f"  {who}: {note}")
+    return lines + [f"({len(names)} runs in {len(groups)} rows: runs equal in every column but name and signature "
+                    "share a row; * stands for what varies)"]
+
+
+def name_pattern(names: list[str]) -> str:
+    """One label for runs named alike: the '-'-separated parts they share, * for a part that varies,
+    kept after its common letters (lr0.0001-r8-seed1-ab12cd34, lr0.0002-r8-seed2-... -> lr*-r8-seed*-*)."""
+    if len(names) == 1:
+        return names[0]
+    parts = [n.split("-") for n in names]
+    if len({len(p) for p in parts}) != 1:
+        return f"{names[0]} (+{len(names) - 1} more)"
+    out = []
+    for column in zip(*parts):
+        if len(set(column)) == 1:
+            out.append(column[0])
+            continue
+        prefix = os.path.commonprefix(column)
+        out.append(prefix.rstrip("0123456789.") + "*")
+    return "-".join(out)
 
 
 def format_plan(rows: list[dict], totals: dict) -> str:
