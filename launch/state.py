@@ -137,6 +137,9 @@ def _signature_changed(view: RunView) -> None:
 
 def study_run_dir(study: Study, run) -> Path:
     """The run's folder, refused (one line) unless it lies under the study folder."""
+    name = run.name
+    if name and "/" not in name and "\n" not in name and name.strip(".") and os.sep == "/":
+        return study.output_dir / "runs" / name  # a plain name cannot leave the folder (no path to fold)
     try:
         return path_inside(study.output_dir / "runs", study.run_dir(run), f"runs: name {run.name!r}")
     except ValueError as e:

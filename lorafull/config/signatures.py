@@ -7,6 +7,7 @@ Library module (no command); `python -m lorafull.config FILE` prints every run's
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,6 +41,12 @@ _NOT_IN_SIGNATURE = {
 }
 
 
+_DROPPED_SECTIONS = {k for k in _NOT_IN_SIGNATURE if "." not in k}
+_DROPPED_KEYS = [tuple(k.split(".")) for k in _NOT_IN_SIGNATURE if "." in k]  # (section, key): one level deep
+_RUN_FIELDS = dataclasses.fields(RunConfig)
+assert all(len(k) == 2 for k in _DROPPED_KEYS)
+
+
 def _model_identity(name_or_path: str, cache_dir: Optional[str], study_dir, identity=input_identity) -> str:
     """A base model by what it is: a local folder by its files' contents, scratch:<config.json> by the
     file's content; a hub id or a shipped scratch architecture by its name."""
@@ -54,13 +61,10 @@ def signature_payload(run: RunConfig, parent_signature: Optional[str] = None,
     """The settings that change what a run learns, with every input path replaced by its content's
     identity (lorafull.config.content): where a file lies is no part of a run. `identity` is
     input_identity, or a memo of it shared by the runs of one study."""
-    d = to_dict(run)
-    for dotted in _NOT_IN_SIGNATURE:
-        parts = dotted.split(".")
-        sub = d
-        for p in parts[:-1]:
-            sub = sub.get(p, {})
-        sub.pop(parts[-1], None)
+    d = {name: to_dict(value) if dataclasses.is_dataclass(value) else value  # (the eval section never built)
+         for name, value in ((f.name, getattr(run, f.name)) for f in _RUN_FIELDS) if name not in _DROPPED_SECTIONS}
+    for section, key in _DROPPED_KEYS:
+        d.get(section, {}).pop(key, None)
     cache = run.data.cache_dir
     d["data"]["train"] = identity(run.data.train, cache, study_dir)
     d["model"]["tokenizer"] = identity(run.model.tokenizer, cache, study_dir)

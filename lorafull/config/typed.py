@@ -309,7 +309,11 @@ def _build(cls, data: dict, where: _Where, prefix: str = ""):
 def to_dict(obj) -> dict:
     """dataclasses.asdict for settings (values are numbers, strings, lists and dicts of them), without
     asdict's deep copy of every leaf: a launcher signs and plans thousands of runs."""
-    return {name: _plain(getattr(obj, name)) for name in _field_names(type(obj))}
+    values, out = obj.__dict__, {}
+    for name in _field_names(type(obj)):
+        v = values[name]
+        out[name] = v if type(v) in _ATOM_TYPES else _plain(v)
+    return out
 
 
 @functools.cache
@@ -319,6 +323,7 @@ def _field_names(cls) -> Optional[tuple[str, ...]]:
 
 
 _ATOMS = (str, int, float, bool, type(None))
+_ATOM_TYPES = frozenset(_ATOMS)
 
 
 def _plain(value):
@@ -344,13 +349,18 @@ def clone(obj):
     if _field_names(type(obj)) is None:
         return copy.deepcopy(obj)
     new = object.__new__(type(obj))
-    new.__dict__.update({k: clone(v) for k, v in obj.__dict__.items()})
+    fields = new.__dict__
+    for k, v in obj.__dict__.items():
+        fields[k] = v if type(v) in _ATOM_TYPES else clone(v)
     return new
 
 
 class NotSimple(Exception):
     """set_typed cannot set this key in place (an unknown key, a path through a non-section): build the
     settings from a mapping instead, whose errors name the key."""
+
+
+_COERCED: dict[tuple, Any] = {}  # (class, key, value type, value) -> the checked value: a grid repeats its values
 
 
 def set_typed(obj, dotted: str, value, where: _Where) -> None:
@@ -364,6 +374,12 @@ def set_typed(obj, dotted: str, value, where: _Where) -> None:
     hints, fields = _schema(type(obj))
     if parts[-1] not in fields:
         raise NotSimple(dotted)
-    coerced = _coerce(value, hints[parts[-1]], dotted, where)
-    _check_field(fields[parts[-1]], coerced, dotted, where)
-    setattr(obj, parts[-1], coerced)
+    memo = (type(obj), parts[-1], type(value), value) if type(value) in _ATOM_TYPES else None
+    if memo not in _COERCED:
+        coerced = _coerce(value, hints[parts[-1]], dotted, where)
+        _check_field(fields[parts[-1]], coerced, dotted, where)
+        if memo is None:
+            setattr(obj, parts[-1], coerced)
+            return
+        _COERCED[memo] = coerced
+    setattr(obj, parts[-1], _COERCED[memo])
