@@ -100,7 +100,7 @@ def timed(args: list[str], env: dict) -> tuple[float, float, str]:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "launch.grid", *args], stdout=out, stderr=err, text=True,
-                                env=env, cwd=REPO)
+                                env=env, cwd=env["PYTHONPATH"])
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t0
         proc.returncode = rc = os.waitstatus_to_exitcode(status)
@@ -165,10 +165,13 @@ def main() -> int:
     p.add_argument("--runs", type=int, nargs="+", default=[1000, 10000], help="study sizes (multiples of 100)")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     p.add_argument("--slurm", action="store_true", help="also time a real first wave on the Slurm cluster")
+    p.add_argument("--code", type=Path, default=REPO,
+                   help="the checkout whose launch.grid is timed (default: this one; another, to compare)")
     args = p.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_launcher_"))
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": str(args.code.resolve())}
+    print(f"timing launch.grid of {args.code.resolve()}")
     print(f"load: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
     try:
         for runs in args.runs:

@@ -20,6 +20,7 @@ from pathlib import Path
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings, study_signatures
 
 from .jobs import launch_dir
+from .limits import Limits, read_limits
 from .arrays import Plan, make_plan
 from .resources import (EXIT_REQUEUE, Shape, eval_shape, gres, python_command, report_shape,
                         sbatch_time, study_job_prefix)
@@ -77,11 +78,14 @@ def sbatch_lines(study: Study, shape: Shape, name: str, array_size: int = 0, sig
 
 
 def full_plan(study: Study) -> Plan:
-    """The arrays of the whole study, as a first submission would make them (no folder is read)."""
+    """The arrays of the whole study, as a first submission would make them (no folder is read), cut to
+    slurm.max_array_size (else Slurm's default MaxArraySize: the text depends on the settings alone).
+    No submit limit: submit.sh submits every job at once."""
     sigs = study_signatures(study)
     views = [RunView(run=r, signature=sigs[r.name], run_dir=study_run_dir(study, r), status={},
                      folder_signature=None) for r in study.runs]
-    return make_plan(study, views)
+    limits = read_limits(study.slurm, ask=False)
+    return make_plan(study, views, limits=Limits(limits.max_array_size, None, limits.array_source, "none"))
 
 
 def render_study(study: Study) -> dict[str, str]:
