@@ -59,6 +59,7 @@ def test_each_stage_gets_a_share_of_the_cores_and_never_more(tmp_path, files, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     env = thread_env(4)
     assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "4"
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # idle OpenMP threads sleep: no spinning against other work
 
 
 @pytest.mark.slow
