@@ -34,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run from a checkout without installing
 TARGET_S = {1000: 1.5, 10000: 5.0}
+CPU_S: dict[float, float] = {}  # wall seconds of a timed call -> its CPU seconds
 
 
 def grid_axes(runs: int) -> dict:
@@ -96,7 +97,8 @@ def finish_every_run(cfg: Path) -> int:
 
 def timed(args: list[str], env: dict) -> tuple[float, float, str]:
     """(seconds, peak RSS in MB, stdout) of python -m launch.grid ARGS; the child is reaped here with
-    wait4, whose ru_maxrss is that one process's peak."""
+    wait4, whose ru_maxrss is that one process's peak. Its CPU time goes to CPU_S (on a shared machine
+    it moves less with the load than the wall time)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "launch.grid", *args], stdout=out, stderr=err, text=True,
@@ -109,6 +111,7 @@ def timed(args: list[str], env: dict) -> tuple[float, float, str]:
         stdout, stderr = out.read(), err.read()
     if rc not in (0, 1):
         raise SystemExit(f"launch.grid {' '.join(args)} failed ({rc}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    CPU_S[elapsed] = usage.ru_utime + usage.ru_stime
     return elapsed, usage.ru_maxrss / 1024, stdout
 
 
@@ -180,7 +183,8 @@ def main() -> int:
             for name, (seconds, rss) in results.items():
                 verdict = "" if target is None or "cold" in name or "wave" in name else (
                     f"  target < {target:g} s: {'ok' if seconds < target else 'MISSED'}")
-                print(f"{runs:>6} runs  {name:<30} {seconds:7.2f} s  peak RSS {rss:6.0f} MB{verdict}")
+                print(f"{runs:>6} runs  {name:<30} {seconds:7.2f} s (CPU {CPU_S.get(seconds, 0):6.2f} s)  "
+                      f"peak RSS {rss:6.0f} MB  load {os.getloadavg()[0]:.1f}{verdict}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

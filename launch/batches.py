@@ -6,17 +6,16 @@ a batch still running leaves the run "waiting". Once every run is settled, --sta
 from __future__ import annotations
 
 from lorafull.config import Study
-from lorafull.runs import Stage, error_line, status as run_status
+from lorafull.runs import RunPaths, Stage, error_line, status as run_status
 
 
 def poll_judge_batches(study: Study) -> tuple[list[str], int]:
     """One line per run with a judge batch (still running, finished, or the error), and how many finished."""
-    from lorafull.judge.batch import STATE_FILE
-
     notes, finished = [], 0
     for run in study.runs:
         run_dir = study.run_dir(run)
-        if not (run_dir / STATE_FILE).exists():
+        # RunPaths names lorafull.judge.batch's state file: no judge import (seconds) unless a batch exists
+        if not RunPaths.of(run_dir).judge_batch.exists():
             continue
         from lorafull.evaluate import evaluate_run  # loads the judge stack only when a batch exists
 

@@ -30,16 +30,13 @@ import sys
 import time
 from typing import Optional
 
-from submitit.core.utils import FailedJobError
-
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
 from lorafull.plan.cache import estimates, write_planned
 from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
-from .job_bodies import CANCEL_MARKER
-from .jobs import (Ledger, Queue, cancel_jobs, job_state, launch_dir, query_jobs, query_queue, slurm_available,
-                   study_lock, summarize_ids)
+from .jobs import (CANCEL_MARKER, Ledger, Queue, cancel_jobs, job_state, launch_dir, query_jobs, query_queue,
+                   slurm_available, study_lock, summarize_ids)
 from .limits import read_limits
 from .tables import plan_text, status_text, write_full_plan
 from .arrays import Plan, make_plan
@@ -297,7 +294,8 @@ def follow(study: Study, executor: str, command: str, poll_s: float) -> int:
             report = job_state(query_jobs([ledger.data.get("report")]), ledger.data.get("report"))
             print(f"[{time.strftime('%H:%M:%S')}] {counts(views)}" + (f"; report job {report.state}" if report else ""),
                   flush=True)
-            if not active and not outcome.get("held") and not outcome.get("submitted") and not (report and report.active):
+            busy = active or outcome.get("held") or outcome.get("submitted") or (report and report.active)
+            if not busy:
                 print("the study has ended: nothing queued or running, nothing left to submit")
                 return 0
             time.sleep(poll_s)
@@ -313,6 +311,16 @@ def run_calibration(study: Study, executor: str, command: str) -> int:
     rc = calibrate(study, executor)
     launch(study, executor, dry_run=True, retry=False, command=command)
     return rc
+
+
+def _submission_errors() -> tuple:
+    """submitit's FailedJobError, once submitit is loaded (only a submission loads it: a dry run, --status
+    and a re-run with nothing to submit start without it)."""
+    if "submitit" not in sys.modules:
+        return ()
+    from submitit.core.utils import FailedJobError
+
+    return (FailedJobError,)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,13 +357,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.cancel:
                 return cancel(study, executor)
             return launch(study, executor, dry_run=False, retry=args.retry, command=command, parallel=args.parallel)
-    except KeyboardInterrupt:  # before any stage started (the local executor handles its own)
-        print("interrupted: nothing was started", file=sys.stderr)
+    except KeyboardInterrupt:  # planning or submitting (the local executor handles its own stages' stop)
+        print("interrupted: what was already submitted is in STUDY_DIR/launch/jobs.json and stays; the same "
+              "command goes on", file=sys.stderr)
         return 130
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except FailedJobError as e:  # sbatch refused (bad partition, account, limits): its own words, one line
+    except _submission_errors() as e:  # sbatch refused (bad partition, account, limits): its own words, one line
         print(f"error: submission failed: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
         return 1
 

@@ -34,6 +34,8 @@ import submitit
 
 from lorafull.train.distributed import EXIT_REQUEUE, rendezvous
 
+from .jobs import CANCEL_MARKER
+
 # how long checkpoint() waits for the ranks to save after passing the signal on; Slurm kills the job
 # signal_delay_s after its time-limit signal anyway
 SAVE_WAIT_S = float(os.environ.get("LORAFULL_SAVE_WAIT_S", "600"))
@@ -72,7 +74,6 @@ def _mark_failed(run_dir: str, stage: str, message: str) -> None:
     run_status.failed(run_dir, stage, error=message, keep_earlier=True)
 
 
-CANCEL_MARKER = ".cancel-requested"  # in the run folder: job ids launch.grid --cancel is about to scancel
 
 
 def _cancelled(job_id: Optional[str], run_dir: str) -> bool:

@@ -29,6 +29,9 @@ BAD_END_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"
                   "DEADLINE", "REVOKED"}
 
 
+CANCEL_MARKER = ".cancel-requested"  # in the run folder: job ids launch.grid --cancel is about to scancel
+
+
 def launch_dir(study_dir: Path) -> Path:
     return Path(study_dir) / "launch"
 

@@ -120,9 +120,11 @@ class LocalRunner:
     """Runs the plan's stages here: in parallel subprocesses (local), or one after another in this
     process (`in_process=True`, the debug executor)."""
 
-    def __init__(self, study: Study, ledger: Ledger, in_process: bool = False, log: Callable[[str], None] = print,
-                 parallel: Optional[int] = None, planned_s: Optional[dict] = None):
-        self.study, self.ledger, self.in_process, self.log = study, ledger, in_process, log
+    def __init__(self, study: Study, ledger: Ledger, in_process: bool = False,
+                 log: Optional[Callable[[str], None]] = None, parallel: Optional[int] = None,
+                 planned_s: Optional[dict] = None):
+        self.study, self.ledger, self.in_process = study, ledger, in_process
+        self._log = log or (lambda message: print(message, flush=True))  # (a pipe shows each event as it comes)
         self.cores = usable_cores()
         self.parallel = 1 if in_process else max(1, parallel or default_parallel(study, self.cores))
         self.planned_s = planned_s or {}  # run name -> the plan's training seconds (for the ETA)
@@ -135,6 +137,12 @@ class LocalRunner:
     @property
     def stopping(self) -> bool:
         return self.signals > 0
+
+    def log(self, message: str) -> None:
+        try:
+            self._log(message)
+        except OSError:  # the terminal went away (SIGHUP): the stages still stop and save
+            pass
 
     def submit(self, plan: Plan) -> None:
         self.tasks = make_tasks(self.study, plan)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from lorafull.config import (ConfigError, RunConfig, Study, eval_fingerprint, eval_is_current, run_signature_from_folder,
-                             study_signatures)
+from lorafull.config import (ConfigError, RunConfig, Study, eval_fingerprint, eval_is_current,
+                             run_signature_from_folder, study_signatures)
 from lorafull.runs import classify_folder, path_inside, read_status, status as run_status
 
 from .jobs import JobInfo, Ledger, job_state, pid_alive

@@ -80,7 +80,8 @@ def test_local_executor_runs_side_by_side_in_order_and_retries_nothing_unasked(t
     assert status(runs / "parent")["state"] == "done" and status(runs / "child")["state"] == "done"
     failed = status(runs / "bad")
     assert failed["state"] == "failed" and "bad.jsonl:9" in failed["error"], failed
-    assert "Traceback" not in out.stdout + out.stderr and "bad.jsonl:9" in (runs / "bad" / "logs" / "train.log").read_text()
+    assert "Traceback" not in out.stdout + out.stderr  # it is in the run's log
+    assert "bad.jsonl:9" in (runs / "bad" / "logs" / "train.log").read_text()
     assert (tmp_path / "gridtest" / "report" / "table.md").exists()
     events = _events(out.stdout)
     at = {e: i for i, e in enumerate(events)}

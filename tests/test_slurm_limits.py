@@ -112,3 +112,44 @@ def test_a_submit_limit_sends_the_study_in_waves_and_nothing_twice(tmp_path, tin
         assert final.get("report")  # the last wave brought the report
     finally:
         _cancel(study_dir)
+
+
+def _wait_for(predicate, timeout_s: float = 300, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_follow_sends_each_next_wave_and_stays_until_the_study_ends(tmp_path, tiny_tokenizer_dir):
+    """--follow under a submit limit of 50: the first wave, then (once it is gone: cancelled here, so that
+    nothing trains) the rest with the report, then it ends by itself once nothing is queued or left."""
+    import os
+    import sys
+
+    from helpers.common import REPO
+
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    cfg = write_study(tmp_path / "follow.yaml", study_dict(tmp_path, files, name="follow", grid=_grid(6, 5),
+                                                           slurm={"array_parallelism": 1, "max_submit_jobs": 50}))
+    study_dir = tmp_path / "follow"
+    proc = subprocess.Popen([sys.executable, "-m", "launch.grid", str(cfg), "--executor", "slurm", "--follow", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ))
+    trains = lambda: [s for s in ledger(study_dir)["submissions"] if s["kind"] == "train"]  # noqa: E731
+    try:
+        _wait_for(lambda: (study_dir / "launch" / "jobs.json").exists() and trains(), what="the first wave")
+        first = {n for s in trains() for n in s["runs"]}
+        _cancel(study_dir)
+        _wait_for(lambda: ledger(study_dir).get("report"), what="the second wave and the report")
+        assert _queued("lf-follow-") <= 50
+        _cancel(study_dir)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _cancel(study_dir)
+    assert proc.returncode == 0 and "the study has ended" in out, out
+    runs = [n for s in trains() for n in s["runs"]]
+    assert sorted(runs) == sorted(set(runs)) and len(runs) == 30 and first < set(runs), out

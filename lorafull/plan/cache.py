@@ -47,7 +47,8 @@ def _estimate_key(run: RunConfig, study: Study, by_name: dict, stats: dict) -> s
         calibration = study.output_dir / "launch" / "calibration.json"
         cal = calibration.stat() if calibration.exists() else None
         stats["calibration"] = json.dumps([to_dict(study.slurm), to_dict(study.plan),
-                                           [cal.st_size, cal.st_mtime_ns] if cal else None], sort_keys=True, default=str)
+                                           [cal.st_size, cal.st_mtime_ns] if cal else None],
+                                          sort_keys=True, default=str)
     body = json.dumps(chain, sort_keys=True, default=str) + stats["calibration"]
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
