@@ -108,6 +108,10 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     # one squeue (+ one sacct): the study's jobs, and the user's queued jobs a submit limit counts
     queue = query_queue(ledger.job_ids()) if executor == "slurm" else Queue({})
+    if not (queue.answered or dry_run):
+        print("error: squeue did not answer: nothing submitted (queued runs would look unsubmitted and go out "
+              "twice); try again", file=sys.stderr)
+        return 1
     limits = read_limits(study.slurm, ask=slurm_available()) if executor == "slurm" else None
     views = _views(study, ledger, queue.infos, set_aside=retry and not dry_run)
     plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, queue.infos, views),

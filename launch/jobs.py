@@ -156,6 +156,7 @@ class Queue:
     user are queued or running (array tasks one each: what a submit limit counts)."""
     infos: dict[str, JobInfo]
     user_jobs: int = 0
+    answered: bool = True  # squeue answered: without it a queued run would look unsubmitted
 
 
 def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
@@ -174,19 +175,22 @@ def query_queue(job_ids: Iterable[str], user: bool = True) -> Queue:
     info: dict[str, JobInfo] = {}
     # -r: one line per array task ("123_4"), also for pending tasks that Slurm keeps folded
     fmt = ["squeue", "-h", "-r", "-o", "%i|%T|%r"]
-    out = _run(fmt + ["-u", getpass.getuser()]) if user else _run(fmt + ["-j", ",".join(sorted(bases))])
+    # -t all: also the jobs that ended moments ago (squeue -u lists only queued and running ones by default,
+    # and sacct may not know a just-cancelled job yet: its run would look unsubmitted and go out twice)
+    out = _run(fmt + ["-u", getpass.getuser(), "-t", "all"]) if user else _run(fmt + ["-j", ",".join(sorted(bases))])
     if out is None and not user:  # squeue -j fails when one of the ids left slurmctld's memory: ask per job
         out = "".join(_run(fmt + ["-j", b]) or "" for b in sorted(bases))
-    lines = (out or "").splitlines()
-    for line in lines:
+    user_jobs = 0
+    for line in (out or "").splitlines():
         jid, state, reason = (line.split("|") + ["", ""])[:3]
-        jid = jid.strip()
+        jid, state = jid.strip(), state.strip()
+        user_jobs += state in ACTIVE_STATES
         if jid.split("_")[0] in bases:
-            info[jid] = JobInfo(state=state.strip(), reason=reason.strip())
+            info[jid] = JobInfo(state=state, reason=reason.strip())
     with_tasks = {k.split("_")[0] for k in info if "_" in k}  # a plain array id stands for its tasks
     missing = [j for j in job_ids if j not in info and ("_" in j or j not in with_tasks)]
     _ask_sacct(missing, info)
-    return Queue(info, user_jobs=sum(1 for line in lines if line.strip()) if user else 0)
+    return Queue(info, user_jobs=user_jobs if user else 0, answered=out is not None)
 
 
 def _ask_sacct(missing: list[str], info: dict[str, JobInfo]) -> None:
