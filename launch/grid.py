@@ -43,9 +43,11 @@ STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "re
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m launch.grid", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n" + __doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="study YAML file")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value (e.g. train.lr=2e-4, slurm.partition=gpu)")
+    p.add_argument("config", metavar="CONFIG", help="study YAML file")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                   help="settings put over the file's (e.g. slurm.partition=gpu train.micro_batch_size=2)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="print the plan; submit nothing, write no run folder (only the estimates' cache)")

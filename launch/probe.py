@@ -110,14 +110,21 @@ def run_probe(probe_dir: Path, warmup: int) -> Optional[dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (1, 2):
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+    from lorafull.runs import command_parser, not_a_run_folder
+
+    parser = command_parser("python -m launch.probe", __doc__,
+                            "python -m launch.probe studies/demo/launch/probes/full-h64l2-fp32-z2-0123456789 5")
+    parser.add_argument("probe_dir", metavar="PROBE_DIR", help="a probe folder written by launch.grid --calibrate")
+    parser.add_argument("warmup", type=int, nargs="?", default=5, metavar="WARMUP",
+                        help="untimed first steps (default 5)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    refusal = not_a_run_folder(args.probe_dir)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     from lorafull.train import distributed as dist
 
-    probe_dir = Path(argv[0]).resolve()
-    warmup = int(argv[1]) if len(argv) == 2 else 5
+    probe_dir, warmup = Path(args.probe_dir).resolve(), args.warmup
     env = dist.detect_env()
     try:
         run = load_run_config(probe_dir)

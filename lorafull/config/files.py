@@ -112,12 +112,15 @@ def study_dir_of_run(run_dir: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(__doc__.strip().splitlines()[0])
-        return 2
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m lorafull.config", __doc__, "python -m lorafull.config configs/demo.yaml",
+                            "python -m lorafull.config configs/demo.yaml train.lr=2e-4")
+    parser.add_argument("config", metavar="CONFIG", help="a study file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
-        study = load_study(argv[0], argv[1:], prepare=True)
+        study = load_study(args.config, args.overrides, prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

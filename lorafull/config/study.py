@@ -327,7 +327,14 @@ def prepare_study(study: Study) -> None:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
-    fn(study)
+    try:
+        fn(study)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a missing package or file of the hook: one line, no traceback
+        from lorafull.runs import error_line
+
+        raise ConfigError(f"{study.path}: study.prepare ({study.study.prepare}): {error_line(e)}") from None
 
 
 def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:

@@ -143,13 +143,16 @@ def estimate_study(study: Study) -> tuple[list[dict], dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip().splitlines()[3])
-        return 2
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m lorafull.plan", __doc__, "python -m lorafull.plan configs/demo.yaml",
+                            "python -m lorafull.plan configs/belle_comparative.yaml slurm.nodes=2")
+    parser.add_argument("config", metavar="CONFIG", help="a study file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        study = load_study(argv[0], argv[1:], prepare=True)
+        study = load_study(args.config, args.overrides, prepare=True)
         rows, totals = estimate_study(study)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -16,7 +16,6 @@ differ in a few settings, each marked "within noise" when the two intervals over
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_co
 from lorafull.report.groups import comparisons, group_rows
 from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
 from lorafull.stats import PROCEDURE, Estimate
-from lorafull.runs import error_line
+from lorafull.runs import command_parser, error_line
 
 def columns_of(rows: list[dict]) -> list[str]:
     """Union of the rows' keys in first-seen order (every key becomes a column, but the hidden "_" ones)."""
@@ -125,8 +124,9 @@ def build_report(study_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.report", description=__doc__.splitlines()[0])
-    parser.add_argument("study_dir", type=Path)
+    parser = command_parser("python -m lorafull.report", __doc__, "python -m lorafull.report studies/demo")
+    parser.add_argument("study_dir", type=Path, metavar="STUDY_DIR",
+                        help="a study folder (study.output_dir: the one holding runs/); writes STUDY_DIR/report/")
     args = parser.parse_args(argv)
     try:
         out = build_report(args.study_dir)
