@@ -383,7 +383,8 @@ def test_dry_run_of_the_papers_rows_prints_their_hours_the_breakdown_and_the_ass
     from launch.grid import main as grid_main
 
     config = REPO / "configs" / "belle_comparative.yaml"
-    assert grid_main([str(config), f"study.output_dir={tmp_path}", "--dry-run", "--executor", "local"]) == 0
+    assert grid_main([str(config), f"study.output_dir={tmp_path}", "--dry-run", "--executor", "local",
+                      "--inputs-on-cluster"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("run "))
     assert "ref h/epoch" in header and "h/epoch" in header and "basis" in header

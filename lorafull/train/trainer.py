@@ -217,6 +217,8 @@ class Trainer:
                           "peak_mem_gb": round(peak_mem_gb(self.device), 4), "tokens_seen": self.tokens_seen,
                           "padding_fraction": round(float(np.mean(window_padding)), 4)}
                 self.metrics.step(record)
+                if self.is_main:  # status.json follows the training (--status, the report, a user's cat)
+                    write_status(self.run_dir, "running", step=self.step)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 window_losses, window_tokens, window_padding, window_t0 = [], 0, [], time.perf_counter()
             periodic = tc.save_every_steps and self.step % tc.save_every_steps == 0
