@@ -14,9 +14,9 @@ from .planning import Plan
 from .state import RunView
 
 
-PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s")
+PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s", "startup_s")
 ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
-                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source", "reference_hours_per_epoch", "notes")
+                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "startup_s", "startup_parts_s", "basis", "shape_key", "tokens_source", "reference_hours_per_epoch", "notes")
 
 
 def human_count(n: Optional[float]) -> str:

@@ -88,7 +88,8 @@ def save_study_settings(study: Study) -> Path:
     """Write the resolved study-level sections to STUDY_DIR/study.yaml (launch.grid does this)."""
     out = study.output_dir / "study.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS}}
+    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS},
+            "runs": [r.name for r in study.runs]}  # the study's order: the report's rows follow it
     tmp = out.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     os.replace(tmp, out)

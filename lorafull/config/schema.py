@@ -276,6 +276,8 @@ class HardwareConfig:
     pcie_gbs: Optional[float] = None  # host <-> device per device, GB/s one way (offload traffic)
     host_mem_bw_gbs: Optional[float] = None  # per node: CPU memory bandwidth (CPU Adam under offload)
     devices_per_node: Optional[int] = None  # devices sharing the node's network and CPU memory
+    startup_s: Optional[float] = None  # a training job's fixed set-up before its first step, seconds
+    load_gbs: Optional[float] = None  # read bandwidth of the storage holding the base model's weights, GB/s
 
 
 @dataclass

@@ -2,17 +2,20 @@
 
     python -m lorafull.report STUDY_DIR
 
-One row per run (per group of seeds when study.seeds lists several: runs.md has each seed's row): settings (method, model, data size), the average score (macro: mean over the
-paper's categories -- math and code pooled into "others" -- of the mean over scored items), every
-category, and the cost columns the paper puts beside the score: added parameters, training hours per
-epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s, peak memory, judge cost, and
-the number of unscored items; beside them the planned hours per epoch and peak memory (from
-STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned). lorafull.analysis.extend_report
-may add columns and figures. Runs not
-trained, generated or judged yet appear with empty cells: the report can be built at any time.
-Every score is shown as mean ± half-width of its 95 % bootstrap interval (lorafull.stats; table.csv
-has the bounds as <column>_low / _high), and table.md ends with the comparisons between rows that
-differ in a few settings, each marked "within noise" when the two intervals overlap.
+One row per run (per group of seeds when study.seeds lists several: runs.md has each seed's row), in
+the study's order (the untuned base first, then the grid's order). table.md is for people: the columns
+that answer the study's question (lorafull.report.columns: method, size, score, learning, forgetting,
+cost), what they mean, and the comparisons between rows. table.csv has every column: settings, the
+average score (macro: mean over the paper's categories -- math and code pooled into "others" -- of the
+mean over scored items), every category, and the cost columns the paper puts beside the score: added
+parameters, training hours per epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s,
+peak memory, judge cost, and the number of unscored items; beside them the planned hours per epoch and
+peak memory (from STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned).
+lorafull.analysis.extend_report may add columns and figures. Runs not trained, generated or judged yet
+appear with empty cells: the report can be built at any time. Every score is shown as mean ±
+half-width of its 95 % bootstrap interval (lorafull.stats; table.csv has the bounds as <column>_low /
+_high), and table.md ends with the comparisons between rows that differ in a few settings, each marked
+"within noise" when the two intervals overlap.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from pathlib import Path
 
 from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
+from lorafull.report.columns import DEFINITIONS, INTERVALS, key_columns
 from lorafull.report.groups import comparisons, group_rows
 from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
-from lorafull.stats import PROCEDURE, Estimate
+from lorafull.stats import Estimate
 from lorafull.runs import command_parser, error_line
 
 def columns_of(rows: list[dict]) -> list[str]:
@@ -75,12 +79,17 @@ def write_csv(rows: list[dict], cols: list[str], path: Path) -> Path:
     return path
 
 
-def _notes(rows: list[dict]) -> list[str]:
-    """What the ± means, and the comparisons between rows that differ in a few settings."""
-    lines = ["", f"Scores are mean ± half-width of the 95 % interval ({PROCEDURE})."]
+def _notes(rows: list[dict], cols: list[str]) -> list[str]:
+    """What the columns and the ± mean, which eval the scores come from, and the comparisons between
+    rows that differ in a few settings."""
+    lines = ["", "Columns: " + "; ".join(f"`{c}` {DEFINITIONS[c]}" for c in cols if c in DEFINITIONS) + ".",
+             "", INTERVALS, "", "Every other column (per class, cost, plan, instability) is in table.csv."]
+    prints = sorted({str(r["eval_fingerprint"]) for r in rows if r.get("eval_fingerprint")})
+    if len(prints) == 1:
+        lines += ["", f"Scored under eval fingerprint {prints[0]} (eval_fingerprint.json in each run folder)."]
     found = comparisons(rows)
     if found:
-        lines += ["", "## Comparisons", ""] + found
+        lines += ["", "## Comparisons", ""] + [c if isinstance(c, str) else c.get("text", str(c)) for c in found]
     return lines
 
 
@@ -105,21 +114,22 @@ def build_report(study_dir: str | Path) -> Path:
     rows = group_rows(per_run)
     if "seeds" in rows[0] if rows else False:  # each seed's own row, beside the pooled table
         singles = group_rows([{**r, "_group": None} for r in per_run])
-        write_markdown(singles, columns_of(singles), report_dir / "runs.md")
+        write_markdown(singles, key_columns(singles), report_dir / "runs.md")
         write_csv(singles, columns_of(singles), report_dir / "runs.csv")
-    cols = columns_of(rows)
+    cols, key = columns_of(rows), key_columns(rows)
     note = fingerprint_note(per_run)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    write_markdown(rows, cols, report_dir / "table.md", (["", note] if note else []) + _notes(rows))
+    write_markdown(rows, key, report_dir / "table.md", (["", note] if note else []) + _notes(rows, key))
     write_csv(rows, cols, report_dir / "table.csv")
     plot_scores(rows, report_dir / "score_per_run.png")
     plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")
-    plot_categories(rows, [c for c in categories if c not in ("math", "code")], report_dir / "category_scores.png")
+    plot_categories(rows, [c for c in categories if c not in ("math", "code") or "others" not in cols],
+                    report_dir / "category_scores.png")
     runs_dir = study_dir / "runs"
-    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run}, {r["run"]: r.get("method") for r in per_run},
-                report_dir / "loss_curves.png")
-    write_html(study_dir, rows, cols, report_dir)  # last: it inlines every figure written above
+    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run},
+                {r["run"]: r.get("_group") or r["run"] for r in per_run}, report_dir / "loss_curves.png")
+    write_html(study_dir, rows, per_run, report_dir, notes=[note] if note else [])  # last: it inlines the figures
     return report_dir
 
 

@@ -80,6 +80,11 @@ def _describe(diff: list[str], a: dict, b: dict) -> str:
     return "; ".join(parts + [f"{k}: {a.get(k)} / {b.get(k)}" for k in diff if not k.startswith("method.")])
 
 
+def _zero(e: Estimate) -> bool:
+    """Exactly zero, interval and all (no item moved): comparing two of them says nothing."""
+    return float(e) == 0 and (e.low in (None, 0) and e.high in (None, 0))
+
+
 def comparisons(rows: list[dict]) -> list[str]:
     """Markdown lines, one per pair of rows whose settings differ in 1..MAX_DIFFERENCES settings and per
     compared column both have: `a` vs `b` (what differs): column a_est > b_est, with `(within noise)`
@@ -94,7 +99,7 @@ def comparisons(rows: list[dict]) -> list[str]:
             what = _describe(diff, a["_setting"], b["_setting"])
             for column in COMPARED:
                 x, y = a.get(column), b.get(column)
-                if isinstance(x, Estimate) and isinstance(y, Estimate):
+                if isinstance(x, Estimate) and isinstance(y, Estimate) and not (_zero(x) and _zero(y)):
                     noise = " -- within noise (the intervals overlap)" if overlap(x, y) else ""
                     lines.append(f"- `{a['run']}` vs `{b['run']}` ({what}): {column} {x.text(3)} "
                                  f"{order(x, y)} {y.text(3)}{noise}")

@@ -73,6 +73,21 @@ def _method(cfg) -> Optional[str]:
     return cfg.method.kind
 
 
+def _model(cfg) -> Optional[str]:
+    """The base model, short: a folder's name, or run:<parent> without its seed (seeds' rows pool)."""
+    if cfg is None:
+        return None
+    if cfg.parent is not None:
+        return "run:" + short_label(cfg.parent)
+    return Path(cfg.model.name_or_path).name
+
+
+def short_label(run_name: str) -> str:
+    """A run's name without its seed and signature suffix (full-num_samples600-seed1-ceda8b0c ->
+    full-num_samples600): what figures and pooled rows call it."""
+    return _SEED_SUFFIX.sub("", run_name)
+
+
 def run_row(run_dir: Path) -> tuple[dict, dict]:
     """(row, category means) of one run folder."""
     try:
@@ -84,7 +99,7 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     row: dict = {
         "run": run_dir.name,
         "method": _method(cfg),
-        "model": Path(cfg.model.name_or_path).name if cfg else None,
+        "model": _model(cfg),
         "num_samples": cfg.data.num_samples if cfg else None,
         "state": read_status(run_dir).get("state"),
         "score": scores["average"] if scores else None,
@@ -140,17 +155,34 @@ def order_categories(names: set[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
+def study_order(study_dir: Path, names: list[str]) -> list[str]:
+    """Run names in the study's order (STUDY_DIR/study.yaml's `runs`, written by launch.grid: parents
+    first, so the untuned base leads, then the grid's order, then the explicit runs); folders the
+    study no longer lists follow, alphabetically."""
+    import yaml
+
+    path = Path(study_dir) / "study.yaml"
+    try:
+        listed = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("runs") or [] if path.exists() else []
+    except (OSError, yaml.YAMLError):
+        listed = []
+    rank = {name: i for i, name in enumerate(listed) if isinstance(name, str)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
 def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
-    """(rows, category columns) for every folder under STUDY_DIR/runs that holds a config.yaml;
-    columns in a stable order: run, method, ..., score, others, every category, the cost columns."""
+    """(rows, category columns) for every folder under STUDY_DIR/runs that holds a config.yaml, in the
+    study's order; columns in a stable order: run, method, ..., score, others, every category, the cost
+    columns."""
     runs_dir = Path(study_dir) / "runs"
-    folders = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").exists()) if runs_dir.exists() else []
-    built = [run_row(p) for p in folders]
+    names = [p.name for p in runs_dir.iterdir() if (p / "config.yaml").exists()] if runs_dir.exists() else []
+    built = [run_row(runs_dir / name) for name in study_order(study_dir, names)]
     plan = read_plan(study_dir)
     names: set[str] = set()
     for _, cats in built:
         names |= set(cats)
-    has_others = any(c in names for c in ("math", "code"))
+    # others pools math and code (BELLE): a column of its own only when it pools both, else it repeats one
+    has_others = all(c in names for c in ("math", "code"))
     columns = [c for c in order_categories(names | ({"others"} if has_others else set()))]
     # a device-hours column only when some run has it (a CPU study has no GPU-hours)
     cost_cols = [c for c in COST_COLUMNS if c not in ("gpu_hours", "cpu_hours") or any(r.get(c) is not None
@@ -161,6 +193,8 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
         planned = planned_columns(row, plan) if plan else {}
         hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting")}
+        if not has_others and hidden["_samples"]:
+            hidden["_samples"] = {k: v for k, v in hidden["_samples"].items() if k != "others"}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
                      "eval_fingerprint": row["eval_fingerprint"], **hidden})
     return rows, columns
