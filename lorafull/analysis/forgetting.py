@@ -262,40 +262,40 @@ def _error_bars(ax, points: list[dict], color: str) -> None:
 
 
 def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path]:
-    """One point per run (or checkpoint): x = forgetting, y = learning, with 95 % interval bars; full FT
-    as circles, LoRA as triangles; the Pareto frontier (most learning for the least forgetting) as a dashed line."""
+    """One point per run (or checkpoint): x = forgetting, y = learning, with 95 % interval bars; one colour
+    and marker per method (legend outside the axes), the Pareto frontier (most learning for the least
+    forgetting) dashed; each row labelled once (its seeds share the label), where the label has room."""
     pts = [p for p in points if p.get("learning") is not None and p.get("forgetting") is not None]
     if not pts:
         return None
-    import matplotlib
+    from lorafull.figures import colors_for, label_points, legend_outside, plt, save_figure, short_label
 
-    matplotlib.use("Agg")
-
-    from lorafull.figures import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.5))
-    marks = {"full": ("o", "tab:blue"), "lora": ("^", "tab:orange")}
-    for method in sorted({p["method"] for p in pts}):
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    colors = colors_for(p["method"] for p in pts)
+    for method, color in colors.items():
         mine = [p for p in pts if p["method"] == method]
-        marker, color = marks.get(method, ("s", "tab:green"))
+        marker = {"full": "o", "lora": "^"}.get(method, "s")
         finals = [p for p in mine if p.get("step") is None]
         ckpts = [p for p in mine if p.get("step") is not None]
         if finals:
-            ax.scatter([p["forgetting"] for p in finals], [p["learning"] for p in finals], marker=marker, s=48,
-                       color=color, label=f"{method} (final)")
+            ax.scatter([p["forgetting"] for p in finals], [p["learning"] for p in finals], marker=marker, s=40,
+                       color=color, label=method, zorder=3)
         if ckpts:
-            ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=18,
+            ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=16,
                        facecolors="none", edgecolors=color, label=f"{method} (checkpoints)")
         _error_bars(ax, finals, color)
-        for p in finals:
-            ax.annotate(p["label"], (p["forgetting"], p["learning"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
     front = pareto_front([(p["learning"], p["forgetting"]) for p in pts])
     ax.plot([pts[i]["forgetting"] for i in front], [pts[i]["learning"] for i in front], "k--", lw=1,
             drawstyle="steps-post", label="Pareto frontier")
     ax.axvline(0, color="grey", lw=0.5)
     ax.axhline(0, color="grey", lw=0.5)
+    ax.margins(0.12)
     ax.set_xlabel("forgetting (source-task drop from base)")
     ax.set_ylabel("learning (target-task gain over base)")
-    ax.legend(fontsize=7)
+    legend_outside(ax)
+    first = {}
+    for p in pts:
+        if p.get("step") is None:
+            first.setdefault(short_label(p["label"]), p)
+    label_points(ax, [(p["forgetting"], p["learning"], name) for name, p in first.items()])
     return save_figure(fig, out_png, dpi=110)

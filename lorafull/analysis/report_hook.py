@@ -78,7 +78,8 @@ def extend_report(study_dir: str | os.PathLike, rows: list[dict], report_dir: st
             cfg = None
         method = cfg.method.kind if cfg else str(row.get("method", "?")).split()[0]
         if tasks:
-            lf_points.append({"label": row["run"], "method": method, "learning": tasks.get("learning"),
+            # the seeds of one row share its label (and the figure labels it once)
+            lf_points.append({"label": row.get("_group") or row["run"], "method": method, "learning": tasks.get("learning"),
                               "forgetting": tasks.get("forgetting"), "step": None,
                               "learning_interval": tasks.get("learning_interval"),
                               "forgetting_interval": tasks.get("forgetting_interval")})

@@ -109,6 +109,8 @@ def build_report(study_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{study_dir}: no runs/ folder (is this a STUDY_DIR? launch.grid creates it)")
     report_dir = study_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
+    for stale in report_dir.glob("*.png"):  # every figure is drawn anew: none left from an earlier study state
+        stale.unlink()
     per_run, categories = collect_rows(study_dir)
     _extend(study_dir, per_run, report_dir)
     rows = group_rows(per_run)
@@ -128,7 +130,8 @@ def build_report(study_dir: str | Path) -> Path:
                     report_dir / "category_scores.png")
     runs_dir = study_dir / "runs"
     plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run},
-                {r["run"]: r.get("_group") or r["run"] for r in per_run}, report_dir / "loss_curves.png")
+                {r["run"]: r.get("_group") or r["run"] for r in per_run}, report_dir / "loss_curves.png",
+                methods={r["run"]: r.get("method") for r in per_run})
     write_html(study_dir, rows, per_run, report_dir, notes=[note] if note else [])  # last: it inlines the figures
     return report_dir
 

@@ -5,7 +5,6 @@ has not been judged yet simply has empty score cells.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,7 @@ from typing import Optional
 from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
 from lorafull.config.signatures import _NOT_IN_SIGNATURE
 from lorafull.config.typed import to_dict
+from lorafull.figures import short_label
 from lorafull.judge.summary import column_strata, summarize
 from lorafull.report.planned import planned_columns, read_plan
 from lorafull.stats import Estimate
@@ -82,12 +82,6 @@ def _model(cfg) -> Optional[str]:
     return Path(cfg.model.name_or_path).name
 
 
-def short_label(run_name: str) -> str:
-    """A run's name without its seed and signature suffix (full-num_samples600-seed1-ceda8b0c ->
-    full-num_samples600): what figures and pooled rows call it."""
-    return _SEED_SUFFIX.sub("", run_name)
-
-
 def run_row(run_dir: Path) -> tuple[dict, dict]:
     """(row, category means) of one run folder."""
     try:
@@ -111,6 +105,7 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
         row["_samples"] = {"score": strata, **{c: {c: v} for c, v in scores["items_by_class"].items()},
                            "others": {"others": strata["others"]} if "others" in strata else None}
     row["_group"] = cfg.group if cfg else None
+    row["_seed"] = cfg.train.seed if cfg else None
     row["_setting"] = comparable_setting(cfg) if cfg else None
     row.update(training_metrics(run_dir))
     row["judge_cost_usd"] = scores["cost"] if scores else None
@@ -121,9 +116,6 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     recorded = read_eval_fingerprint(run_dir) if scores else None
     row["eval_fingerprint"] = (recorded or {}).get("fingerprint", "unknown") if scores else None
     return row, categories
-
-
-_SEED_SUFFIX = re.compile(r"-seed\d+(-[0-9a-f]{8})?$")
 
 
 def comparable_setting(cfg) -> dict:
@@ -146,7 +138,7 @@ def comparable_setting(cfg) -> dict:
         for key in ("method.r", "method.alpha", "method.dropout", "method.target_modules"):
             flat.pop(key, None)
     if cfg.parent is not None:
-        flat["model.name_or_path"] = "run:" + _SEED_SUFFIX.sub("", cfg.parent)
+        flat["model.name_or_path"] = "run:" + short_label(cfg.parent)
     return flat
 
 
@@ -192,7 +184,7 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
         planned = planned_columns(row, plan) if plan else {}
-        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting")}
+        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting", "_seed")}
         if not has_others and hidden["_samples"]:
             hidden["_samples"] = {k: v for k, v in hidden["_samples"].items() if k != "others"}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
