@@ -42,7 +42,14 @@ def legend_outside(ax, title: Optional[str] = None, fontsize: int = 7, **kw):
     if not handles:
         return None
     return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                     fontsize=fontsize, title=title, title_fontsize=fontsize, frameon=False, **kw)
+                     fontsize=fontsize, title=title, title_fontsize=fontsize, frameon=False,
+                     ncol=legend_columns(ax.figure.get_figheight(), len(handles), fontsize), **kw)
+
+
+def legend_columns(height_in: float, entries: int, fontsize: int = 7) -> int:
+    """Columns a legend beside axes of this height needs so that it is not taller than the figure."""
+    per_column = max(4, int(height_in * 72 / (fontsize * 1.9)) - 2)
+    return -(-entries // per_column)
 
 
 def drawn_texts(fig) -> list:
