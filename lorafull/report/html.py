@@ -44,14 +44,15 @@ max-width:1320px;color:#222;line-height:1.4}h1{font-size:1.5em;margin:.3em 0}h2{
 border-bottom:1px solid #ddd}nav a{margin-right:1em}.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right;white-space:nowrap}th{background:#f0f0f0;cursor:help}td:first-child,th:first-child{text-align:left}
-td.t{text-align:left}tr.best td{background:#e8f6e8}.pm{color:#666;font-size:.92em}.seedlinks a{margin-right:.35em}
+td.t,th.t{text-align:left}tr.best td{background:#e8f6e8}.pm{color:#666;font-size:.92em}.seedlinks a{margin-right:.35em}
 .howto{background:#f6f8fb;border:1px solid #d6deea;padding:6px 12px;margin:8px 0}.howto dt{font-weight:600;
-float:left;clear:left;width:9.5em}.howto dd{margin:0 0 3px 10em}.howto p{margin:6px 0}
+float:left;clear:left;width:11em}.howto dd{margin:0 0 3px 11.5em}.howto p{margin:6px 0}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:10px}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,300px),1fr));gap:6px}
 figure{margin:0}img{max-width:100%;height:auto;border:1px solid #ddd}figcaption{font-size:12px;color:#555}
 pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}details{margin:4px 0}summary{cursor:pointer}
-li.noise{color:#777}ul.cmp li{margin:2px 0}code{background:#f2f2f2;padding:0 3px}"""
+li.noise{color:#777}ul.cmp li{margin:2px 0}code{background:#f2f2f2;padding:0 3px}
+@media (max-width:640px){body{padding:8px}.howto dt{float:none;width:auto}.howto dd{margin:0 0 4px 1em}}"""
 
 
 def _cell(value) -> str:
@@ -76,7 +77,9 @@ def _seed_links(row: dict, per_run: list[dict]) -> str:
 
 
 def _table(rows: list[dict], cols: list[str], per_run: list[dict], best: set[int]) -> str:
-    head = "".join(f'<th title="{html.escape(DEFINITIONS.get(c, c))}">{html.escape(c)}</th>' for c in cols)
+    words = {c for c in cols if c != "seeds" and any(isinstance(r.get(c), str) for r in rows)}  # left-aligned
+    head = "".join(f'<th{" class=t" if c in words else ""} title="{html.escape(DEFINITIONS.get(c, c))}">'
+                   f"{html.escape(c)}</th>" for c in cols)
     body = []
     for i, r in enumerate(rows):
         cells = [f'<td><a href="#run-{html.escape(r["run"])}">{html.escape(r["run"])}</a></td>']
