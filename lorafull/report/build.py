@@ -85,7 +85,7 @@ def _notes(rows: list[dict], cols: list[str]) -> list[str]:
     lines = ["", "Columns: " + "; ".join(f"`{c}` {DEFINITIONS[c]}" for c in cols if c in DEFINITIONS) + ".",
              "", INTERVALS, "", "Every other column (per class, cost, plan, instability) is in table.csv."]
     prints = sorted({str(r["eval_fingerprint"]) for r in rows if r.get("eval_fingerprint")})
-    if len(prints) == 1:
+    if len(prints) == 1 and prints[0] != "unknown":
         lines += ["", f"Scored under eval fingerprint {prints[0]} (eval_fingerprint.json in each run folder)."]
     found = comparisons(rows)
     if found:
