@@ -71,7 +71,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWa
 
 def test_entry_points_are_found():
     # the discovery itself: the stages, the tools and the launcher are all there
-    for module in ("lorafull.train", "lorafull.evaluate", "lorafull.report", "lorafull.demo", "launch.grid",
+    for module in ("lorafull.train", "lorafull.evaluate", "lorafull.report", "lorafull.examples.demo", "launch.grid",
                    "launch.render", "lorafull.models.merge", "lorafull.analysis"):
         assert module in ENTRIES, module
 
@@ -122,8 +122,8 @@ def test_a_folder_that_is_not_a_run_is_refused_in_one_line_and_nothing_is_writte
 
 
 def test_the_train_command_given_help_creates_no_folder(tmp_path):
-    """The path a new user took: a real `python -m lorafull.train --help` and `lorafull.demo --help`."""
-    for module in ("lorafull.train", "lorafull.demo"):
+    """The path a new user took: a real `python -m lorafull.train --help` and `lorafull.examples.demo --help`."""
+    for module in ("lorafull.train", "lorafull.examples.demo"):
         done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=job_env(),
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "example" in done.stdout, done.stderr

