@@ -121,9 +121,12 @@ def _inline(line: str) -> str:
 
 def _comparisons(rows: list[dict], report_dir: Path) -> str:
     figs = sorted(report_dir.glob(f"{COMPARISON_FIGURES}*.png"))
-    items = [c if isinstance(c, str) else str(c.get("text", c)) for c in comparisons(rows)]
-    found = [c for c in items if "within noise" not in c]
-    noise = [c for c in items if "within noise" in c]
+    # comparisons come as Markdown lines, or as items with their "text" (and "within_noise")
+    items = [(c, "within noise" in c) if isinstance(c, str) else
+             (str(c.get("text", c)), bool(c.get("within_noise", "within noise" in str(c.get("text", "")))))
+             for c in comparisons(rows)]
+    found = [c for c, noisy in items if not noisy]
+    noise = [c for c, noisy in items if noisy]
     parts = [_figure_grid(figs)] if figs else []
     if not items:
         parts.append("<p>No two rows differ in few enough settings to compare.</p>")
