@@ -147,3 +147,12 @@ def test_table_md_answers_the_question_and_csv_keeps_every_column(demo_report):
         columns = next(csv.reader(f))
     assert len(columns) == len(set(columns)) and "others" not in columns  # math alone: others would repeat it
     assert {"math", "rewrite", "rank90", "score_low", "planned_h_per_epoch", "h_per_epoch_ratio"} <= set(columns)
+
+
+def test_rows_of_a_study_that_lists_no_order_put_parents_before_children(tmp_path):
+    from lorafull.report.rows import study_order
+
+    built = [({"run": r, "_parent": p}, {}) for r, p in (("b", "a"), ("a", None), ("c", "b"), ("aa", "a"))]
+    assert [row["run"] for row, _ in study_order(tmp_path, built)] == ["a", "aa", "b", "c"]
+    (tmp_path / "study.yaml").write_text("runs: [c, b, a]\n")  # launch.grid's list wins where there is one
+    assert [row["run"] for row, _ in study_order(tmp_path, built)] == ["c", "b", "a", "aa"]

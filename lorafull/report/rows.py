@@ -105,6 +105,7 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
                            "others": {"others": strata["others"]} if "others" in strata else None}
     row["_group"] = cfg.group if cfg else None
     row["_seed"] = cfg.train.seed if cfg else None
+    row["_parent"] = cfg.parent if cfg else None
     row["_setting"] = comparable_setting(cfg) if cfg else None
     row.update(training_metrics(run_dir))
     row["judge_cost_usd"] = scores["cost"] if scores else None
@@ -146,10 +147,10 @@ def order_categories(names: set[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
-def study_order(study_dir: Path, names: list[str]) -> list[str]:
-    """Run names in the study's order (STUDY_DIR/study.yaml's `runs`, written by launch.grid: parents
-    first, so the untuned base leads, then the grid's order, then the explicit runs); folders the
-    study no longer lists follow, alphabetically."""
+def study_order(study_dir: Path, built: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Rows in the study's order: STUDY_DIR/study.yaml's `runs` (written by launch.grid: parents first, so
+    the untuned base leads, then the grid's order, then the explicit runs). Folders it does not list (a
+    study launched before it listed them) follow, parents before their children, then by name."""
     import yaml
 
     path = Path(study_dir) / "study.yaml"
@@ -158,7 +159,16 @@ def study_order(study_dir: Path, names: list[str]) -> list[str]:
     except (OSError, yaml.YAMLError):
         listed = []
     rank = {name: i for i, name in enumerate(listed) if isinstance(name, str)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+    parents = {row["run"]: row.get("_parent") for row, _ in built}
+
+    def depth(name: str) -> int:
+        seen = set()
+        while parents.get(name) and name not in seen:
+            seen.add(name)
+            name = parents[name]
+        return len(seen)
+
+    return sorted(built, key=lambda b: (rank.get(b[0]["run"], len(rank)), depth(b[0]["run"]), b[0]["run"]))
 
 
 def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
@@ -166,8 +176,8 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
     study's order; columns in a stable order: run, method, ..., score, others, every category, the cost
     columns."""
     runs_dir = Path(study_dir) / "runs"
-    names = [p.name for p in runs_dir.iterdir() if (p / "config.yaml").exists()] if runs_dir.exists() else []
-    built = [run_row(runs_dir / name) for name in study_order(study_dir, names)]
+    folders = [p for p in runs_dir.iterdir() if (p / "config.yaml").exists()] if runs_dir.exists() else []
+    built = study_order(study_dir, [run_row(p) for p in folders])
     plan = read_plan(study_dir)
     names: set[str] = set()
     for _, cats in built:
