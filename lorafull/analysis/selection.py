@@ -120,7 +120,8 @@ def select_runs(rows: list[dict], spec: SelectConfig) -> Optional[dict]:
         for row, _, _ in entries:
             row["_selected"] = row is best
             row["selected"] = "yes" if row is best else "no"
-        record.append({"group": dict(key), "selected": best["run"] if best else None, "runs": [
+        record.append({"group": dict(key), "method": members[0].get("method"),
+                       "selected": best["run"] if best else None, "runs": [
             {"run": row["run"], "swept": values, "metric": None if m is None else m.as_dict(), "selected": row is best}
             for row, values, m in sorted(entries, key=lambda e: _swept_order(e[1], swept))]})
     return {"keys": swept, "metric": spec.metric, "holdout": spec.holdout, "seed": spec.seed,

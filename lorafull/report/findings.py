@@ -65,9 +65,11 @@ def _items_line(items: Optional[dict], holdout: float) -> str:
             + ". Every other number in this report uses the remaining items; forgetting uses all source-task items.")
 
 
-def _group_label(group: dict, others: list[dict]) -> str:
-    varying = [k for k in group if len({str(g.get(k)) for g in others}) > 1]
-    return ", ".join(f"{k}={group[k]}" for k in varying) or "all runs"
+def _group_label(entry: dict, others: list[dict]) -> str:
+    """The group's method (and rank) and every other setting that tells it from the other groups."""
+    group = entry["group"]
+    varying = [k for k in group if not k.startswith("method.") and len({str(g.get(k)) for g in others}) > 1]
+    return ", ".join([str(entry.get("method") or "?")] + [f"{k}={group[k]}" for k in varying])
 
 
 def selection_markdown(selection: dict) -> list[str]:
@@ -80,7 +82,7 @@ def selection_markdown(selection: dict) -> list[str]:
              "|" + "---|" * (len(keys) + 4)]
     groups = [g["group"] for g in selection["groups"]]
     for g in selection["groups"]:
-        label = _group_label(g["group"], groups)
+        label = _group_label(g, groups)
         for r in g["runs"]:
             m = r["metric"]
             est = "" if m is None else Estimate(m["mean"], m["low"], m["high"]).text(3)
