@@ -89,3 +89,35 @@ def test_selection_picks_the_best_run_of_each_group_on_held_out_items(tmp_path):
     assert "## Sweep and selection" in md and "target tasks: 5 of 10 items held out (t 5/10)" in md
     assert "| full | full-a | 1e-05 | 0.800 ± 0.300 | **yes** |" in md
     assert "| lora r=8 | lora-a | 0.001 | 0.400 ± 0.400 |  |" in md
+
+
+def test_val_loss_selects_the_lowest_and_is_the_references_mean_token_loss(tmp_path, tiny_tokenizer_dir):
+    import torch
+    from transformers import AutoTokenizer
+
+    from helpers.analysis import load_model, save_base
+    from lorafull.analysis.choice import encode_pair
+    from lorafull.analysis.selection import select_runs
+    from lorafull.analysis.tasks import reference_losses
+    from lorafull.config import SelectConfig
+    from lorafull.data.template import format_prompt
+
+    model = load_model(save_base(tmp_path / "base", tiny_tokenizer_dir)).eval()
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    items = [{"question": "What is 2 + 3?", "std_answer": "5"},
+             {"question": "Name a colour.", "std_answer": "The sky is blue today."}]
+    choices = [{"context": "The sky is", "options": [" green", " blue"], "answer": 1}]
+    got = reference_losses(model, tok, items, "generation", "belle", batch_size=2)
+    got += reference_losses(model, tok, choices, "choice", "belle")
+    pairs = [(format_prompt(it["question"], tok, "belle"), it["std_answer"]) for it in items] + [("The sky is", " blue")]
+    for (context, answer), loss in zip(pairs, got):
+        ctx, cont = encode_pair(tok, context, answer)
+        with torch.no_grad():  # transformers' own loss: the mean over the labelled (answer) tokens
+            ref = model(input_ids=torch.tensor([ctx + cont]), labels=torch.tensor([[-100] * len(ctx) + cont])).loss
+        assert loss == pytest.approx(float(ref), abs=1e-4)
+
+    rows = [{"run": name, "method": "full", "_setting": {"method.kind": "full", "train.lr": lr}, "_seed": 1,
+             "_samples": {"val_loss": {"t": {0: loss, 1: loss + 0.5}}}}
+            for name, lr, loss in (("a", 1e-5, 2.0), ("b", 1e-4, 1.5), ("c", 1e-3, 1.7))]
+    select_runs(rows, SelectConfig(keys=["train.lr"], metric="val_loss", holdout=0.0))
+    assert [r["selected"] for r in rows] == ["no", "yes", "no"]

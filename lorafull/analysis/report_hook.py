@@ -68,12 +68,20 @@ def _checkpoint_samples(tasks: dict) -> list[dict]:
     return out
 
 
-def _task_columns(row: dict, tasks: Optional[dict]) -> None:
+def _losses(tasks: dict) -> Optional[dict]:
+    """The target tasks' reference losses per item (what select.metric: val_loss ranks on)."""
+    per_task = {t: (tasks.get("tasks") or {}).get(t, {}).get("item_losses") for t in tasks.get("target_tasks") or []}
+    return _by_item(per_task) if per_task and all(v is not None for v in per_task.values()) else None
+
+
+def _task_columns(row: dict, tasks: Optional[dict], select: SelectConfig) -> None:
     row["learning"] = _round(tasks.get("learning")) if tasks else None
     row["forgetting"] = _round(tasks.get("forgetting")) if tasks else None
     if tasks:  # paired per-item differences: the report's grouping turns them into intervals
         learn, forget = paired_strata(tasks)
         row["_samples"] = {**(row.get("_samples") or {}), "learning": _by_item(learn), "forgetting": _by_item(forget)}
+        if select.keys and select.metric == "val_loss":  # a column only where a sweep selects on it
+            row["_samples"]["val_loss"] = _losses(tasks)
         row["_checkpoints"] = _checkpoint_samples(tasks)
 
 
@@ -105,7 +113,7 @@ def extend_report(study_dir: str | os.PathLike, rows: list[dict], report_dir: st
         stab = _instability(run_dir, settings.analysis.spike_factor)
         row["unstable"] = None if stab is None else ("yes" if stab["unstable"] else "no")
         row["instability_events"] = None if stab is None else stab["events"]
-        _task_columns(row, _read_json(analysis / "tasks.json"))
+        _task_columns(row, _read_json(analysis / "tasks.json"), settings.select)
         spec = _read_json(analysis / "spectrum.json")
         row["rank90"] = spec["summary"].get("median_rank90") if spec and spec.get("modules") else None
         try:

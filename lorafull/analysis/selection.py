@@ -11,8 +11,8 @@ Library module (no command): lorafull.report calls it on the report's rows.
   learning, comparisons, trade-off) uses the other items. Forgetting (source tasks) is not selected on
   and keeps all its items.
 - The rule. A group is every run whose settings agree on select.group_by (default: on every setting but
-  the swept keys and the seed). Its runs are ranked by select.metric (learning or score) on the held-out
-  items, the mean over their seeds; the highest wins. Ties (equal means) go to the run whose swept values
+  the swept keys and the seed). Its runs are ranked by select.metric on the held-out items, the mean over
+  their seeds: the highest learning or score wins, the lowest val_loss. Ties (equal means) go to the run whose swept values
   are the smallest, compared key by key in the order of select.keys (numbers by value, else as text): the
   gentler learning rate; then to the first run name.
 """
@@ -25,7 +25,8 @@ from lorafull.config import SelectConfig
 from lorafull.stats import Estimate, estimate, keyed
 
 NOT_SPLIT = ("forgetting",)  # source-task columns: nothing is selected on them, all their items count
-TASK_COLUMNS = ("learning",)  # keyed by (task, item index); every other sample column comes from the eval set
+TASK_COLUMNS = ("learning", "val_loss")  # keyed by (task, item index); every other column comes from the eval set
+LOWER_IS_BETTER = ("val_loss",)
 
 
 def holdout_ids(strata: dict, fraction: float, seed: int) -> dict[str, set]:
@@ -114,8 +115,9 @@ def select_runs(rows: list[dict], spec: SelectConfig) -> Optional[dict]:
         for row in members:
             values = {k: row["_setting"].get(k) for k in swept}
             entries.append((row, values, selection_metric(row, spec)))
+        sign = 1.0 if spec.metric in LOWER_IS_BETTER else -1.0
         ranked = sorted((e for e in entries if e[2] is not None),
-                        key=lambda e: (-float(e[2]), _swept_order(e[1], swept), e[0]["run"]))
+                        key=lambda e: (sign * float(e[2]), _swept_order(e[1], swept), e[0]["run"]))
         best = ranked[0][0] if ranked else None
         for row, _, _ in entries:
             row["_selected"] = row is best
@@ -129,5 +131,6 @@ def select_runs(rows: list[dict], spec: SelectConfig) -> Optional[dict]:
 
 
 RULE = ("of each group (runs agreeing on select.group_by, default every setting but the swept keys and the seed), "
-        "the run with the highest mean of select.metric over its seeds on the held-out items; ties go to the "
+        "the run with the best mean of select.metric over its seeds on the held-out items (highest learning or "
+        "score, lowest val_loss); ties go to the "
         "smallest swept values (in the order of select.keys), then to the first run name")

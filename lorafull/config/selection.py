@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 from lorafull.config.typed import ranged
 
-SelectMetric = Literal["learning", "score"]
+SelectMetric = Literal["learning", "score", "val_loss"]
 RUN_SECTIONS = ("model", "method", "data", "train", "eval")
 
 
@@ -22,8 +22,10 @@ class SelectConfig:
     # report keeps the best run, and the comparisons and the trade-off use only the kept runs;
     # [] = no selection (every run is used)
     keys: list[str] = field(default_factory=list)
-    # what "best" is: learning (mean target-task gain over the base; the default) or score (the eval set's
-    # macro average); the highest mean over the group's seeds on the held-out items wins
+    # what "best" is: learning (mean target-task gain over the base; the default), score (the eval set's
+    # macro average), both highest wins; or val_loss (the target tasks' reference answers' mean loss per
+    # token, lorafull.analysis.tasks.reference_losses), lowest wins. Means over the group's seeds, on the
+    # held-out items
     metric: SelectMetric = "learning"
     # the settings that make a group; null = every setting but the swept keys (and the seed)
     group_by: Optional[list[str]] = None
