@@ -100,7 +100,8 @@ def selection_metric(row: dict, spec: SelectConfig) -> Optional[Estimate]:
 
 
 def select_runs(rows: list[dict], spec: SelectConfig) -> Optional[dict]:
-    """Mark each row's `_selected` (True / False) and `selected` column ("yes" / "no"); return the
+    """Mark each row's `_selected` (True / False) and `selected` column ("yes" / "no", empty where its group
+    has no run with the metric yet); return the
     selection's record (the rule and every group's sweep), or None when the study sweeps nothing."""
     if not spec.keys:
         return None
@@ -119,9 +120,9 @@ def select_runs(rows: list[dict], spec: SelectConfig) -> Optional[dict]:
         ranked = sorted((e for e in entries if e[2] is not None),
                         key=lambda e: (sign * float(e[2]), _swept_order(e[1], swept), e[0]["run"]))
         best = ranked[0][0] if ranked else None
-        for row, _, _ in entries:
+        for row, _, _ in entries:  # a group none of whose runs has the metric yet: nothing selected, cell empty
             row["_selected"] = row is best
-            row["selected"] = "yes" if row is best else "no"
+            row["selected"] = None if best is None else "yes" if row is best else "no"
         record.append({"group": dict(key), "method": members[0].get("method"),
                        "selected": best["run"] if best else None, "runs": [
             {"run": row["run"], "swept": values, "metric": None if m is None else m.as_dict(), "selected": row is best}

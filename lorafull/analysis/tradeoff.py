@@ -186,10 +186,13 @@ def _level_text(row: dict) -> str:
 def matched_items(body: dict) -> list[dict]:
     """The report's statements about forgetting at matched learning, one per pair of curves where they
     coincide within noise at every level, else one per level whose interval excludes 0 (a finding) and
-    one for the levels within noise; each {"kind", "curves", ..., "text"}."""
+    one for the levels within noise (levels where neither curve forgets at all are left out); each
+    {"kind", "curves", ..., "text"}."""
     out = []
     pairs: dict[tuple, list[dict]] = {}
     for row in body["matched_learning"]:
+        if row["forgetting"][0] == row["forgetting"][1] == 0.0:  # neither forgets: nothing to compare
+            continue
         pairs.setdefault(tuple(row["curves"]), []).append(row)
     for (a, b), rows in pairs.items():
         noise = [r for r in rows if r["within_noise"]]
