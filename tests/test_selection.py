@@ -121,3 +121,23 @@ def test_val_loss_selects_the_lowest_and_is_the_references_mean_token_loss(tmp_p
             for name, lr, loss in (("a", 1e-5, 2.0), ("b", 1e-4, 1.5), ("c", 1e-3, 1.7))]
     select_runs(rows, SelectConfig(keys=["train.lr"], metric="val_loss", holdout=0.0))
     assert [r["selected"] for r in rows] == ["no", "yes", "no"]
+
+
+def test_the_select_section_is_checked_at_load_and_reaches_the_study_folder(tmp_path):
+    from lorafull.config import ConfigError, load_study, load_study_settings, save_study_settings
+
+    path = tmp_path / "s.yaml"
+    body = {"study": {"name": "s", "output_dir": str(tmp_path / "out")},
+            "base": {"model": {"name_or_path": "scratch:tiny-llama", "tokenizer": "tok"}},
+            "grid": {"method.kind": ["full", "lora"], "train.lr": [1e-4, 1e-3]},
+            "select": {"keys": ["train.lr"], "metric": "score", "holdout": 0.25, "seed": 5}}
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    save_study_settings(load_study(path))
+    select = load_study_settings(tmp_path / "out").select
+    assert (select.keys, select.metric, select.holdout, select.seed, select.group_by) == (["train.lr"], "score", 0.25, 5, None)
+    for bad, message in (({"keys": ["train.lrr"]}, r"s\.yaml:\d+: select\.keys\[0\]: 'train\.lrr' names no run setting"),
+                         ({"keys": ["train.lr"], "group_by": ["train.lr"]}, r"select\.group_by: train\.lr is swept"),
+                         ({"metric": "loss"}, r"select\.metric"), ({"holdout": 1.0}, r"select\.holdout: must be >= 0 and < 1")):
+        path.write_text(yaml.safe_dump({**body, "select": bad}, sort_keys=False))
+        with pytest.raises(ConfigError, match=message):
+            load_study(path)
