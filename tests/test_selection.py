@@ -141,3 +141,21 @@ def test_the_select_section_is_checked_at_load_and_reaches_the_study_folder(tmp_
         path.write_text(yaml.safe_dump({**body, "select": bad}, sort_keys=False))
         with pytest.raises(ConfigError, match=message):
             load_study(path)
+
+
+def test_cooldown_branches_of_a_swept_trunk_group_together_and_trunks_are_no_trade_off_points():
+    from lorafull.analysis.selection import select_runs
+    from lorafull.analysis.tradeoff import curves_of
+    from lorafull.config import SelectConfig
+
+    def row(name, lr, learned, trunk=False):  # a branch names the trunk of its own learning rate
+        setting = {"method.kind": "full", "train.lr": lr, "train.max_tokens": None if trunk else 1000,
+                   "train.branch_of": None if trunk else f"t{lr}", "train.branch_max_tokens": "[1000]" if trunk else "[]"}
+        return {"run": name, "method": "full", "_seed": 1, "_setting": setting,
+                "_samples": {"learning": {"t": {0: learned, 1: learned}}, "forgetting": {"s": {0: 0.1, 1: 0.2}}}}
+
+    rows = [row("b1", 1e-5, 0.2), row("b2", 1e-4, 0.3), row("t1", 1e-5, 0.1, trunk=True), row("t2", 1e-4, 0.1, trunk=True)]
+    select_runs(rows, SelectConfig(keys=["train.lr"], holdout=0.0))
+    assert [r["selected"] for r in rows] == ["no", "yes", "yes", "no"]  # branches one group, trunks another
+    [curve] = curves_of([r for r in rows if r["_selected"]], ["train.lr"])
+    assert [p["run"] for p in curve["points"]] == ["b2"] and curve["name"] == "full"

@@ -11,7 +11,7 @@ Library module (no command): lorafull.report calls it on the report's rows.
   learning, comparisons, trade-off) uses the other items. Forgetting (source tasks) is not selected on
   and keeps all its items.
 - The rule. A group is every run whose settings agree on select.group_by (default: on every setting but
-  the swept keys and the seed). Its runs are ranked by select.metric on the held-out items, the mean over
+  the swept keys, the seed and a cooldown branch's trunk name). Its runs are ranked by select.metric on the held-out items, the mean over
   their seeds: the highest learning or score wins, the lowest val_loss. Ties (equal means) go to the run whose swept values
   are the smallest, compared key by key in the order of select.keys (numbers by value, else as text): the
   gentler learning rate; then to the first run name.
@@ -27,6 +27,7 @@ from lorafull.stats import Estimate, estimate, keyed
 NOT_SPLIT = ("forgetting",)  # source-task columns: nothing is selected on them, all their items count
 TASK_COLUMNS = ("learning", "val_loss")  # keyed by (task, item index); every other column comes from the eval set
 LOWER_IS_BETTER = ("val_loss",)
+DERIVED = ("train.branch_of",)  # a cooldown branch's trunk: another one for every swept value, so no group key
 
 
 def holdout_ids(strata: dict, fraction: float, seed: int) -> dict[str, set]:
@@ -86,7 +87,8 @@ def _swept_order(values: dict, keys: list[str]) -> tuple:
 
 def _group_key(setting: dict, spec: SelectConfig, swept: list[str]) -> tuple:
     group_by = [k.removeprefix("base.") for k in spec.group_by] if spec.group_by is not None else None
-    kept = {k: v for k, v in setting.items() if (k in group_by if group_by is not None else k not in swept)}
+    kept = {k: v for k, v in setting.items()
+            if (k in group_by if group_by is not None else k not in swept and k not in DERIVED)}
     return tuple(sorted((k, str(v)) for k, v in kept.items()))
 
 

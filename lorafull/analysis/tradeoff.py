@@ -6,8 +6,8 @@ Library module (no command): the report calls write_tradeoff -> STUDY_DIR/report
 tradeoff.png (README "Reading the report" gives the file's shape).
 
 - A curve: the runs the report uses (the selected ones of a sweep, else all) that share every setting but
-  the swept keys and the duration (DURATION_KEYS), named by the method and rank plus any other setting
-  that differs between curves. Its points are those runs (each pooling its seeds) and, where
+  the swept keys and the duration (DURATION_KEYS; a cooldown branch's trunk is left out: it is not cooled
+  down), named by the method and rank plus any other setting that differs between curves. Its points are those runs (each pooling its seeds) and, where
   analysis.checkpoints evaluated them, their intermediate checkpoints (the steps every seed has).
 - Interpolation: a curve is its points in order of learning (then forgetting); forgetting at a learning
   level L is linear between the two points whose learning brackets L (clamped at the ends; where points
@@ -33,9 +33,16 @@ from lorafull.runs import write_json_atomic
 from lorafull.stats import PAIRED_PROCEDURE, PROCEDURE, estimate, joint_replicates, percentile_interval
 
 # the settings that say how long a run trained, first found wins (as in training: max_steps over
-# max_tokens over epochs); a cooldown branch's token count belongs at the top when branches exist
+# max_tokens over epochs; a cooldown branch is its run with max_tokens = its budget)
 DURATION_KEYS = (("train.max_steps", "steps"), ("train.max_tokens", "tokens"), ("train.epochs", "epochs"))
-NOT_A_CURVE = {k for k, _ in DURATION_KEYS} | {"train.save_at_tokens"}
+# cooldown branches: a trunk (it lists its branches' budgets) is the uncooled model, no point of a curve;
+# a branch names its trunk, which differs with every swept value: neither key makes a curve of its own
+TRUNK_KEY, BRANCH_KEY = "train.branch_max_tokens", "train.branch_of"
+NOT_A_CURVE = {k for k, _ in DURATION_KEYS} | {"train.save_at_tokens", TRUNK_KEY, BRANCH_KEY}
+
+
+def is_trunk(setting: dict) -> bool:
+    return setting.get(TRUNK_KEY) not in (None, "[]", [])
 
 
 def duration_of(setting: dict) -> Optional[dict]:
@@ -110,6 +117,8 @@ def curves_of(rows: list[dict], swept: list[str]) -> list[dict]:
     by_key: dict[tuple, dict] = {}
     for row in rows:
         setting = row.get("_setting") or {}
+        if is_trunk(setting):
+            continue
         key = tuple(sorted((k, str(v)) for k, v in setting.items() if k not in swept and k not in NOT_A_CURVE))
         points = _points_of(row)
         if points:
