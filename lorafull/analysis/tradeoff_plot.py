@@ -32,7 +32,9 @@ def _bars(ax, points: list[dict], color: str) -> None:
                     elinewidth=0.8, capsize=2, alpha=0.7)
 
 
-def _curve(ax, curve: dict, color: str, marker: str) -> None:
+def _curve(ax, curve: dict, color: str, marker: str, index: int) -> None:
+    """A curve's line, points, interval bars, duration labels (each curve's a little lower than the one
+    before, so two curves' labels at one place do not overlap) and its Pareto front."""
     pts = curve["points"]
     ax.plot([p["forgetting"] for p in pts], [p["learning"] for p in pts], "-", color=color, lw=1, alpha=0.5)
     finals = [p for p in pts if p.get("step") is None]
@@ -43,11 +45,16 @@ def _curve(ax, curve: dict, color: str, marker: str) -> None:
         ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=18,
                    facecolors="none", edgecolors=color, zorder=3)
     _bars(ax, finals, color)
-    for p in finals:
-        label = duration_label(p.get("duration"))
-        if label and len(finals) > 1:
-            ax.annotate(label, (p["forgetting"], p["learning"]), fontsize=6, xytext=(3, -8),
-                        textcoords="offset points", color=color)
+    if len(finals) > 1:  # one label per place: points that coincide share it ("2, 6 steps")
+        places: dict[tuple, list[dict]] = {}
+        for p in finals:
+            places.setdefault((round(p["forgetting"], 3), round(p["learning"], 3)), []).append(p)
+        for (x, y), same in places.items():
+            labels = [duration_label(p.get("duration")) for p in same]
+            units = {lab.split(" ", 1)[-1] for lab in labels}
+            text = (", ".join(lab.split(" ")[0] for lab in labels) + " " + units.pop() if len(units) == 1
+                    else ", ".join(labels))
+            ax.annotate(text, (x, y), fontsize=6, xytext=(4, -9 - 8 * index), textcoords="offset points", color=color)
     front = sorted((p for p in pts if p.get("pareto")), key=lambda p: (p["forgetting"], p["learning"]))
     if len(front) > 1:
         ax.plot([p["forgetting"] for p in front], [p["learning"] for p in front], "--", color=color, lw=1.2,
@@ -64,7 +71,7 @@ def plot_tradeoff(body: dict, out_png: Path) -> Optional[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     cmap = plt.get_cmap("tab10")
     for i, curve in enumerate(curves):
-        _curve(ax, curve, cmap(i % 10), _MARKERS[i % len(_MARKERS)])
+        _curve(ax, curve, cmap(i % 10), _MARKERS[i % len(_MARKERS)], i)
     ax.axvline(0, color="grey", lw=0.5)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("forgetting (source-task drop from the base; lower is better)")
