@@ -18,9 +18,9 @@ from typing import Optional
 from lorafull.config import ConfigError, SelectConfig, load_run_config, load_study_settings
 from lorafull.runs import RunPaths, write_json_atomic
 from lorafull.analysis.forgetting import paired_strata
+from lorafull.analysis.instability import run_instability
 from lorafull.analysis.selection import split_samples
 from lorafull.analysis.tradeoff import DURATION_KEYS, duration_of
-from lorafull.train.instability import run_instability
 from lorafull.analysis.sensitivity import sensitivity
 from lorafull.analysis.spectrum import plot_spectrum
 
