@@ -37,13 +37,18 @@ def colors_for(labels: Iterable[str]) -> dict[str, str]:
 
 
 def legend_outside(ax, title: Optional[str] = None, fontsize: int = 7, **kw):
-    """The axes' legend to the right of them, where it covers no data; none when nothing is labelled."""
+    """The axes' legend to the right of them, where it covers no data, the figure made wider by the
+    legend's width (so long entries never squeeze the axes); none when nothing is labelled."""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
-    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                     fontsize=fontsize, title=title, title_fontsize=fontsize, frameon=False,
-                     ncol=legend_columns(ax.figure.get_figheight(), len(handles), fontsize), **kw)
+    fig = ax.figure
+    legend = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                       fontsize=fontsize, title=title, title_fontsize=fontsize, frameon=False,
+                       ncol=legend_columns(fig.get_figheight(), len(handles), fontsize), **kw)
+    width_in = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    fig.set_size_inches(fig.get_figwidth() + width_in * 0.8, fig.get_figheight())
+    return legend
 
 
 def legend_columns(height_in: float, entries: int, fontsize: int = 7) -> int:

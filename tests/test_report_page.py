@@ -76,7 +76,7 @@ def demo_report(tmp_path_factory) -> tuple[Path, dict]:
 def test_every_figure_reads_at_a_glance(demo_report):
     report, checked = demo_report
     expected = {"score_per_run.png", "score_vs_cost.png", "category_scores.png", "loss_curves.png",
-                "learning_forgetting.png", "spectrum_full_vs_lora.png", "sensitivity_data.png"}
+                "tradeoff.png", "spectrum_full_vs_lora.png", "sensitivity_data.png"}
     assert expected <= set(checked), sorted(checked)
     assert {p.name for p in report.glob("*.png")} >= expected
     assert {name: problems for name, problems in checked.items() if problems} == {}

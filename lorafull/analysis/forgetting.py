@@ -73,17 +73,6 @@ def with_intervals(result: dict) -> dict:
     return result
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated when learning is maximised and forgetting minimised,
-    sorted by forgetting (the order to draw the frontier in)."""
-    front = []
-    for i, (li, fi) in enumerate(points):
-        dominated = any((lj >= li and fj <= fi) and (lj > li or fj < fi) for j, (lj, fj) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][1], points[i][0]))
-
-
 # ---------------------------------------------------------------------------------------------
 # Base-model cache
 # ---------------------------------------------------------------------------------------------
@@ -227,53 +216,3 @@ def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfi
         scores = {k: v["score"] for k, v in ck.items()}
         out.append({"step": step, "tasks": ck, **learning_forgetting(scores, base_scores, target, source)})
     return out
-
-
-def _error_bars(ax, points: list[dict], color: str) -> None:
-    """The 95 % intervals of learning (vertical) and forgetting (horizontal), where a point has them."""
-    for p in points:
-        li, fi = p.get("learning_interval"), p.get("forgetting_interval")
-        if li and fi and None not in li + fi:
-            ax.errorbar(p["forgetting"], p["learning"], xerr=[[p["forgetting"] - fi[0]], [fi[1] - p["forgetting"]]],
-                        yerr=[[p["learning"] - li[0]], [li[1] - p["learning"]]], fmt="none", ecolor=color,
-                        elinewidth=0.8, capsize=2)
-
-
-def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path]:
-    """One point per run (or checkpoint): x = forgetting, y = learning, with 95 % interval bars; one colour
-    and marker per method (legend outside the axes), the Pareto frontier (most learning for the least
-    forgetting) dashed; each row labelled once (its seeds share the label), where the label has room."""
-    pts = [p for p in points if p.get("learning") is not None and p.get("forgetting") is not None]
-    if not pts:
-        return None
-    from lorafull.figures import colors_for, label_points, legend_outside, plt, save_figure, short_label
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    colors = colors_for(p["method"] for p in pts)
-    for method, color in colors.items():
-        mine = [p for p in pts if p["method"] == method]
-        marker = {"full": "o", "lora": "^"}.get(method, "s")
-        finals = [p for p in mine if p.get("step") is None]
-        ckpts = [p for p in mine if p.get("step") is not None]
-        if finals:
-            ax.scatter([p["forgetting"] for p in finals], [p["learning"] for p in finals], marker=marker, s=40,
-                       color=color, label=method, zorder=3)
-        if ckpts:
-            ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=16,
-                       facecolors="none", edgecolors=color, label=f"{method} (checkpoints)")
-        _error_bars(ax, finals, color)
-    front = pareto_front([(p["learning"], p["forgetting"]) for p in pts])
-    ax.plot([pts[i]["forgetting"] for i in front], [pts[i]["learning"] for i in front], "k--", lw=1,
-            drawstyle="steps-post", label="Pareto frontier")
-    ax.axvline(0, color="grey", lw=0.5)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.margins(0.12)
-    ax.set_xlabel("forgetting (source-task drop from base)")
-    ax.set_ylabel("learning (target-task gain over base)")
-    legend_outside(ax)
-    first = {}
-    for p in pts:
-        if p.get("step") is None:
-            first.setdefault(short_label(p["label"]), p)
-    label_points(ax, [(p["forgetting"], p["learning"], name) for name, p in first.items()])
-    return save_figure(fig, out_png, dpi=110)

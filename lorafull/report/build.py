@@ -14,8 +14,8 @@ peak memory (from STUDY_DIR/launch/plan.json) and measured / planned (lorafull.r
 lorafull.analysis.extend_report may add columns and figures. Runs not trained, generated or judged yet
 appear with empty cells: the report can be built at any time. Every score is shown as mean ±
 half-width of its 95 % bootstrap interval (lorafull.stats; table.csv has the bounds as <column>_low /
-_high), and table.md ends with the comparisons between rows that differ in a few settings, each marked
-"within noise" when the two intervals overlap.
+_high), and table.md ends with the sweep's selection and the paired comparisons (lorafull.report.findings:
+also comparisons.json, tradeoff.json, tradeoff.png).
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from pathlib import Path
 from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
 from lorafull.report.columns import DEFINITIONS, INTERVALS, key_columns
-from lorafull.report.groups import comparisons, group_rows
+from lorafull.report.findings import findings_markdown, study_findings
+from lorafull.report.groups import group_rows
 from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
 from lorafull.stats import Estimate
 from lorafull.runs import command_parser, error_line
@@ -79,18 +80,15 @@ def write_csv(rows: list[dict], cols: list[str], path: Path) -> Path:
     return path
 
 
-def _notes(rows: list[dict], cols: list[str]) -> list[str]:
-    """What the columns and the ± mean, which eval the scores come from, and the comparisons between
-    rows that differ in a few settings."""
+def _notes(rows: list[dict], cols: list[str], findings: dict) -> list[str]:
+    """What the columns and the ± mean, which eval the scores come from, then the sweep, the comparisons
+    and the trade-off's statements."""
     lines = ["", "Columns: " + "; ".join(f"`{c}` {DEFINITIONS[c]}" for c in cols if c in DEFINITIONS) + ".",
              "", INTERVALS, "", "Every other column (per class, cost, plan, instability) is in table.csv."]
     prints = sorted({str(r["eval_fingerprint"]) for r in rows if r.get("eval_fingerprint")})
     if len(prints) == 1 and prints[0] != "unknown":
         lines += ["", f"Scored under eval fingerprint {prints[0]} (eval_fingerprint.json in each run folder)."]
-    found = comparisons(rows)
-    if found:
-        lines += ["", "## Comparisons", ""] + [c if isinstance(c, str) else c.get("text", str(c)) for c in found]
-    return lines
+    return lines + findings_markdown(findings)
 
 
 def _extend(study_dir: Path, rows: list[dict], report_dir: Path) -> None:
@@ -114,6 +112,7 @@ def build_report(study_dir: str | Path) -> Path:
     per_run, categories = collect_rows(study_dir)
     _extend(study_dir, per_run, report_dir)
     rows = group_rows(per_run)
+    findings = study_findings(study_dir, rows, report_dir)  # marks the selected rows: before the columns
     if "seeds" in rows[0] if rows else False:  # each seed's own row, beside the pooled table
         singles = group_rows([{**r, "_group": None} for r in per_run])
         write_markdown(singles, key_columns(singles), report_dir / "runs.md")
@@ -122,7 +121,7 @@ def build_report(study_dir: str | Path) -> Path:
     note = fingerprint_note(per_run)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    write_markdown(rows, key, report_dir / "table.md", (["", note] if note else []) + _notes(rows, key))
+    write_markdown(rows, key, report_dir / "table.md", (["", note] if note else []) + _notes(rows, key, findings))
     write_csv(rows, cols, report_dir / "table.csv")
     plot_scores(rows, report_dir / "score_per_run.png")
     plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")
@@ -132,7 +131,8 @@ def build_report(study_dir: str | Path) -> Path:
     plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run},
                 {r["run"]: r.get("_group") or r["run"] for r in per_run}, report_dir / "loss_curves.png",
                 methods={r["run"]: r.get("method") for r in per_run})
-    write_html(study_dir, rows, per_run, report_dir, notes=[note] if note else [])  # last: it inlines the figures
+    # last: the page inlines every figure written above
+    write_html(study_dir, rows, per_run, report_dir, findings, notes=[note] if note else [])
     return report_dir
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from lorafull.stats import PROCEDURE, Estimate
 
 # in this order, each where some row has a value; model only where the rows differ in it
-KEY_COLUMNS = ("run", "seeds", "method", "model", "num_samples", "trainable_params", "score", "learning",
+KEY_COLUMNS = ("run", "seeds", "selected", "method", "model", "num_samples", "trainable_params", "score", "learning",
                "forgetting", "gpu_hours", "cpu_hours")
 
 DEFINITIONS = {
     "run": "the run; with several training seeds, the group of its seeds (runs.md has each seed's row)",
     "seeds": "how many training seeds (runs) the row pools",
+    "selected": "with a sweep (the study's select section): whether the row is its group's selected run; the "
+                "comparisons and the trade-off use the selected ones only",
     "method": "full fine-tuning, or the adapter method with its rank (lora r=8)",
     "model": "the base model the run starts from",
     "num_samples": "training samples drawn from the data file (empty: all of it)",

@@ -21,19 +21,19 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 from lorafull.report.columns import DEFINITIONS, INTERVALS, key_columns
-from lorafull.report.groups import comparisons
+from lorafull.report.findings import selection_markdown
 from lorafull.report.rows import cell_text
 from lorafull.runs import read_status
-from lorafull.stats import Estimate
+from lorafull.stats import PAIRED_PROCEDURE, Estimate
 
 RUN_FILES = ("config.yaml", "status.json", "metrics.jsonl", "responses.jsonl", "scores.jsonl",
              "judge_summary.json")
-# (heading, figure names in order); a name ending in * takes every PNG it starts
+# (heading, figure names in order); the trade-off figure opens Comparisons instead
 FIGURE_GROUPS = (
     ("Scores", ("score_per_run.png", "category_scores.png", "score_vs_cost.png")),
-    ("Learning and forgetting", ("learning_forgetting.png",)),
     ("Training", ("loss_curves.png", "sensitivity_lr.png", "sensitivity_data.png")),
     ("Weight change", ("spectrum_full_vs_lora.png",)),
 )
@@ -113,28 +113,70 @@ def _results(rows: list[dict], per_run: list[dict], all_cols: list[str], notes: 
 
 
 def _inline(line: str) -> str:
-    """A comparison's Markdown line as HTML: `code`, **bold**."""
+    """A Markdown line as HTML: `code`, **bold**."""
     text = html.escape(line[2:] if line.startswith("- ") else line)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
 
 
-def _comparisons(rows: list[dict], report_dir: Path) -> str:
+def _markdown(lines: list[str]) -> str:
+    """The few Markdown shapes the findings use: headings (left out: the page has its own), paragraphs,
+    bullets and pipe tables."""
+    out, table = [], []
+    for line in [*lines, ""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                table.append([_inline(c.strip()) for c in line.strip().strip("|").split("|")])
+            continue
+        if table:
+            head, *body = table
+            out.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th class=t>{c}</th>" for c in head)
+                       + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f'<td class="t">{c}</td>' for c in r)
+                                                          + "</tr>" for r in body) + "</tbody></table></div>")
+            table = []
+        if line.strip() and not line.startswith("#"):
+            out.append(f"<p>{'• ' if line.startswith('- ') else ''}{_inline(line)}</p>")
+    return "".join(out)
+
+
+def _statement(item) -> tuple[str, bool]:
+    """(text, within noise) of a comparison: a structured item (lorafull.report.findings) or a line."""
+    if isinstance(item, str):
+        return item, "within noise" in item
+    noisy = item.get("within_noise", (item.get("difference") or {}).get("within_noise"))
+    if item.get("finding") is not None:
+        noisy = not item["finding"]
+    return str(item.get("text", item)), bool(noisy if noisy is not None else "within noise" in str(item.get("text")))
+
+
+def _statements(items: list, what: str) -> str:
+    found = [t for t, noisy in map(_statement, items) if not noisy]
+    noise = [t for t, noisy in map(_statement, items) if noisy]
+    parts = ['<ul class="cmp">' + "".join(f"<li>{_inline(t)}</li>" for t in found) + "</ul>"] if found else []
+    if noise:
+        parts.append(f"<details><summary>{len(noise)} {what} within noise (not a finding)</summary>"
+                     '<ul class="cmp">' + "".join(f'<li class="noise">{_inline(t)}</li>' for t in noise)
+                     + "</ul></details>")
+    return "".join(parts)
+
+
+def _comparisons(findings: dict, report_dir: Path) -> str:
+    """The trade-off figure, the sweep's selection, the paired comparisons, forgetting at matched learning."""
     figs = sorted(report_dir.glob(f"{COMPARISON_FIGURES}*.png"))
-    # comparisons come as Markdown lines, or as items with their "text" (and "within_noise")
-    items = [(c, "within noise" in c) if isinstance(c, str) else
-             (str(c.get("text", c)), bool(c.get("within_noise", "within noise" in str(c.get("text", "")))))
-             for c in comparisons(rows)]
-    found = [c for c, noisy in items if not noisy]
-    noise = [c for c, noisy in items if noisy]
+    items = findings.get("comparisons") or []
+    pairwise = [c for c in items if isinstance(c, str) or c.get("kind", "comparison") == "comparison"]
+    matched = [c for c in items if not isinstance(c, str) and c.get("kind", "comparison") != "comparison"]
     parts = [_figure_grid(figs)] if figs else []
+    if findings.get("selection"):
+        parts.append("<details><summary>Sweep and selection</summary>"
+                     + _markdown(selection_markdown(findings["selection"])) + "</details>")
     if not items:
         parts.append("<p>No two rows differ in few enough settings to compare.</p>")
-    parts.append('<ul class="cmp">' + "".join(f"<li>{_inline(c)}</li>" for c in found) + "</ul>" if found else "")
-    if noise:
-        parts.append(f"<details><summary>{len(noise)} within noise (the intervals overlap: not a finding)</summary>"
-                     '<ul class="cmp">' + "".join(f'<li class="noise">{_inline(c)}</li>' for c in noise)
-                     + "</ul></details>")
+    if pairwise:
+        parts.append(f"<p>Each is a paired difference: {html.escape(PAIRED_PROCEDURE)}.</p>"
+                     + _statements(pairwise, "comparisons"))
+    if matched:
+        parts.append("<h3>Forgetting at matched learning</h3>" + _statements(matched, "levels"))
     return "".join(parts)
 
 
@@ -202,8 +244,9 @@ def _runs(study_dir: Path, rows: list[dict], per_run: list[dict]) -> str:
 
 
 def write_html(study_dir: Path, rows: list[dict], per_run: list[dict], report_dir: Path,
-               notes: list[str] = ()) -> Path:
-    """rows: table.md's rows (pooled over seeds); per_run: one row per run folder."""
+               findings: Optional[dict] = None, notes: list[str] = ()) -> Path:
+    """rows: table.md's rows (pooled over seeds); per_run: one row per run folder; findings: the sweep,
+    comparisons and trade-off (lorafull.report.findings.study_findings)."""
     study_dir = Path(study_dir)
     states = Counter(str(read_status(study_dir / "runs" / r["run"]).get("state") or "new") for r in per_run)
     all_cols = [c for c in dict.fromkeys(k for r in rows for k in r) if not c.startswith("_")]
@@ -219,7 +262,7 @@ rows; written {time.strftime("%Y-%m-%d %H:%M")}. Also as {" · ".join(f'<a href=
 <section id="results"><h2>Results</h2>
 {_results(rows, per_run, all_cols, list(notes))}</section>
 <section id="comparisons"><h2>Comparisons</h2>
-{_comparisons(rows, report_dir)}</section>
+{_comparisons(findings or {}, report_dir)}</section>
 <section id="figures"><h2>Figures</h2>
 {_figures(report_dir)}</section>
 <section id="runs"><h2>Runs</h2>

@@ -17,8 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from lorafull.figures import (colors_for, label_points, legend_columns, legend_outside, plt, save_figure,
-                              short_label)
+from lorafull.figures import colors_for, label_points, legend_outside, plt, save_figure, short_label
 
 
 def _errors(values: list) -> Optional[list[list[float]]]:
@@ -120,8 +119,7 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], labels: dict[str, Op
         return None
     names = {run: short_label(labels.get(run) or run) for run in curves}
     colors = colors_for(names.values())
-    extra = legend_columns(3.8, len(colors)) - 1  # wider for each more column of the legend
-    fig, ax = plt.subplots(figsize=(7.0 + 2.2 * extra, 3.8))
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
     seen = set()
     for run, points in curves.items():
         full = str((methods or {}).get(run) or "full").startswith("full")
