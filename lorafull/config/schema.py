@@ -199,10 +199,7 @@ class RunConfig:
     def problems(self) -> list[tuple[str, str]]:
         """(key, why) for checks across keys; each key's own type, choices and range the loader checks."""
         out = []
-        t = self.train
-        if isinstance(t.micro_batch_size, int) and t.global_batch_size % t.micro_batch_size:
-            out.append(("train.global_batch_size", f"{t.global_batch_size} is not a multiple of "
-                        f"train.micro_batch_size {t.micro_batch_size}"))
+        t = self.train  # the batch rule needs the resources: load_study checks it (config.resources)
         if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:
             out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
         if t.betas is not None and (len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas)):
