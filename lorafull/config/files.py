@@ -104,6 +104,8 @@ def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
     path = Path(study_dir) / "study.yaml"
     raw, lines = read_yaml_file(path, "study settings") if path.exists() else ({}, {})
     raw = raw if isinstance(raw, dict) else {}
+    if isinstance(raw.get("slurm"), dict):  # written by versions that declared slurm.report_to (never read)
+        raw["slurm"].pop("report_to", None)
     where = _Where(str(path), lines)
     parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
     return StudySettings(**parts)

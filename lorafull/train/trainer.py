@@ -25,6 +25,7 @@ import torch
 
 from lorafull.train import distributed as dist
 from lorafull.train.checkpoint import Checkpoints, load_rng, read_state, save_rng
+from lorafull.config.resources import grad_accumulation
 from lorafull.config import RunConfig, load_run_config, load_study_settings, run_signature_from_folder, study_dir_of_run
 from lorafull.models.method_table import method_of
 from lorafull.runs import (RunPaths, Stage, command_parser, error_detail, error_line, not_a_run_folder, read_status,
@@ -72,7 +73,7 @@ class Trainer:
         # auto micro batch / checkpointing: settled here, from the memory model, before anything uses them
         self.batch_settings = settle_auto(run, self.base_path, load_study_settings(study_dir_of_run(self.run_dir)),
                                           env.world_size, self.device)
-        self.grad_accum = dist.grad_accumulation(tc.global_batch_size, tc.micro_batch_size, env.world_size)
+        self.grad_accum = grad_accumulation(tc.global_batch_size, tc.micro_batch_size, env.world_size)
         self.order = BatchOrder(self.dataset.lengths(), tc.global_batch_size, tc.micro_batch_size, env.world_size,
                                 env.rank, tc.seed, group_by_length=tc.group_by_length)
         if self.order.steps_per_epoch == 0:
