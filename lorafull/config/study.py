@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from lorafull.config.branches import expand_branch_points, follow_parents, trunk_problems
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
@@ -266,9 +267,10 @@ def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, 
 
 
 def _follow_seed_parent(run: RunConfig, groups: dict[str, str]) -> None:
-    """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
-    if run.group is not None and run.parent in groups.values():
-        run.model.name_or_path = f"run:{run.parent}-seed{run.train.seed}"
+    """A seeded run whose parent (or trunk) was expanded by seed too starts from the one of its own seed."""
+    if run.group is not None:
+        seeded = set(groups.values())
+        follow_parents(run, lambda p: f"{p}-seed{run.train.seed}" if p in seeded else p)
 
 
 def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig], set[str]]:
@@ -277,7 +279,8 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     base_dict = to_dict(parts["base"])
     runs: list[RunConfig] = []
     grid_names = set()
-    points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
+    points = expand_branch_points(_run_points(raw, where, parts["study"].name), parts["base"].train)
+    points, groups = _expand_seeds(points, parts["study"].seeds, where)
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
@@ -311,6 +314,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prep
     parts = _study_sections(raw, where)
     runs, grid_names = _expand_runs(raw, where, parts)
     study = Study(path=path, runs=_order_by_parents(runs, path), **parts)
+    _check_branches(study)
     if prepare:
         prepare_study(study)
     _name_grid_runs(study, grid_names)
@@ -342,8 +346,8 @@ def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:
         state[r.name] = "visiting"
         if r.parent is not None:
             if r.parent not in by_name:
-                raise ConfigError(f"{path}: run {r.name!r}: model.name_or_path run:{r.parent} names no run "
-                                  f"(runs: {', '.join(by_name)})")
+                ref = f"train.branch_of {r.parent}" if r.train.branch_of else f"model.name_or_path run:{r.parent}"
+                raise ConfigError(f"{path}: run {r.name!r}: {ref} names no run (runs: {', '.join(by_name)})")
             visit(by_name[r.parent], chain + [r.name])
         state[r.name] = "done"
         ordered.append(r)
@@ -361,6 +365,13 @@ def _name_grid_runs(study: Study, grid_names: set[str]) -> None:
         if run.name in grid_names:
             renamed[run.name] = f"{run.name}-{sigs[run.name]}"
             run.name = renamed[run.name]
-    for run in study.runs:  # "run:<slug>" in a chained run follows its grid parent's new name
-        if run.parent in renamed:
-            run.model.name_or_path = f"run:{renamed[run.parent]}"
+    for run in study.runs:  # "run:<slug>" and a branch's trunk follow their grid parent's new name
+        follow_parents(run, lambda p: renamed.get(p, p))
+
+
+def _check_branches(study: Study) -> None:
+    """A cooldown branch resumes from its trunk's checkpoint: the two must train alike up to there."""
+    for run in study.runs:
+        if run.train.branch_of:
+            for why in trunk_problems(run, study.run(run.train.branch_of)):
+                raise ConfigError(f"{study.path}: run {run.name!r} (a cooldown branch of {run.train.branch_of}): {why}")

@@ -83,6 +83,7 @@ class Trainer:
 
     def _plan_steps(self) -> None:
         """total_steps from max_steps, else a token budget, else epochs; and the steps of save_at_tokens."""
+        from lorafull.train.branch import trunk_plan
         from lorafull.train.order import steps_to_reach
 
         tc = self.run.train
@@ -91,11 +92,14 @@ class Trainer:
             # the budget may need more passes than train.epochs says: a token budget wins over epochs
             (budget_step,) = steps_to_reach(self.order, [tc.max_tokens], 10 ** 9)
             limit = budget_step
+        branch_starts = frozenset()
+        if tc.branch_max_tokens:  # a trunk: to its last branch's cooldown start (lorafull.train.branch)
+            limit, branch_starts = trunk_plan(self.run, self.order)
         self.total_steps = limit
         if self.total_steps <= 0:
             raise ValueError("train.epochs / train.max_steps / train.max_tokens: no optimizer step to take")
         at = steps_to_reach(self.order, list(tc.save_at_tokens), self.total_steps)
-        self.pinned_steps = frozenset(s for s in at if s is not None)
+        self.pinned_steps = frozenset(s for s in at if s is not None) | branch_starts
 
     def _setup_data(self) -> None:
         """The base prepared once, the tokenizer, and the tokenized training set (rank 0 fills the cache)."""
@@ -152,6 +156,10 @@ class Trainer:
         self.ckpts.remove_partial()
         latest = self.ckpts.latest()
         self.step, self.tokens_seen, self.time_before_s, self.resumed_from = 0, 0, 0.0, None
+        if latest is None and self.run.train.branch_of:  # a cooldown branch's first job: its trunk's checkpoint
+            from lorafull.train.branch import branch_start
+
+            latest = branch_start(self.run, self.run_dir, self.total_steps, self.is_main)
         if latest is not None:
             state = read_state(latest)
             if state.get("engine") != self.engine_name:
@@ -166,7 +174,7 @@ class Trainer:
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
             self.time_before_s = state["wall_time_s"]
             self.resumed_from = self.step
-        self.last_saved = self.step if latest is not None else -1
+        self.last_saved = self.step if latest is not None and latest.parent == self.ckpts.root else -1
         spike = load_study_settings(study_dir_of_run(self.run_dir)).analysis.spike_factor
         from lorafull.train.tracking import Tracker  # TensorBoard / W&B / MLflow, rank 0 only
 
@@ -283,6 +291,7 @@ class Trainer:
                 # what actually stepped, and its lr after the last step (the schedule's floor reached it?)
                 "optimizer": type(opt).__name__, "lr_after_last_step": opt.param_groups[0]["lr"],
                 "resumed_from": self.resumed_from, "batch_settings": self.batch_settings,
+                "branch_of": self.run.train.branch_of,  # a cooldown branch: resumed_from is its trunk's step
                 "truncated": stats.get("truncated"), "skipped_empty": stats.get("skipped_empty"), "data": stats}
 
     def cleanup(self) -> None:

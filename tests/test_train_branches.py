@@ -1,0 +1,136 @@
+"""Durations as cooldown branches (lorafull.config.branches, lorafull.train.branch) and the inverse_sqrt
+schedule they rest on (lorafull.train.schedule): the schedule against the formula of llm-foundry's
+InverseSquareRootWithWarmupScheduler written out here, a trunk and its branch trained for real on the
+plain torch engine (CPU, fp32: every operation deterministic), and the branch against the same run
+trained from scratch, bitwise.
+
+    pytest tests/test_train_branches.py
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+from safetensors.torch import load_file
+
+from lorafull.config import TrainConfig
+from lorafull.config.branches import cooldown_start
+from lorafull.runs import read_jsonl, read_status
+from lorafull.train import trainer as train
+from lorafull.train.checkpoint import Checkpoints, checkpoint_step
+from lorafull.train.schedule import lr_multiplier
+
+
+def paper_formula(t: int, t_max: int, warmup: int, t_scale: int, a_decay: float, a_floor: float,
+                  t_cooldown: int) -> float:
+    """The multiplier of ../shared/papers/biderman2024.md (llm-foundry's scheduler), written out anew."""
+    if t < warmup:
+        return t / warmup
+    c = max(warmup, t_max - t_cooldown)
+    decay = lambda u: a_decay + (1 - a_decay) / math.sqrt((u - warmup + t_scale) / t_scale)  # noqa: E731
+    if t < c:
+        return decay(t)
+    return decay(c) + min(1.0, (t - c) / t_cooldown) * (a_floor - decay(c))
+
+
+def test_inverse_sqrt_is_the_papers_cpt_schedule_at_warmup_stable_cooldown_and_floor():
+    # code/math CPT: t_scale 1000, t_warmup 1000, t_cooldown 5086 batches, alpha_f_decay 1, alpha_f_cooldown 0;
+    # 20B tokens of 192 x 4096 = 25,431 batches
+    paper = TrainConfig(scheduler="inverse_sqrt", warmup_steps=1000, t_scale=1000, alpha_f_decay=1.0,
+                        alpha_f_cooldown=0.0, cooldown_steps=5086)
+    f = lr_multiplier(paper, 25431)
+    c = 25431 - 5086
+    expected = {0: 0.0, 1: 0.001, 500: 0.5, 999: 0.999, 1000: 1.0, 12000: 1.0, c - 1: 1.0, c: 1.0,
+                c + 1: 1 - 1 / 5086, c + 2543: 1 - 2543 / 5086, 25430: 1 / 5086, 25431: 0.0, 30000: 0.0}
+    for t, value in expected.items():
+        assert f(t) == pytest.approx(value, abs=1e-12), t
+        assert f(t) == pytest.approx(paper_formula(t, 25431, 1000, 1000, 1.0, 0.0, 5086), abs=1e-15), t
+    # a decaying middle and a floor above 0, the cooldown as a ratio of the run (50 of 200 steps)
+    decaying = TrainConfig(scheduler="inverse_sqrt", warmup_steps=10, t_scale=100, alpha_f_decay=0.2,
+                           alpha_f_cooldown=0.05, cooldown_ratio=0.25)
+    f = lr_multiplier(decaying, 200)
+    assert cooldown_start(decaying, 200) == 150
+    v_c = 0.2 + 0.8 / math.sqrt(2.4)  # at c = 150: (150 - 10 + 100) / 100
+    by_hand = {5: 0.5, 10: 1.0, 110: 0.2 + 0.8 / math.sqrt(2.0), 149: 0.2 + 0.8 / math.sqrt(2.39),
+               150: v_c, 175: v_c + 0.5 * (0.05 - v_c), 199: v_c + 49 / 50 * (0.05 - v_c), 200: 0.05, 260: 0.05}
+    for t, value in by_hand.items():
+        assert f(t) == pytest.approx(value, rel=1e-12), t
+        assert f(t) == pytest.approx(paper_formula(t, 200, 10, 100, 0.2, 0.05, 50), rel=1e-12), t
+    # a run shorter than its warmup never reaches the peak (llm-foundry does not cut the warmup)
+    assert lr_multiplier(paper, 400)(399) == pytest.approx(0.399)
+
+
+PEAK, FLOOR = 1e-2, 0.1
+BRANCHED = {"train.max_steps": None, "train.scheduler": "inverse_sqrt", "train.warmup_steps": 3,
+            "train.alpha_f_decay": 1.0, "train.alpha_f_cooldown": FLOOR, "train.cooldown_steps": 4,
+            "train.lr": PEAK, "train.save_every_steps": 0, "method.kind": "lora", "method.dropout": 0.1}
+
+
+def step_lines(run_dir):
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if "loss" in r and "event" not in r
+            and not r.get("summary")]
+
+
+def summary_of(run_dir):
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("summary")][-1]
+
+
+def adapter(run_dir):
+    return load_file(str(run_dir / "final" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_tokenizer_dir):
+    """A trunk with branches at 1500 and 3000 tokens, the 1500-token branch, and the same 1500-token run
+    trained from scratch (dropout on: the RNG state must travel with the checkpoint)."""
+    from helpers.common import write_run_config
+
+    root = tmp_path_factory.mktemp("branches")
+    trunk = write_run_config(root, "trunk", tiny_tokenizer_dir, **BRANCHED, **{"train.branch_max_tokens": [1500, 3000]})
+    branch = write_run_config(root, "b1500", tiny_tokenizer_dir, **BRANCHED,
+                              **{"train.max_tokens": 1500, "train.branch_of": "trunk"})
+    alone = write_run_config(root, "alone1500", tiny_tokenizer_dir, **BRANCHED, **{"train.max_tokens": 1500})
+    early = write_run_config(root, "early", tiny_tokenizer_dir, **BRANCHED,
+                             **{"train.max_tokens": 1500, "train.branch_of": "trunk"})
+    assert train.main([str(early)]) == 1  # before its trunk has trained: one line, nothing trained
+    assert "the trunk trunk has no checkpoint at step" in read_status(early)["error"]
+    assert not (early / "final").exists()
+    for run_dir in (trunk, branch, alone):
+        assert train.main([str(run_dir)]) == 0, read_status(run_dir)
+    return trunk, branch, alone
+
+
+def test_a_trunk_trains_at_the_stable_lr_to_its_last_branch_point_and_keeps_each(trained):
+    trunk, branch, alone = trained
+    steps = step_lines(trunk)
+    assert [r["lr"] for r in steps[3:]] == [PEAK] * (len(steps) - 3)  # flat after the warmup: no cooldown
+    assert [r["lr"] for r in steps[:3]] == pytest.approx([0.0, PEAK / 3, 2 * PEAK / 3])
+    kept = [checkpoint_step(c) for c in Checkpoints(trunk / "checkpoints").complete()]
+    start = summary_of(branch)["resumed_from"]
+    t_max = summary_of(alone)["steps"]
+    assert start == t_max - 4 and start in kept  # the 1500-token branch's cooldown start
+    assert kept[-1] == summary_of(trunk)["steps"] == len(steps) > start + 2  # to the 3000-token branch's start
+    assert summary_of(trunk)["lr_after_last_step"] == PEAK
+
+
+def test_a_branch_resumes_from_the_trunk_bitwise_and_cools_down_to_the_floor(trained):
+    trunk, branch, alone = trained
+    start = summary_of(branch)["resumed_from"]
+    ours, trunks, scratch = step_lines(branch), step_lines(trunk), step_lines(alone)
+    assert [r["step"] for r in ours] == list(range(1, len(scratch) + 1))  # one run's file, trunk part included
+    assert ours[:start] == trunks[:start]
+    # logged step start+1 is the loss of the trunk's checkpoint, then an update with the lr where the cooldown
+    # begins (still the peak): its loss and the next (on the weights that update made) are the trunk's; from
+    # the next update on the lr falls, and so the losses part
+    assert ours[start]["lr"] == trunks[start]["lr"] == PEAK
+    assert ours[start]["loss"] == trunks[start]["loss"] and ours[start + 1]["loss"] == trunks[start + 1]["loss"]
+    assert ours[start + 1]["lr"] == pytest.approx(PEAK * (1 + (FLOOR - 1) / 4), rel=1e-12)
+    assert ours[start + 1]["lr"] < trunks[start + 1]["lr"] and ours[start + 2]["loss"] != trunks[start + 2]["loss"]
+    # the branch is the run of that duration trained from scratch: every loss, lr and weight, bitwise
+    assert [(r["loss"], r["lr"]) for r in ours] == [(r["loss"], r["lr"]) for r in scratch]
+    mine, theirs = adapter(branch), adapter(alone)
+    assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
+    summary = summary_of(branch)
+    assert summary["lr_after_last_step"] == pytest.approx(PEAK * FLOOR, rel=1e-12)  # the floor, after the last step
+    assert summary["branch_of"] == "trunk" and summary["tokens_seen"] == summary_of(alone)["tokens_seen"] >= 1500
+    assert read_status(branch)["state"] == "done"
