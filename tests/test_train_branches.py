@@ -1,4 +1,4 @@
-"""Durations as cooldown branches (lorafull.config.branches, lorafull.train.branch) and the inverse_sqrt
+"""Durations as cooldown branches (lorafull.config.branches, lorafull.train.durations) and the inverse_sqrt
 schedule they rest on (lorafull.train.schedule): the schedule against the formula of llm-foundry's
 InverseSquareRootWithWarmupScheduler written out here, a trunk and its branch trained for real on the
 plain torch engine (CPU, fp32: every operation deterministic), and the branch against the same run
@@ -100,22 +100,24 @@ def trained(tmp_path_factory, tiny_tokenizer_dir):
     return trunk, branch, alone
 
 
+@pytest.mark.slow
 def test_a_trunk_trains_at_the_stable_lr_to_its_last_branch_point_and_keeps_each(trained):
     trunk, branch, alone = trained
     steps = step_lines(trunk)
     assert [r["lr"] for r in steps[3:]] == [PEAK] * (len(steps) - 3)  # flat after the warmup: no cooldown
     assert [r["lr"] for r in steps[:3]] == pytest.approx([0.0, PEAK / 3, 2 * PEAK / 3])
     kept = [checkpoint_step(c) for c in Checkpoints(trunk / "checkpoints").complete()]
-    start = summary_of(branch)["resumed_from"]
+    start = summary_of(branch)["branch_start"]
     t_max = summary_of(alone)["steps"]
     assert start == t_max - 4 and start in kept  # the 1500-token branch's cooldown start
     assert kept[-1] == summary_of(trunk)["steps"] == len(steps) > start + 2  # to the 3000-token branch's start
     assert summary_of(trunk)["lr_after_last_step"] == PEAK
 
 
+@pytest.mark.slow
 def test_a_branch_resumes_from_the_trunk_bitwise_and_cools_down_to_the_floor(trained):
     trunk, branch, alone = trained
-    start = summary_of(branch)["resumed_from"]
+    start = summary_of(branch)["branch_start"]
     ours, trunks, scratch = step_lines(branch), step_lines(trunk), step_lines(alone)
     assert [r["step"] for r in ours] == list(range(1, len(scratch) + 1))  # one run's file, trunk part included
     assert ours[:start] == trunks[:start]
@@ -133,4 +135,88 @@ def test_a_branch_resumes_from_the_trunk_bitwise_and_cools_down_to_the_floor(tra
     summary = summary_of(branch)
     assert summary["lr_after_last_step"] == pytest.approx(PEAK * FLOOR, rel=1e-12)  # the floor, after the last step
     assert summary["branch_of"] == "trunk" and summary["tokens_seen"] == summary_of(alone)["tokens_seen"] >= 1500
+    assert summary["resumed_from"] == start and summary["steps"] == start + 4
+    # its clock counts the cooldown only (the trunk's part is the trunk's cost)
+    assert summary["wall_time_s"] < summary_of(trunk)["wall_time_s"]
     assert read_status(branch)["state"] == "done"
+
+
+# ---------------------------------------------------------------------------------------------
+# Branches in a study: names, signatures, the plan, and launch.grid on the local executor
+# ---------------------------------------------------------------------------------------------
+BRANCH_TRAIN = {"max_steps": None, "scheduler": "inverse_sqrt", "warmup_steps": 1, "alpha_f_decay": 1.0,
+                "cooldown_steps": 2, "branch_max_tokens": [400, 800]}
+
+
+def test_a_study_declares_durations_as_branches_in_one_key_and_plans_them_as_chained_runs(tmp_path, tiny_tokenizer_dir):
+    from helpers.grid import make_data, study_dict, write_study
+    from launch.jobs import Ledger
+    from launch.planning import make_plan
+    from launch.state import study_views
+    from lorafull.config import ConfigError, load_study, study_signatures
+    from lorafull.plan.estimate import estimate_study
+    from lorafull.runs import write_status
+
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, base={"train": BRANCH_TRAIN},
+                                                      study={"seeds": [1, 2]}, runs=[{"name": "lora"}]))
+    study = load_study(cfg)
+    names = [r.name for r in study.runs]
+    assert sorted(names) == sorted(f"lora-{part}-seed{s}" for part in ("trunk", "tokens400", "tokens800")
+                                   for s in (1, 2))
+    branch = study.run("lora-tokens800-seed2")
+    assert (branch.train.branch_of, branch.parent, branch.train.max_tokens, branch.train.branch_max_tokens,
+            branch.group) == ("lora-trunk-seed2", "lora-trunk-seed2", 800, [], "lora-tokens800")
+    assert names.index("lora-trunk-seed2") < names.index("lora-tokens800-seed2")  # parents first
+
+    # a branch is its trunk's checkpoint plus its own budget: another trunk, another branch
+    sigs = study_signatures(study)
+    other = study_signatures(load_study(cfg, ["train.lr=2.0e-3"]))
+    assert other["lora-tokens800-seed2"] != sigs["lora-tokens800-seed2"] != sigs["lora-tokens400-seed2"]
+    chained = study_signatures(load_study(cfg, ["runs=[{name: t}, {name: c, train.branch_max_tokens: [], "
+                                                "train.max_tokens: 800, model.name_or_path: 'run:t-trunk'}]"]))
+    assert chained["c-seed2"] != chained["t-tokens800-seed2"]  # the same settings on the trunk's final model
+
+    # the plan: each branch trains its cooldown only, and waits for its own trunk's training task
+    rows = {r["run"]: r for r in estimate_study(study)[0]}
+    assert any("cooldown branch of lora-trunk-seed1" in n for n in rows["lora-tokens400-seed1"]["notes"])
+    assert rows["lora-tokens800-seed1"]["tokens"] < rows["lora-trunk-seed1"]["tokens"]
+    plan = make_plan(study, study_views(study, Ledger(study.output_dir), {}))
+    assert [(a.depth, sorted(v.name for v in a.runs)) for a in plan.train_arrays] == [
+        (0, ["lora-trunk-seed1", "lora-trunk-seed2"]), (1, sorted(n for n in names if "tokens" in n))]
+    assert plan.parent_dep["lora-tokens400-seed1"][1] is plan.train_arrays[0]
+    # a branch that failed after its trunk finished is retried alone, with nothing to wait for
+    for name in ("lora-trunk-seed1", "lora-tokens800-seed1"):
+        run_dir = study.run_dir(study.run(name))
+        (run_dir / "final").mkdir(parents=True)
+        (run_dir / "final" / "adapter_config.json").write_text("{}")
+        write_status(run_dir, "done", stage="train", signature=sigs[name])
+    write_status(study.run_dir(study.run("lora-tokens400-seed1")), "failed", stage="train", error="node lost")
+    retry = make_plan(study, study_views(study, Ledger(study.output_dir), {}), retry=True)
+    first = [v.name for v in retry.to_train if v.name.endswith("seed1")]
+    assert first == ["lora-tokens400-seed1"] and "lora-tokens400-seed1" not in retry.parent_dep
+    assert "lora-tokens400-seed1" not in make_plan(study, study_views(study, Ledger(study.output_dir), {})).to_train
+    with pytest.raises(ConfigError, match=r"s.yaml:\d+: base.train.branch_max_tokens: cooldown branches need "
+                                          r"train.scheduler: inverse_sqrt \(got cosine\)"):
+        load_study(cfg, ["train.scheduler=cosine", "train.cooldown_steps=null", "train.alpha_f_decay=0"])
+
+
+@pytest.mark.slow
+def test_branches_plan_run_and_report_through_launch_grid(tmp_path, tiny_tokenizer_dir):
+    from helpers.grid import grid, make_data, status, study_dict, write_study
+
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, base={"train": BRANCH_TRAIN},
+                                                      runs=[{"name": "lora"}]))
+    runs = tmp_path / "gridtest" / "runs"
+    dry = grid(cfg, "--dry-run", "--executor", "local").stdout
+    assert "cooldown branch of lora-trunk" in dry and "would train 3 run(s)" in dry
+    out = grid(cfg, "--executor", "local", timeout_s=900).stdout
+    assert out.index(f"lorafull.train {runs / 'lora-trunk'}") < out.index(f"lorafull.train {runs / 'lora-tokens400'}")
+    for name in ("lora-trunk", "lora-tokens400", "lora-tokens800"):
+        assert status(runs / name)["state"] == "done", (name, status(runs / name))
+    start = summary_of(runs / "lora-tokens800")["branch_start"]
+    assert start > 0 and summary_of(runs / "lora-trunk")["steps"] == start
+    table = (tmp_path / "gridtest" / "report" / "table.md").read_text()
+    assert "lora-tokens400" in table and "lora-tokens800" in table
+    assert "3 done" in grid(cfg, "--status", "--executor", "local").stdout

@@ -10,7 +10,7 @@ inverse_sqrt the lr before the cooldown does not depend on the run's length, so 
 steps are the trunk's: the branch starts from the trunk's checkpoint at its cooldown start and trains
 the cooldown only, ending where the same run trained from scratch would (bitwise, on a deterministic
 machine). The trunk trains to the last cooldown start, with no cooldown, and keeps a checkpoint at
-each one (lorafull.train.branch).
+each one (lorafull.train.durations).
 
 This module holds the step arithmetic both training and the plan use, the checks, and the expansion
 of a study's points (lorafull.config.study calls it).

@@ -130,7 +130,9 @@ def comparable_setting(cfg) -> dict:
     if cfg.method.kind == "full":  # LoRA's own settings do nothing to a full fine-tuning run
         for key in ("method.r", "method.alpha", "method.dropout", "method.target_modules"):
             flat.pop(key, None)
-    if cfg.parent is not None:
+    if cfg.train.branch_of:  # a cooldown branch: its trunk by group too
+        flat["train.branch_of"] = _SEED_SUFFIX.sub("", cfg.train.branch_of)
+    elif cfg.parent is not None:
         flat["model.name_or_path"] = "run:" + _SEED_SUFFIX.sub("", cfg.parent)
     return flat
 

@@ -1,4 +1,5 @@
-"""Cooldown branches in the training loop (lorafull.config.branches says what they are).
+"""How long a run trains and where it keeps checkpoints for good, and cooldown branches in the training
+loop (lorafull.config.branches says what they are).
 
 A trunk (train.branch_max_tokens) trains at the stable lr to the last of its branches' cooldown
 starts and keeps a checkpoint at each. A branch (train.branch_of) is an ordinary run of its token
@@ -10,6 +11,7 @@ Library module (no command): lorafull.train.trainer calls it.
 """
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -19,6 +21,24 @@ from lorafull.config.branches import branch_points, branch_step, trunk_problems
 from lorafull.runs import RunPaths
 from lorafull.train.checkpoint import Checkpoints, checkpoint_step
 from lorafull.train.order import BatchOrder, steps_to_reach
+
+
+def plan_steps(run: RunConfig, order: BatchOrder) -> tuple[int, frozenset, int]:
+    """(total steps, pinned steps, the step a branch starts from): total from max_steps, else a token
+    budget, else epochs, a trunk's from its branches; pinned: save_at_tokens and a trunk's branch points."""
+    tc = run.train
+    total = tc.max_steps if tc.max_steps is not None else math.ceil(tc.epochs * order.steps_per_epoch)
+    if tc.max_tokens is not None and tc.max_steps is None:
+        # the budget may need more passes than train.epochs says: a token budget wins over epochs
+        (total,) = steps_to_reach(order, [tc.max_tokens], 10 ** 9)
+    branch_starts = frozenset()
+    if tc.branch_max_tokens:
+        total, branch_starts = trunk_plan(run, order)
+    if total <= 0:
+        raise ValueError("train.epochs / train.max_steps / train.max_tokens: no optimizer step to take")
+    at = steps_to_reach(order, list(tc.save_at_tokens), total)
+    pinned = frozenset(s for s in at if s is not None) | branch_starts
+    return total, pinned, branch_step(tc, total) if tc.branch_of else 0
 
 
 def trunk_plan(run: RunConfig, order: BatchOrder) -> tuple[int, frozenset]:
