@@ -173,6 +173,8 @@ def test_a_study_declares_durations_as_branches_in_one_key_and_plans_them_as_cha
     sigs = study_signatures(study)
     other = study_signatures(load_study(cfg, ["train.lr=2.0e-3"]))
     assert other["lora-tokens800-seed2"] != sigs["lora-tokens800-seed2"] != sigs["lora-tokens400-seed2"]
+    longer = study_signatures(load_study(cfg, ["train.branch_max_tokens=[400,800,1200]"]))  # another trunk
+    assert longer["lora-tokens800-seed2"] != sigs["lora-tokens800-seed2"]
     chained = study_signatures(load_study(cfg, ["runs=[{name: t}, {name: c, train.branch_max_tokens: [], "
                                                 "train.max_tokens: 800, model.name_or_path: 'run:t-trunk'}]"]))
     assert chained["c-seed2"] != chained["t-tokens800-seed2"]  # the same settings on the trunk's final model

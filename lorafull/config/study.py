@@ -93,7 +93,8 @@ def _grid_points(grid: dict, where: _Where) -> list[dict]:
 
 
 def _name_keys(grid: dict) -> set[str]:
-    """Grid keys that name a run: every plain key, and the first key of each zipped group."""
+    """Grid keys that name a run: every plain key, and the first key of each zipped group (every key,
+    where two points would otherwise get one name)."""
     return {str(k).split(",")[0].strip() for k in (grid or {})}
 
 
@@ -206,8 +207,11 @@ def _run_points(raw: dict, where: _Where, default_name: str) -> list[tuple[str, 
         raise ConfigError(f"{where.at('grid')}: expected a mapping of dotted keys to lists")
     naming = _name_keys(grid)
     origin_of = {_run_key(part.strip()): f"grid.{k}" for k in grid for part in str(k).split(",")}
-    for point in _grid_points(grid, where):
-        name = _default_name({k: v for k, v in point.items() if k in naming})
+    grid_points = _grid_points(grid, where)
+    names = [_default_name({k: v for k, v in point.items() if k in naming}) for point in grid_points]
+    if len(set(names)) < len(names):  # zipped groups alike in their first keys: named by all their keys
+        names = [_default_name(point) for point in grid_points]
+    for name, point in zip(names, grid_points):
         dotted = {_run_key(k): v for k, v in point.items()}
         points.append((name, dotted, {k: origin_of[k] for k in dotted}))
     runs = raw.get("runs") or []

@@ -177,7 +177,9 @@ def _branch_epochs(run: RunConfig, samples: float, per_sample: float, notes: lis
         total = steps_of(tc.max_tokens)
         start = branch_step(tc, total)
         steps = total - start
-        notes.append(f"cooldown branch of {tc.branch_of}: trains steps {start}..{total} only (its cooldown)")
+        notes.append(f"cooldown branch of {tc.branch_of}: trains steps {start}..{total} only (its cooldown)" if steps
+                     else f"cooldown branch of {tc.branch_of}: ends at step {total}, inside its warmup: nothing to "
+                          "cool down, its model is the trunk's there")
     else:
         steps = max(branch_points(tc, steps_of).values())
         notes.append(f"trunk of {len(tc.branch_max_tokens)} cooldown branches: trains to step {steps} "
@@ -211,6 +213,8 @@ def token_estimate(run: RunConfig, study: Study) -> dict:
         notes.append("unknown number of samples: set data.num_samples")
         return {"samples": None, "tokens_per_sample": per_sample, "tokens_source": source, "tokens": None,
                 "epochs": epochs, "notes": notes}
+    if run.data.packing:  # training packs the records into full blocks of max_length: those are the samples
+        samples, per_sample = samples * per_sample / run.data.max_length, float(run.data.max_length)
     if tc.max_tokens is not None:  # as in training: a token budget replaces epochs, max_steps caps
         epochs = tc.max_tokens / max(samples * per_sample, 1)
     if tc.max_steps is not None:
