@@ -81,12 +81,14 @@ def adapter(run_dir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_tokenizer_dir):
-    """A trunk with branches at 1500 and 3000 tokens, the 1500-token branch, and the same 1500-token run
-    trained from scratch (dropout on: the RNG state must travel with the checkpoint)."""
+    """A trunk with branches at 200, 1500 and 3000 tokens, the 1500-token branch, and the same 1500-token run
+    trained from scratch (dropout on: the RNG state must travel with the checkpoint); the 200-token branch
+    and run, which end inside the warmup."""
     from helpers.common import write_run_config
 
     root = tmp_path_factory.mktemp("branches")
-    trunk = write_run_config(root, "trunk", tiny_tokenizer_dir, **BRANCHED, **{"train.branch_max_tokens": [1500, 3000]})
+    trunk = write_run_config(root, "trunk", tiny_tokenizer_dir, **BRANCHED,
+                             **{"train.branch_max_tokens": [200, 1500, 3000]})
     branch = write_run_config(root, "b1500", tiny_tokenizer_dir, **BRANCHED,
                               **{"train.max_tokens": 1500, "train.branch_of": "trunk"})
     alone = write_run_config(root, "alone1500", tiny_tokenizer_dir, **BRANCHED, **{"train.max_tokens": 1500})
@@ -95,7 +97,10 @@ def trained(tmp_path_factory, tiny_tokenizer_dir):
     assert train.main([str(early)]) == 1  # before its trunk has trained: one line, nothing trained
     assert "the trunk trunk has no checkpoint at step" in read_status(early)["error"]
     assert not (early / "final").exists()
-    for run_dir in (trunk, branch, alone):
+    short = write_run_config(root, "b200", tiny_tokenizer_dir, **BRANCHED,
+                             **{"train.max_tokens": 200, "train.branch_of": "trunk"})
+    short_alone = write_run_config(root, "alone200", tiny_tokenizer_dir, **BRANCHED, **{"train.max_tokens": 200})
+    for run_dir in (trunk, branch, alone, short, short_alone):
         assert train.main([str(run_dir)]) == 0, read_status(run_dir)
     return trunk, branch, alone
 
@@ -139,6 +144,18 @@ def test_a_branch_resumes_from_the_trunk_bitwise_and_cools_down_to_the_floor(tra
     # its clock counts the cooldown only (the trunk's part is the trunk's cost)
     assert summary["wall_time_s"] < summary_of(trunk)["wall_time_s"]
     assert read_status(branch)["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_branch_that_ends_inside_its_warmup_is_the_trunk_there(trained):
+    """200 tokens take 2 steps, fewer than the warmup's 3: nothing to cool down (llm-foundry's formula),
+    so the branch trains no step and its model is the trunk's at step 2, the same as the 2-step run."""
+    root = trained[0].parent
+    summary = summary_of(root / "b200")
+    assert summary["branch_start"] == summary["steps"] == summary_of(root / "alone200")["steps"] == 2
+    assert 2 in [checkpoint_step(c) for c in Checkpoints(trained[0] / "checkpoints").complete()]
+    mine, theirs = adapter(root / "b200"), adapter(root / "alone200")
+    assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
 
 
 # ---------------------------------------------------------------------------------------------
