@@ -204,6 +204,9 @@ def test_a_study_declares_durations_as_branches_in_one_key_and_plans_them_as_cha
     assert [(a.depth, sorted(v.name for v in a.runs)) for a in plan.train_arrays] == [
         (0, ["lora-trunk-seed1", "lora-trunk-seed2"]), (1, sorted(n for n in names if "tokens" in n))]
     assert plan.parent_dep["lora-tokens400-seed1"][1] is plan.train_arrays[0]
+    from launch.render import render_study  # the sbatch scripts for plain sbatch: the same dependency
+
+    assert "# lora-tokens400-seed1 after lora-trunk-seed1" in render_study(study)["submit.sh"]
     # a branch that failed after its trunk finished is retried alone, with nothing to wait for
     for name in ("lora-trunk-seed1", "lora-tokens800-seed1"):
         run_dir = study.run_dir(study.run(name))

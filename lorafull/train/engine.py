@@ -5,7 +5,7 @@ Both expose the same five operations, so the loop in train.py never asks which o
     optimizer_step() -> grad_norm        once per global step (DeepSpeed steps inside its own boundary)
     lr(), save(folder), load(folder), export_state_dict(trainable_only)
 Both use the same optimizer (train.optimizer: torch AdamW or our Lion, decoupled decay on matrices only)
-and the same schedule, so a run means the same thing under either.
+and the same schedule (lorafull.train.schedule), so a run means the same thing under either.
 """
 from __future__ import annotations
 
