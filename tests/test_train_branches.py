@@ -168,11 +168,11 @@ BRANCH_TRAIN = {"max_steps": None, "scheduler": "inverse_sqrt", "warmup_steps": 
 def test_a_study_declares_durations_as_branches_in_one_key_and_plans_them_as_chained_runs(tmp_path, tiny_tokenizer_dir):
     from helpers.grid import make_data, study_dict, write_study
     from launch.jobs import Ledger
-    from launch.planning import make_plan
+    from launch.arrays import make_plan
     from launch.state import study_views
     from lorafull.config import ConfigError, load_study, study_signatures
     from lorafull.plan.estimate import estimate_study
-    from lorafull.runs import write_status
+    from lorafull.runs import Stage, status as run_status
 
     files = make_data(tmp_path, tiny_tokenizer_dir)
     cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, base={"train": BRANCH_TRAIN},
@@ -212,8 +212,8 @@ def test_a_study_declares_durations_as_branches_in_one_key_and_plans_them_as_cha
         run_dir = study.run_dir(study.run(name))
         (run_dir / "final").mkdir(parents=True)
         (run_dir / "final" / "adapter_config.json").write_text("{}")
-        write_status(run_dir, "done", stage="train", signature=sigs[name])
-    write_status(study.run_dir(study.run("lora-tokens400-seed1")), "failed", stage="train", error="node lost")
+        run_status.done(run_dir, Stage.TRAIN, signature=sigs[name])
+    run_status.failed(study.run_dir(study.run("lora-tokens400-seed1")), Stage.TRAIN, error="node lost")
     retry = make_plan(study, study_views(study, Ledger(study.output_dir), {}), retry=True)
     first = [v.name for v in retry.to_train if v.name.endswith("seed1")]
     assert first == ["lora-tokens400-seed1"] and "lora-tokens400-seed1" not in retry.parent_dep
