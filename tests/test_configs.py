@@ -191,6 +191,7 @@ def test_the_figure_study_sweeps_each_methods_lr_across_the_five_ift_durations()
         assert (r.train.weight_decay, r.train.scheduler, r.train.global_batch_size, r.data.max_length) == expected[1:]
         assert (r.train.optimizer, r.train.betas, r.train.min_lr_ratio, r.train.warmup_ratio) == \
             ("lion", [0.9, 0.95], 0.01, 0.1)
+    assert (study.select.keys, study.select.metric, study.select.holdout) == (["train.lr"], "learning", 0.3)
     learning = [t.name for t in study.analysis.target_tasks]
     assert "gsm8k" in learning and [t.metric for t in study.analysis.source_tasks] == ["acc_norm", "acc_norm", "acc"]
 
@@ -212,8 +213,10 @@ def test_peft_sweep_compares_methods_sizes_rates_and_task_counts():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_launch_grid_dry_runs_every_config(path, tmp_path):
     out = tmp_path / "study"
+    # the papers' studies name their files /PATH/TO/...: they exist only on a cluster
+    elsewhere = ["--inputs-on-cluster"] if "/PATH/TO/" in path.read_text() else []
     proc = subprocess.run([sys.executable, "-m", "launch.grid", str(path), "--dry-run", "--executor", "local",
-                           f"study.output_dir={out}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                           f"study.output_dir={out}", *elsewhere], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dry run" in proc.stdout and "nothing submitted" in proc.stdout

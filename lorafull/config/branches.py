@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from lorafull.config.schema import RunConfig, TrainConfig
-from lorafull.config.typed import to_dict
+from lorafull.config.schema import RunConfig, Study, TrainConfig
+from lorafull.config.typed import ConfigError, to_dict
 
 TRUNK_SUFFIX = "-trunk"
 
@@ -149,6 +149,14 @@ def trunk_problems(branch: RunConfig, trunk: RunConfig) -> list[str]:
             for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
 
 
+def check_branches(study: Study) -> None:
+    """A cooldown branch resumes from its trunk's checkpoint: the two must train alike up to there."""
+    for run in study.runs:
+        if run.train.branch_of:
+            for why in trunk_problems(run, study.run(run.train.branch_of)):
+                raise ConfigError(f"{study.path}: run {run.name!r} (a cooldown branch of {run.train.branch_of}): {why}")
+
+
 def follow_parents(run: RunConfig, rename: Callable[[str], str]) -> None:
     """Apply a renaming (seeded names, grid slugs) to both references a run may hold: its trunk and the
     run whose final model it starts from."""
@@ -203,3 +211,13 @@ def expand_branch_points(points: list[tuple[str, dict, dict]], base_train: Train
                         {**origins, "train.branch_max_tokens": src, "train.max_tokens": f"{src}[{i}]",
                          "train.branch_of": src}))
     return out
+
+
+def as_written(points: list[tuple[str, dict, dict]]) -> list[tuple[str, dict, dict]]:
+    """The points without the keys the expansion set to make a branch (its empty branch list, its trunk):
+    for the check of command-line overrides, which would take them for settings a run gives itself."""
+    def made(dotted: dict, origins: dict) -> bool:
+        return "train.branch_of" in dotted and origins.get("train.branch_of", "").endswith("train.branch_max_tokens")
+
+    return [(name, {k: v for k, v in dotted.items() if k not in ("train.branch_max_tokens", "train.branch_of")}
+             if made(dotted, origins) else dotted, origins) for name, dotted, origins in points]

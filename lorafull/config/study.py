@@ -15,8 +15,10 @@ from typing import Any, Optional
 
 import yaml
 
-from lorafull.config.branches import expand_branch_points, follow_parents, trunk_problems
+from lorafull.config.branches import as_written, check_branches, expand_branch_points, follow_parents
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
+from lorafull.config.overrides import check_overrides
+from lorafull.config.selection import SelectConfig
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
@@ -101,7 +103,7 @@ def _name_keys(grid: dict) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # Loading a study
 # ---------------------------------------------------------------------------------------------
-_TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis")
+_TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis", "select")
 
 
 def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
@@ -236,7 +238,7 @@ def _study_sections(raw: dict, where: _Where) -> dict:
         if k not in _TOP_KEYS:
             close = difflib.get_close_matches(str(k), _TOP_KEYS, n=1)
             raise ConfigError(f"{where.at(k)}: unknown section" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    for k in ("study", "base", "slurm", "plan", "analysis"):
+    for k in ("study", "base", "slurm", "plan", "analysis", "select"):
         if raw.get(k) is not None and not isinstance(raw[k], dict):
             raise ConfigError(f"{where.at(k)}: expected a mapping, got {raw[k]!r}")
     section = _build(StudySection, raw.get("study") or {}, where, "study")
@@ -249,7 +251,14 @@ def _study_sections(raw: dict, where: _Where) -> dict:
             task.path = str(Path(task.path.replace("{study_dir}", section.output_dir)).expanduser().resolve())
     return {"study": section, "slurm": _build(SlurmConfig, raw.get("slurm") or {}, where, "slurm"),
             "plan": _build(PlanConfig, raw.get("plan") or {}, where, "plan"), "analysis": analysis,
-            "base": _build(RunConfig, raw.get("base") or {}, where, "base")}
+            "base": _build(RunConfig, raw.get("base") or {}, where, "base"), "select": _select(raw, where)}
+
+
+def _select(raw: dict, where: _Where) -> SelectConfig:
+    select = _build(SelectConfig, raw.get("select") or {}, where, "select")
+    for key, why in select.problems(RunConfig):
+        raise ConfigError(f"{where.at(key)}: {why}")
+    return select
 
 
 def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, dict[str, str]]:
@@ -285,6 +294,7 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     grid_names = set()
     points = expand_branch_points(_run_points(raw, where, parts["study"].name), parts["base"].train)
     points, groups = _expand_seeds(points, parts["study"].seeds, where)
+    check_overrides(where.cli, as_written(points))
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
@@ -318,7 +328,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prep
     parts = _study_sections(raw, where)
     runs, grid_names = _expand_runs(raw, where, parts)
     study = Study(path=path, runs=_order_by_parents(runs, path), **parts)
-    _check_branches(study)
+    check_branches(study)
     if prepare:
         prepare_study(study)
     _name_grid_runs(study, grid_names)
@@ -340,7 +350,14 @@ def prepare_study(study: Study) -> None:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
-    fn(study)
+    try:
+        fn(study)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a missing package or file of the hook: one line, no traceback
+        from lorafull.runs import error_line
+
+        raise ConfigError(f"{study.path}: study.prepare ({study.study.prepare}): {error_line(e)}") from None
 
 
 def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:
@@ -377,10 +394,3 @@ def _name_grid_runs(study: Study, grid_names: set[str]) -> None:
     for run in study.runs:  # "run:<slug>" and a branch's trunk follow their grid parent's new name
         follow_parents(run, lambda p: renamed.get(p, p))
 
-
-def _check_branches(study: Study) -> None:
-    """A cooldown branch resumes from its trunk's checkpoint: the two must train alike up to there."""
-    for run in study.runs:
-        if run.train.branch_of:
-            for why in trunk_problems(run, study.run(run.train.branch_of)):
-                raise ConfigError(f"{study.path}: run {run.name!r} (a cooldown branch of {run.train.branch_of}): {why}")
