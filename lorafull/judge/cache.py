@@ -37,6 +37,11 @@ def cache_key(model: str, messages: list[dict], sample: int, attempt: int = 0, e
 STALE_STREAK_S = 600.0
 
 
+def default_cache_path(run_dir: str | Path) -> Path:
+    """eval.judge.cache when unset: STUDY_DIR/cache/judge.sqlite, shared by the study's runs."""
+    return Path(run_dir).resolve().parent.parent / "cache" / "judge.sqlite"
+
+
 def _dead_here(owner: str) -> bool:
     """True for an owner process of this host that has exited (killed mid-request)."""
     host, _, rest = owner.partition(":")
@@ -91,6 +96,19 @@ class JudgeCache:
         # OR IGNORE: if another process stored the same key meanwhile, its reply stays (first one wins)
         self.db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
                         (key, model, reply, prompt_tokens, completion_tokens, time.time()))
+
+    def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
+        """(key, model, reply, prompt_tokens, completion_tokens) rows in one transaction: a downloaded
+        batch of 50,000 replies is stored at once, all or nothing."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
+                                [(*row, now) for row in rows])
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def claim(self, key: str, owner: str, lease_s: float) -> bool:
         """True when `owner` may request `key` now: nobody holds it, the holder's lease ran out, or
