@@ -15,10 +15,10 @@ import pytest
 from helpers.batch_server import FakeBatchServer
 from helpers.eval_runs import judge_cli, make_judge_run, scores_by_id
 from helpers.openai_server import FakeJudgeServer, expected_score
-from lorafull.judge.batch_pool import POOL_FILE, poll_study
+from lorafull.judge.batch_pool import POOL_FILE
 from lorafull.judge.request import STRUCTURED_FORMAT
 from lorafull.judge.stage import judge_run
-from lorafull.runs import read_status, write_status
+from lorafull.runs import read_status
 
 N = 8
 KEEP = ("id", "class", "score", "samples", "reply", "tokens", "error", "error_kind")
@@ -55,12 +55,15 @@ def online_rows(tmp_path, items: list[dict], **judge) -> dict:
 
 
 def server_tokens(items: list[dict]) -> int:
-    """The fake server's own count of a line's enqueued tokens, for the largest of these items."""
+    """The fake server's own count of a line's enqueued tokens (characters / 4 of the line, plus
+    max_tokens), for the largest of these items as the judge sends them."""
+    from lorafull.config import JudgeConfig
+    from lorafull.judge.batch_walk import request_line
     from lorafull.judge.prompts import build_messages, load_prompts
 
-    prompt = load_prompts(None)["brainstorming"]
-    return max(len(json.dumps(build_messages(prompt, it["question"], it["response"]), ensure_ascii=False)) // 4 + 256
-               for it in items)
+    prompt, cfg = load_prompts(None)["brainstorming"], JudgeConfig(model="gpt-3.5-turbo")
+    lines = [request_line(cfg, "0" * 64, build_messages(prompt, it["question"], it["response"]), 0) for it in items]
+    return max(len(json.dumps(line, ensure_ascii=False)) // 4 + cfg.max_tokens for line in lines)
 
 
 # mode -> (server settings, markers by item, {item: (error_kind, reason)} of the items left unscored)

@@ -15,18 +15,16 @@ permanent failure, "transport" after max_retries rounds: judged again when the r
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
 
 from lorafull.config import JudgeConfig
+from lorafull.judge.batch_flight import open_client, pump_errors
 from lorafull.judge.batch_pool import BatchPending, BatchPool, Member
 from lorafull.judge.batch_size import encode_line, request_tokens
 from lorafull.judge.batch_walk import walk
 from lorafull.judge.cache import JudgeCache
-from lorafull.judge.client import resolve_api_key
-from lorafull.judge.limits import FatalJudgeError, classify
 from lorafull.runs import RunPaths, read_jsonl
 
 __all__ = ["BatchPending", "judge_batch", "batch_price", "open_client", "pump_errors", "STATE_FILE"]
@@ -34,39 +32,12 @@ __all__ = ["BatchPending", "judge_batch", "batch_price", "open_client", "pump_er
 # the per-run batch record of earlier versions: a batch it names is taken over by the study's pool
 STATE_FILE = RunPaths.of(".").judge_batch.name
 BATCH_PRICE_FACTOR = 0.5  # the Batch API's discount on both input and output tokens
-# uploads of up to 200 MB and their downloads: a longer wait between two reads than a chat request's
-FILES_TIMEOUT_S = 120.0
 
 
 def batch_price(cfg: JudgeConfig) -> JudgeConfig:
     prices = {m: {k: float(v) * BATCH_PRICE_FACTOR for k, v in p.items()} if isinstance(p, dict) else p
               for m, p in cfg.prices.items()}
     return dataclasses.replace(cfg, prices=prices)
-
-
-def open_client(cfg: JudgeConfig):
-    import openai
-
-    return openai.OpenAI(api_key=resolve_api_key(cfg), base_url=cfg.base_url,
-                         timeout=max(cfg.timeout_s, FILES_TIMEOUT_S))
-
-
-@contextlib.contextmanager
-def pump_errors(cfg: JudgeConfig):
-    """The provider's errors while pumping, as the judge reads them: a bad key or an unknown endpoint
-    stops the judge (FatalJudgeError); an endpoint that does not answer now leaves the runs waiting
-    (the openai client has already retried it), their state saved."""
-    import openai
-
-    try:
-        yield
-    except (openai.APIConnectionError, openai.APIStatusError) as e:
-        where = f"the batch API at {cfg.base_url or 'api.openai.com'}"
-        text = f"{type(e).__name__}{f' {e.status_code}' if getattr(e, 'status_code', None) else ''}: " \
-               f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-        if classify(e) == "retry":
-            raise BatchPending(f"{where} did not answer ({text}); asked again on the next call") from None
-        raise FatalJudgeError(f"{where}: {text}") from None
 
 
 def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeCache) -> tuple[list, dict, dict]:
@@ -79,17 +50,20 @@ def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeC
     with pool.opened():
         _adopt_run_batch(pool, run_dir)
         failures = pool.state["failures"]
-        if not pool.registered(run_dir):  # judged anew: requests that ran out of rounds get new ones
-            for key in walk(todo, cfg, cache, {k: f for k, f in failures.items() if f["kind"] == "permanent"}).needed:
+        if pool.registered(run_dir):
+            plan = walk(todo, cfg, cache, failures)
+        else:  # judged anew: requests that ran out of rounds get new ones
+            plan = walk(todo, cfg, cache, {k: f for k, f in failures.items() if f["kind"] == "permanent"})
+            for key in plan.needed:
                 if failures.get(key, {}).get("kind") == "transient":
                     failures.pop(key)
-        plan = walk(todo, cfg, cache, failures)
         if plan.needed:
             pool.register(run_dir)
             pool.save()
             with pump_errors(cfg):
-                pool.pump(open_client(cfg), cache, Member(run_dir, cfg, todo))
-            plan = walk(todo, cfg, cache, failures)
+                pool.pump(open_client(cfg), cache, Member(run_dir, cfg, todo, plan))
+            if pool.collected:  # replies came in: where does the run stand now?
+                plan = walk(todo, cfg, cache, failures)
             if plan.needed:
                 raise BatchPending(pool.why_waiting(plan.needed))
         pool.unregister(run_dir)

@@ -10,22 +10,74 @@ openai client's own retries are off for the create call for the same reason.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 
+from lorafull.config import JudgeConfig
 from lorafull.judge.batch_lines import read_line, read_refusal
 from lorafull.judge.batch_size import Queued, batch_length, encode_line
 from lorafull.judge.batch_walk import ENDPOINT
 from lorafull.judge.cache import JudgeCache
-from lorafull.judge.limits import FatalJudgeError
+from lorafull.judge.client import resolve_api_key
+from lorafull.judge.limits import FatalJudgeError, classify
 from lorafull.runs import read_jsonl
 
 KEEP_ENDED = 200  # ended batches kept in pool.json, newest last
+# uploads of up to 200 MB and their downloads: a longer wait between two reads than a chat request's
+FILES_TIMEOUT_S = 120.0
+
+
+class BatchPending(Exception):
+    """The run's requests are not all answered yet; its judging resumes on the next call."""
+
+
+def open_client(cfg: JudgeConfig):
+    import openai
+
+    return openai.OpenAI(api_key=resolve_api_key(cfg), base_url=cfg.base_url,
+                         timeout=max(cfg.timeout_s, FILES_TIMEOUT_S))
+
+
+@contextlib.contextmanager
+def pump_errors(cfg: JudgeConfig):
+    """The provider's errors while pumping, as the judge reads them: a bad key or an unknown endpoint
+    stops the judge (FatalJudgeError); an endpoint that does not answer now leaves the runs waiting
+    (the openai client has already retried it), their state saved."""
+    import openai
+
+    try:
+        yield
+    except (openai.APIConnectionError, openai.APIStatusError) as e:
+        where = f"the batch API at {cfg.base_url or 'api.openai.com'}"
+        text = f"{type(e).__name__}{f' {e.status_code}' if getattr(e, 'status_code', None) else ''}: " \
+               f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        if classify(e) == "retry":
+            raise BatchPending(f"{where} did not answer ({text}); asked again on the next call") from None
+        raise FatalJudgeError(f"{where}: {text}") from None
 
 
 def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+# ---- a batch's input file, and its custom ids beside it (read at every pump: no JSON to parse) ----
+def _keys_path(path):
+    return path.with_suffix(".keys")
+
+
+def write_keys(path, keys: list[str]) -> None:
+    tmp = path.with_name(f".{path.stem}.keys.tmp")
+    tmp.write_text("".join(f"{k}\n" for k in keys))
+    os.replace(tmp, _keys_path(path))
+
+
+def batch_keys(path) -> list[str]:
+    """The custom ids of a batch in flight, in input-file order (line n of the file is keys[n - 1])."""
+    if not _keys_path(path).exists():  # written before the input file's rename, or lost: read the file
+        write_keys(path, [line["custom_id"] for line in read_jsonl(path)])
+    return _keys_path(path).read_text().split()
 
 
 # ---- sending -------------------------------------------------------------------------------------
@@ -87,6 +139,7 @@ def _send(pool, client, chunk: list[Queued]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    write_keys(path, [q.line["custom_id"] for q in chunk])
     rec = {"n": n, "file": path.name, "requests": len(chunk), "bytes": sum(q.size for q in chunk),
            "tokens": sum(q.tokens for q in chunk), "queued": time.time()}
     pool.state["batches"].append(rec)
@@ -139,7 +192,8 @@ def _find(client, rec: dict):
 
 def _drop(pool, rec: dict) -> None:
     pool.state["batches"].remove(rec)
-    (pool.root / "batches" / rec["file"]).unlink(missing_ok=True)
+    for path in (pool.root / "batches" / rec["file"], _keys_path(pool.root / "batches" / rec["file"])):
+        path.unlink(missing_ok=True)
     pool._flight = None
     pool.save()
 
@@ -149,7 +203,7 @@ def collect(pool, client, cache: JudgeCache, rec: dict, batch) -> list[str]:
     """Take an ended batch off the flight: its replies into the cache, its failures recorded (a
     transient one waits out the judge's backoff, then goes in the next round). Returns the reason of
     a batch refused whole for no line and no token limit (the judge stops; the next call sends anew)."""
-    keys = [line["custom_id"] for line in read_jsonl(pool.root / "batches" / rec["file"])]
+    keys = batch_keys(pool.root / "batches" / rec["file"])
     failures, fatal = pool.state["failures"], []
     if batch.status == "failed":  # refused at validation: nothing ran, nothing was billed
         refusal = read_refusal(batch)
@@ -168,8 +222,9 @@ def collect(pool, client, cache: JudgeCache, rec: dict, batch) -> list[str]:
     pool.state["batches"].remove(rec)
     pool.state["ended"] = (pool.state["ended"] + [{
         "n": rec["n"], "batch_id": batch.id, "status": batch.status, "requests": rec["requests"],
-        "tokens": rec["tokens"], "ended": time.time()}])[-KEEP_ENDED:]
-    (pool.root / "batches" / rec["file"]).unlink(missing_ok=True)
+        "tokens": rec["tokens"], "bytes": rec["bytes"], "ended": time.time()}])[-KEEP_ENDED:]
+    for path in (pool.root / "batches" / rec["file"], _keys_path(pool.root / "batches" / rec["file"])):
+        path.unlink(missing_ok=True)
     pool._flight = None
     pool.save()
     return fatal

@@ -41,21 +41,18 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from lorafull.config import JudgeConfig, load_run_config
-from lorafull.judge.batch_lines import read_line, read_refusal
-from lorafull.judge.batch_size import Queued, batch_length, encode_line, tokenizer_for
-from lorafull.judge.batch_walk import ENDPOINT, request_line, unjudged, walk
+from lorafull.judge.batch_flight import (BatchPending, batch_keys, collect, finish_creation, open_client, pump_errors,
+                                         submit)
+from lorafull.judge.batch_size import Queued, tokenizer_for
+from lorafull.judge.batch_walk import Walk, request_line, unjudged, walk
 from lorafull.judge.cache import JudgeCache, default_cache_path
-from lorafull.judge.limits import RetryPolicy
-from lorafull.runs import read_jsonl, read_status, stage_lock, write_json_atomic
+from lorafull.judge.limits import FatalJudgeError, RetryPolicy
+from lorafull.runs import read_status, stage_lock, write_json_atomic
 
 POOL_FILE = "pool.json"
 RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
 MB = 1_000_000
 BACKOFF_SLEEP_S = 10.0  # a backoff ending sooner than this is slept out in the pump, not left to the next call
-
-
-class BatchPending(Exception):
-    """The run's requests are not all answered yet; its judging resumes on the next call."""
 
 
 def identity(cfg: JudgeConfig) -> dict:
@@ -78,6 +75,7 @@ class Member:
     run_dir: Path
     cfg: JudgeConfig
     todo: list[dict]
+    plan: Optional[Walk] = None  # where it stood before this pump, if its judge just walked it
 
 
 @dataclass
@@ -109,6 +107,7 @@ class BatchPool:
         self.state: dict = {}
         self.settings = Settings()
         self.polls = 0  # batches.retrieve calls of this process
+        self.collected = 0  # batches that ended and were read by this process
         self.settled: list[Path] = []  # waiting runs whose every request is answered or failed for good
         self.queue = Queue()
         self._flight: Optional[dict[str, dict]] = None  # cache key -> the in-flight batch holding it
@@ -158,15 +157,12 @@ class BatchPool:
         if self._flight is None:
             self._flight = {}
             for rec in self.state["batches"]:
-                for line in read_jsonl(self.root / "batches" / rec["file"]):
-                    self._flight[line["custom_id"]] = rec
+                self._flight.update(dict.fromkeys(batch_keys(self.root / "batches" / rec["file"]), rec))
         return self._flight
 
     # ---- one pump ------------------------------------------------------------------------------
     def pump(self, client, cache: JudgeCache, caller: Optional[Member] = None) -> None:
         """Poll the batches in flight, store what ended, and submit what the waiting runs need."""
-        from lorafull.judge.batch_flight import collect, finish_creation, submit
-
         members = self._members(caller)
         if members:
             self.settings = Settings.of([m.cfg for m in members])
@@ -182,12 +178,11 @@ class BatchPool:
             rec.update(status=batch.status, done=getattr(counts, "completed", None), total=getattr(counts, "total", None))
             if batch.status not in RUNNING:
                 fatal += collect(self, client, cache, rec, batch)
+                self.collected += 1
         for rec in [r for r in self.state["batches"] if not r.get("batch_id")]:
             finish_creation(self, client, rec)  # cut short by a crash or a failed call
         self.save()
         if fatal:
-            from lorafull.judge.limits import FatalJudgeError
-
             raise FatalJudgeError("; ".join(fatal))
         self.queue = self._queue(members, cache)
         submit(self, client)
@@ -218,7 +213,7 @@ class BatchPool:
         lines: dict[str, dict] = {}
         self.settled = []
         for m in members:
-            plan = walk(m.todo, m.cfg, cache, failures)
+            plan = m.plan if m.plan is not None and not self.collected else walk(m.todo, m.cfg, cache, failures)
             if not plan.needed:
                 self.settled.append(m.run_dir)
             for key, (msgs, attempt) in plan.needed.items():
@@ -265,9 +260,9 @@ class BatchPool:
     # ---- what waits, and why -------------------------------------------------------------------
     def why_waiting(self, keys) -> str:
         """One line for a run whose requests `keys` are not all answered yet."""
-        flight = self.in_flight()
+        flight, keys = self.in_flight(), set(keys)
         recs = {flight[k]["n"]: flight[k] for k in keys if k in flight}
-        queued = sum(1 for q in self.queue.items if q.line["custom_id"] in set(keys))
+        queued = sum(1 for q in self.queue.items if q.line["custom_id"] in keys)
         parts = [_describe_batch(r) for r in sorted(recs.values(), key=lambda r: r["n"])[:3]]
         if len(recs) > 3:
             parts.append(f"{len(recs) - 3} more batch(es) in flight")
@@ -321,8 +316,6 @@ def poll_study(runs: list[tuple[Path, JudgeConfig]]) -> StudyPoll:
     """Pump every judge batch pool of a study's runs once: one poll per batch in flight, whatever the
     number of runs. Returns the runs now ready to be scored (their judge reads the cache, loads no
     model and asks nothing more) and one line per pool for --status."""
-    from lorafull.judge.batch import open_client, pump_errors
-
     pools: dict[Path, tuple[Path, JudgeConfig]] = {}
     for run_dir, cfg in runs:
         if cfg.kind == "openai" and cfg.mode == "batch":

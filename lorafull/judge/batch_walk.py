@@ -42,30 +42,48 @@ def final_failure(failure: dict | None, cfg: JudgeConfig) -> tuple[str, str] | N
 
 def walk(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, failures: dict[str, dict]) -> Walk:
     prompts = load_prompts(cfg.prompts)
+    by_class = {c: prompts[normalize_class(c)] for c in {item["class"] for item in todo}}
+    messages = [build_messages(by_class[item["class"]], item.get("question", ""), item.get("response", ""),
+                               item.get("std_answer", "")) for item in todo]
+    needs: dict[int, dict] = {}
+    errors: dict[int, tuple[str, str]] = {}
+    asking = [(i, sample) for i in range(len(todo)) for sample in range(max(1, cfg.n_samples))]
+    for attempt in attempts(cfg):  # attempt by attempt, each looked up for all items at once
+        keys = {(i, sample): request_key(cfg, messages[i], sample, attempt) for i, sample in asking}
+        hits = cache.get_many(set(keys.values()))
+        asking = []
+        for (i, sample), key in keys.items():
+            if key in hits:
+                if not _readable(cfg, key, hits[key].reply):
+                    asking.append((i, sample))  # unreadable: the re-ask
+                continue
+            error = final_failure(failures.get(key), cfg)
+            if error:
+                errors.setdefault(i, error)
+            else:
+                needs.setdefault(i, {})[key] = (messages[i], attempt)
+        if not asking:
+            break
     out = Walk({}, {}, [])
-    for item in todo:
-        msgs = build_messages(prompts[normalize_class(item["class"])], item.get("question", ""),
-                              item.get("response", ""), item.get("std_answer", ""))
-        needs, error = {}, None
-        for sample in range(max(1, cfg.n_samples)):
-            for attempt in attempts(cfg):
-                key = request_key(cfg, msgs, sample, attempt)
-                hit = cache.get(key)
-                if hit is not None:
-                    if read_reply(cfg, hit.reply).score is not None:
-                        break
-                    continue  # unreadable: the re-ask
-                error = error or final_failure(failures.get(key), cfg)
-                if error is None:
-                    needs[key] = (msgs, attempt)
-                break
-        if error:
-            out.errors[str(item["id"])] = error
-        elif needs:
-            out.needed.update(needs)
+    for i, item in enumerate(todo):
+        if i in errors:
+            out.errors[str(item["id"])] = errors[i]
+        elif i in needs:
+            out.needed.update(needs[i])
         else:
             out.ready.append(item)
     return out
+
+
+_READABLE: dict[str, bool] = {}  # cache key -> whether its reply carries a score (a key fixes the reading)
+
+
+def _readable(cfg: JudgeConfig, key: str, reply: str) -> bool:
+    if key not in _READABLE:
+        if len(_READABLE) > 2_000_000:
+            _READABLE.clear()
+        _READABLE[key] = read_reply(cfg, reply).score is not None
+    return _READABLE[key]
 
 
 def request_line(cfg: JudgeConfig, key: str, messages: list, attempt: int) -> dict:

@@ -92,6 +92,17 @@ class JudgeCache:
                               (key,)).fetchone()
         return CachedReply(*row) if row else None
 
+    def get_many(self, keys) -> dict[str, CachedReply]:
+        """The cached replies of those `keys` that have one: one query per 500 keys, not one per key
+        (a batch walk looks up every request of a study)."""
+        keys, found = list(keys), {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            rows = self.db.execute("SELECT key, reply, prompt_tokens, completion_tokens FROM replies WHERE key IN "
+                                   f"({','.join('?' * len(part))})", part).fetchall()
+            found.update((row[0], CachedReply(*row[1:])) for row in rows)
+        return found
+
     def put(self, key: str, model: str, reply: str, prompt_tokens: int, completion_tokens: int) -> None:
         # OR IGNORE: if another process stored the same key meanwhile, its reply stays (first one wins)
         self.db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
