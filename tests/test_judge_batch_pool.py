@@ -48,6 +48,7 @@ def test_the_runs_of_a_study_share_one_batch_and_status_polls_once_per_batch(tmp
         polled = poll_study(study_runs(runs))  # --status: one call for the study's one batch
         assert polled.polls == 1 and polled.settled == [] and server.retrievals == 1
         assert "1 batch(es) in flight" in polled.notes[0] and "3 run(s) waiting on it" in polled.notes[0], polled.notes
+        assert all("is in_progress" in read_status(d)["waiting_for"] for d in runs)  # what --status shows per run
         polled = poll_study(study_runs(runs))
         assert polled.polls == 1 and sorted(d.name for d in polled.settled) == ["r1", "r2", "r3"]
         summaries = [judge_run(d, progress=False) for d in runs]  # scored from the cache: no call at all

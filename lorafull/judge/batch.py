@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 from lorafull.config import JudgeConfig
-from lorafull.judge.batch_flight import open_client, pump_errors
-from lorafull.judge.batch_pool import BatchPending, BatchPool, Member
+from lorafull.judge.batch_flight import BatchPending, open_client, pump_errors
+from lorafull.judge.batch_pool import BatchPool, Member
 from lorafull.judge.batch_size import encode_line, request_tokens
 from lorafull.judge.batch_walk import walk
 from lorafull.judge.cache import JudgeCache
@@ -54,9 +54,10 @@ def judge_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache: JudgeC
             plan = walk(todo, cfg, cache, failures)
         else:  # judged anew: requests that ran out of rounds get new ones
             plan = walk(todo, cfg, cache, {k: f for k, f in failures.items() if f["kind"] == "permanent"})
-            for key in plan.needed:
-                if failures.get(key, {}).get("kind") == "transient":
-                    failures.pop(key)
+            reset = [key for key in plan.needed if failures.get(key, {}).get("kind") == "transient"]
+            for key in reset:
+                failures.pop(key)
+            pool.state["generation"] += bool(reset)  # other runs asking them walk again too
         if plan.needed:
             pool.register(run_dir)
             pool.save()

@@ -88,10 +88,10 @@ def submit(pool, client) -> None:
     refusal = pool.state["refusal"]
     if not q.items:
         return
-    if refusal and (refusal["after_end"] or now < refusal["not_before"]):
+    if refusal and ((refusal["after_end"] and pool.state["batches"]) or now < refusal["not_before"]):
         when = "once a batch in flight ends" if refusal["after_end"] else f"from {_clock(refusal['not_before'])}"
         q.why = (f"refused for the model's enqueued-token limit at {_clock(refusal['at'])} ({refusal['message']}); "
-                 f"sent again {when}, in batches of at most {refusal['cap']:,} estimated tokens")
+                 f"sent again {when}, at most {refusal['limit']:,} estimated tokens in flight")
         return
     gathered, why = _gathered(pool, now)
     items = q.items
@@ -100,11 +100,13 @@ def submit(pool, client) -> None:
             q.why = why
             break
         in_flight = sum(r["tokens"] for r in pool.state["batches"])
-        room = min(s.token_limit - in_flight, refusal["cap"] if refusal else float("inf"))
-        n = batch_length(items, s.max_requests, s.max_bytes, room)
+        limit = min(s.token_limit, refusal["limit"] if refusal else float("inf"))
+        n = batch_length(items, s.max_requests, s.max_bytes, limit - in_flight)
         if n == 0 and pool.state["batches"]:  # room comes back when a batch ends
-            q.why = (f"waiting for room under eval.judge.enqueued_token_limit: {in_flight:,} of "
-                     f"{s.token_limit:,.0f} estimated tokens in flight ({pool.token_note()})")
+            which = "eval.judge.enqueued_token_limit" if limit == s.token_limit else \
+                f"the model's enqueued-token limit, as its refusal at {_clock(refusal['at'])} showed it"
+            q.why = (f"waiting for room under {which}: {in_flight:,} of {limit:,.0f} estimated tokens in "
+                     f"flight ({pool.token_note()})")
             break
         _send(pool, client, items[:max(n, 1)])  # alone over the limit, with nothing in flight: it goes alone
         items = items[max(n, 1):]
@@ -262,13 +264,16 @@ def _download(pool, client, cache: JudgeCache, batch, keys: list[str]) -> None:
 
 
 def _refused(pool, rec: dict, message: str, keys: list[str]) -> None:
-    """A batch refused for the enqueued-token limit: its requests go again later, in smaller batches."""
+    """A batch refused for the enqueued-token limit: its requests go again later, and from now on the
+    batches in flight hold at most what was in flight then plus half the refused batch (the provider
+    counts its own way: the limit it showed is learned, not assumed)."""
     others = [r for r in pool.state["batches"] if r is not rec and r.get("batch_id")]
-    earlier = pool.state["refusal"] or {"count": 0, "cap": rec["tokens"]}
+    earlier = pool.state["refusal"] or {"count": 0, "limit": float("inf")}
     now, count = time.time(), earlier["count"] + 1
     if rec["requests"] == 1 and not others:  # alone and nothing else in flight: it can never go
         pool.state["failures"][keys[0]] = {"kind": "permanent", "tries": 0,
                                            "error": f"refused alone for the enqueued-token limit: {message}"[:300]}
+    shown = sum(r["tokens"] for r in others) + rec["tokens"] // 2
     pool.state["refusal"] = {"at": now, "count": count, "message": message[:300],
-                             "cap": max(1, min(earlier["cap"], rec["tokens"] // 2)), "after_end": bool(others),
+                             "limit": max(1, min(earlier["limit"], shown)), "after_end": bool(others),
                              "not_before": now if others else now + pool.policy().backoff_s(count - 1)}

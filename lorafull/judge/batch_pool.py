@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lorafull.config import JudgeConfig, load_run_config
+from lorafull.config import JudgeConfig, load_run_config, read_eval_fingerprint
 from lorafull.judge.batch_flight import (BatchPending, batch_keys, collect, finish_creation, open_client, pump_errors,
                                          submit)
 from lorafull.judge.batch_size import Queued, tokenizer_for
 from lorafull.judge.batch_walk import Walk, request_line, unjudged, walk
 from lorafull.judge.cache import JudgeCache, default_cache_path
 from lorafull.judge.limits import FatalJudgeError, RetryPolicy
-from lorafull.runs import read_status, stage_lock, write_json_atomic
+from lorafull.runs import JsonlWriter, error_line, read_jsonl, read_status, stage_lock, write_json_atomic, write_status
 
 POOL_FILE = "pool.json"
 RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
@@ -88,10 +88,20 @@ class Settings:
     backoff_base_s: float = 1.0
 
     @classmethod
-    def of(cls, cfgs: list[JudgeConfig]) -> "Settings":
-        return cls(min(c.batch_max_requests for c in cfgs), int(min(c.batch_max_mb for c in cfgs) * MB),
-                   min((c.enqueued_token_limit for c in cfgs if c.enqueued_token_limit), default=float("inf")),
-                   min(c.batch_wait_s for c in cfgs), min(c.backoff_base_s for c in cfgs))
+    def of(cls, each: list[dict]) -> "Settings":
+        """The strictest of several runs' settings (as _settings_of records them)."""
+        return cls(min(s["max_requests"] for s in each), min(s["max_bytes"] for s in each),
+                   min((s["token_limit"] for s in each if s.get("token_limit")), default=float("inf")),
+                   min(s["wait_s"] for s in each), min(s["backoff_base_s"] for s in each))
+
+
+def _settings_of(cfg: JudgeConfig) -> dict:
+    return {"max_requests": cfg.batch_max_requests, "max_bytes": int(cfg.batch_max_mb * MB),
+            "token_limit": cfg.enqueued_token_limit, "wait_s": cfg.batch_wait_s, "backoff_base_s": cfg.backoff_base_s}
+
+
+def _json_settings(settings: Settings) -> dict:
+    return {**vars(settings), "token_limit": None if settings.token_limit == float("inf") else settings.token_limit}
 
 
 @dataclass
@@ -109,6 +119,7 @@ class BatchPool:
         self.polls = 0  # batches.retrieve calls of this process
         self.collected = 0  # batches that ended and were read by this process
         self.settled: list[Path] = []  # waiting runs whose every request is answered or failed for good
+        self.needs: dict[Path, set[str]] = {}  # waiting run -> the requests it still needs (this pump)
         self.queue = Queue()
         self._flight: Optional[dict[str, dict]] = None  # cache key -> the in-flight batch holding it
 
@@ -128,7 +139,8 @@ class BatchPool:
             path = self.root / POOL_FILE
             self.state = json.loads(path.read_text()) if path.exists() else {}
             for key, default in (("identity", self.identity), ("runs", {}), ("batches", []), ("ended", []),
-                                 ("failures", {}), ("refusal", None), ("next", 1), ("queued_since", None)):
+                                 ("failures", {}), ("refusal", None), ("next", 1), ("queued_since", None),
+                             ("generation", 0)):
                 self.state.setdefault(key, default)
             self._flight = None
             yield self
@@ -147,10 +159,11 @@ class BatchPool:
         return self._rel(run_dir) in self.state["runs"]
 
     def register(self, run_dir: Path) -> None:
-        self.state["runs"].setdefault(self._rel(run_dir), {"since": time.time()})
+        self._record(run_dir)
 
     def unregister(self, run_dir: Path) -> None:
-        self.state["runs"].pop(self._rel(run_dir), None)
+        if self.state["runs"].pop(self._rel(run_dir), None) is not None:
+            self._needs_path(self._rel(run_dir)).unlink(missing_ok=True)
 
     def in_flight(self) -> dict[str, dict]:
         """cache key -> the batch in flight that holds it (read from the batches' input files)."""
@@ -163,13 +176,11 @@ class BatchPool:
     # ---- one pump ------------------------------------------------------------------------------
     def pump(self, client, cache: JudgeCache, caller: Optional[Member] = None) -> None:
         """Poll the batches in flight, store what ended, and submit what the waiting runs need."""
-        members = self._members(caller)
-        if members:
-            self.settings = Settings.of([m.cfg for m in members])
-            self.state["settings"] = {**vars(self.settings), "token_limit": _finite(self.settings.token_limit)}
-        elif self.state.get("settings"):  # batches of runs that left: polled under their last settings
-            self.settings = Settings(**{**self.state["settings"], "token_limit": _finite(
-                self.state["settings"]["token_limit"]) or float("inf")})
+        if caller is not None:
+            self._record(caller.run_dir)["settings"] = _settings_of(caller.cfg)
+        self.settings = Settings.of([r["settings"] for r in self.state["runs"].values() if r.get("settings")]
+                                    or [self.state.get("settings") or vars(Settings())])
+        self.state["settings"] = _json_settings(self.settings)  # batches of runs that left: their last settings
         fatal = []
         for rec in [r for r in self.state["batches"] if r.get("batch_id")]:
             batch = client.batches.retrieve(rec["batch_id"])
@@ -179,46 +190,69 @@ class BatchPool:
             if batch.status not in RUNNING:
                 fatal += collect(self, client, cache, rec, batch)
                 self.collected += 1
+                self.state["generation"] += 1  # replies and failures changed: the runs are walked again
         for rec in [r for r in self.state["batches"] if not r.get("batch_id")]:
             finish_creation(self, client, rec)  # cut short by a crash or a failed call
         self.save()
         if fatal:
             raise FatalJudgeError("; ".join(fatal))
-        self.queue = self._queue(members, cache)
+        self.queue = self._queue(cache, caller)
         submit(self, client)
         self.save()
 
-    def _members(self, caller: Optional[Member]) -> list[Member]:
-        """The waiting runs; a run whose folder, responses or judge settings left this pool leaves it."""
-        out = []
-        for rel in list(self.state["runs"]):
-            run_dir = self._abs(rel)
-            if caller is not None and run_dir == Path(caller.run_dir).resolve():
-                out.append(caller)
-                continue
+    def _record(self, run_dir: Path) -> dict:
+        return self.state["runs"].setdefault(self._rel(run_dir), {"since": time.time()})
+
+    def _needs_path(self, rel: str) -> Path:
+        return self.root / "needs" / f"{hashlib.sha256(rel.encode()).hexdigest()[:16]}.jsonl"
+
+    def _needs_of(self, rel: str, cache: JudgeCache, caller: Optional[Member]) -> Optional[list[Queued]]:
+        """The requests a waiting run still needs, walked again only when replies came in since its
+        last walk or its eval settings changed (else read back: a pump costs no walk of every run).
+        None when the run has left the pool (folder gone, judge settings of another pool)."""
+        run_dir, rec, path = self._abs(rel), self.state["runs"][rel], self._needs_path(rel)
+        fingerprint = (read_eval_fingerprint(run_dir) or {}).get("fingerprint")
+        is_caller = caller is not None and run_dir == Path(caller.run_dir).resolve()
+        if not is_caller and rec.get("generation") == self.state["generation"] and rec.get("fingerprint") == \
+                fingerprint and path.exists():
+            return [Queued(**x) for x in read_jsonl(path)]
+        if is_caller:
+            member = caller
+        else:
             try:
                 cfg = load_run_config(run_dir).eval.judge
                 member = Member(run_dir, cfg, unjudged(run_dir)) if in_pool(run_dir, cfg, self.root) else None
             except (OSError, ValueError):
                 member = None
             if member is None:
-                self.state["runs"].pop(rel)
-            else:
-                out.append(member)
-        return out
+                return None
+        plan = member.plan if member.plan is not None and not self.collected else \
+            walk(member.todo, member.cfg, cache, self.state["failures"])
+        now = time.time()
+        needed = [Queued.of(request_line(member.cfg, key, msgs, attempt), now)
+                  for key, (msgs, attempt) in plan.needed.items()]
+        with JsonlWriter(path, mode="w") as w:
+            for q in needed:
+                w.write(q.to_json())
+        rec.update(generation=self.state["generation"], fingerprint=fingerprint, settings=_settings_of(member.cfg))
+        return needed
 
-    def _queue(self, members: list[Member], cache: JudgeCache) -> Queue:
+    def _queue(self, cache: JudgeCache, caller: Optional[Member]) -> Queue:
         """What the waiting runs need that is neither in flight nor backing off after a failure."""
         flight, failures = self.in_flight(), self.state["failures"]
-        lines: dict[str, dict] = {}
-        self.settled = []
-        for m in members:
-            plan = m.plan if m.plan is not None and not self.collected else walk(m.todo, m.cfg, cache, failures)
-            if not plan.needed:
-                self.settled.append(m.run_dir)
-            for key, (msgs, attempt) in plan.needed.items():
-                if key not in flight and key not in lines:
-                    lines[key] = request_line(m.cfg, key, msgs, attempt)
+        lines: dict[str, Queued] = {}
+        self.settled, self.needs = [], {}
+        for rel in list(self.state["runs"]):
+            needed = self._needs_of(rel, cache, caller)
+            if needed is None:
+                self.unregister(self._abs(rel))
+                continue
+            if not needed:
+                self.settled.append(self._abs(rel))
+            self.needs[self._abs(rel)] = {q.line["custom_id"] for q in needed}
+            for q in needed:
+                if q.line["custom_id"] not in flight:
+                    lines.setdefault(q.line["custom_id"], q)
         # a transient failure waits out the online judge's backoff, counted from the end of its batch;
         # one that ends within BACKOFF_SLEEP_S is waited for here, so that it joins this round
         now = time.time()
@@ -227,8 +261,7 @@ class BatchPool:
             time.sleep(max(due) - now)
         now = time.time()
         queue = Queue()
-        queue.items = [Queued.of(line, now) for key, line in lines.items()
-                       if failures.get(key, {}).get("not_before", 0) <= now]
+        queue.items = [q for key, q in lines.items() if failures.get(key, {}).get("not_before", 0) <= now]
         if len(queue.items) < len(lines):
             later = min(failures[k]["not_before"] for k in lines if failures.get(k, {}).get("not_before", 0) > now)
             queue.why = (f"{len(lines) - len(queue.items)} request(s) wait out their backoff after a transient "
@@ -294,15 +327,21 @@ class BatchPool:
         return RetryPolicy(base_s=self.settings.backoff_base_s)
 
 
-def _finite(x: Optional[float]) -> Optional[float]:
-    return x if x is not None and x != float("inf") else None
-
-
 def _describe_batch(rec: dict) -> str:
     if not rec.get("batch_id"):
         return f"batch {rec['n']} being submitted ({rec['requests']} requests)"
     done = f"{rec['done']}/{rec['total']} done" if rec.get("total") else f"{rec['requests']} requests"
     return f"judge batch {rec['batch_id']} is {rec.get('status', 'validating')} ({done})"
+
+
+def _tell_waiting_runs(pool: BatchPool) -> None:
+    """Each run still waiting gets the current reason in its status.json (what --status shows for it)."""
+    for run_dir, keys in pool.needs.items():
+        status = read_status(run_dir)
+        if keys and status.get("state") == "waiting" and status.get("stage") == "judge":
+            why = pool.why_waiting(keys)
+            if why != status.get("waiting_for"):
+                write_status(run_dir, "waiting", stage="judge", waiting_for=why)
 
 
 @dataclass
@@ -328,10 +367,15 @@ def poll_study(runs: list[tuple[Path, JudgeConfig]]) -> StudyPoll:
         cache = JudgeCache(cfg.cache or default_cache_path(run_dir))
         try:
             with pool.opened(), pump_errors(cfg):
+                if not (pool.state["runs"] or pool.state["batches"]):
+                    continue  # nothing waits on it, nothing in flight
                 pool.pump(open_client(cfg), cache)
+                _tell_waiting_runs(pool)
             out.notes.append(pool.describe())
-        except (BatchPending, RuntimeError) as e:
+        except BatchPending as e:  # the endpoint did not answer: the runs go on waiting
             out.notes.append(f"{pool.identity['model']}: {e}")
+        except Exception as e:  # noqa: BLE001 -- one line per pool (a missing key, a refused batch...)
+            out.notes.append(f"{pool.identity['model']}: {error_line(e)}")
         finally:
             cache.close()
         out.settled += pool.settled
