@@ -17,7 +17,7 @@ from lorafull.judge.batch_pool import poll_study
 from lorafull.judge.batch_size import Queued, batch_length, request_tokens, tokenizer_for
 from lorafull.judge.limits import estimate_tokens
 from lorafull.judge.stage import judge_run
-from lorafull.runs import read_status, write_status
+from lorafull.runs import Stage, read_status, status as run_status
 
 N = 8
 
@@ -37,7 +37,7 @@ def test_the_runs_of_a_study_share_one_batch_and_status_polls_once_per_batch(tmp
         runs = [make_judge_run(tmp_path, responses(tag), server.base_url, name=name, mode="batch")
                 for name, tag in (("r1", "a"), ("r2", "a"), ("r3", "b"))]
         for later in runs[1:]:  # still training when r1 reaches the judge
-            write_status(later, "queued", stage="train")
+            run_status.queued(later, Stage.TRAIN)
         first = judge_run(runs[0], progress=False)["waiting"]
         assert "waiting for 2 more run(s) of the study to reach the judge (r2, r3)" in first, first
         assert "waiting for 1 more run(s) of the study to reach the judge (r3)" in \
@@ -65,7 +65,7 @@ def test_a_run_waits_for_the_others_at_most_batch_wait_s(tmp_path):
     with FakeBatchServer(polls_to_complete=1) as server:
         run_dir = make_judge_run(tmp_path, responses("a"), server.base_url, mode="batch", batch_wait_s=0)
         other = make_judge_run(tmp_path, responses("b"), server.base_url, name="r2", mode="batch")
-        write_status(other, "running", stage="train")
+        run_status.started(other, Stage.TRAIN)
         judge_run(run_dir, progress=False)
     assert server.created == 1 and len(server.lines) == N
 
@@ -130,7 +130,7 @@ def test_a_150000_request_study_goes_out_in_three_batches_of_at_most_50000(tmp_p
                                           for i in range(n)], server.base_url, name=name, mode="batch",
                                model="judge", prompts=str(prompts), max_tokens=8)
                 for name, tag in (("r1", "a"), ("r2", "b"))]
-        write_status(runs[1], "queued", stage="train")
+        run_status.queued(runs[1], Stage.TRAIN)
         first = judge_run(runs[0], progress=False)["waiting"]
         assert server.created == 1 and "25000 request(s) queued" in first, first
         judge_run(runs[1], progress=False)

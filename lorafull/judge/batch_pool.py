@@ -47,7 +47,8 @@ from lorafull.judge.batch_size import Queued, tokenizer_for
 from lorafull.judge.batch_walk import Walk, request_line, unjudged, walk
 from lorafull.judge.cache import JudgeCache, default_cache_path
 from lorafull.judge.limits import FatalJudgeError, RetryPolicy
-from lorafull.runs import JsonlWriter, error_line, read_jsonl, read_status, stage_lock, write_json_atomic, write_status
+from lorafull.runs import (JsonlWriter, Stage, error_line, read_jsonl, read_status, stage_lock, status as run_status,
+                           write_json_atomic)
 
 POOL_FILE = "pool.json"
 RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
@@ -341,7 +342,7 @@ def _tell_waiting_runs(pool: BatchPool) -> None:
         if keys and status.get("state") == "waiting" and status.get("stage") == "judge":
             why = pool.why_waiting(keys)
             if why != status.get("waiting_for"):
-                write_status(run_dir, "waiting", stage="judge", waiting_for=why)
+                run_status.waiting(run_dir, Stage.JUDGE, waiting_for=why)
 
 
 @dataclass
