@@ -44,7 +44,7 @@ def main() -> None:
     with FakeBatchServer(polls_to_complete=args.polls_to_complete) as server:
         runs = [make_judge_run(root, [{"id": i, "class": "brainstorming", "question": f"q{i}",
                                        "response": f"ITEM-{r}.{i} answer"} for i in range(args.items)],
-                               server.base_url, name=f"run{r:03d}", mode="batch", model="judge")
+                               server.base_url, name=f"run{r:03d}", mode="batch", model="judge", timeout_s=60.0)
                 for r in range(args.runs)]
         for run_dir in runs:
             write_status(run_dir, "queued", stage="train")

@@ -159,6 +159,45 @@ def test_transient_failures_past_max_retries_are_marked_and_asked_again_when_the
     assert set(server.paid.values()) == {1} and len(server.paid) == N and sum(server.failed_runs.values()) == 3
 
 
+def test_a_batch_refused_for_no_stated_line_stops_the_judge_and_the_next_call_sends_anew(tmp_path):
+    with FakeBatchServer(polls_to_complete=1) as server:
+        run_dir = make_judge_run(tmp_path, responses({3: "BATCHBADFILE"}), server.base_url, mode="batch")
+        assert judge_cli(run_dir).returncode == 0 and server.created == 1  # sent, waiting
+        refused = judge_cli(run_dir)
+        assert refused.returncode == 1 and "failed: the input file could not be read" in refused.stderr, \
+            refused.stderr
+        assert read_status(run_dir)["state"] == "failed"
+        again = judge_cli(run_dir)  # not stuck on the refused batch: sent anew (and waiting on it)
+    assert again.returncode == 0 and "waiting" in again.stdout and server.created == 2 and not server.paid
+
+
+def test_a_batch_of_an_earlier_version_is_taken_over_not_sent_again(tmp_path):
+    import openai
+
+    from lorafull.config import load_run_config
+    from lorafull.judge.batch_walk import request_line, walk
+    from lorafull.judge.cache import JudgeCache
+    from lorafull.judge.stage import load_responses
+
+    with FakeBatchServer(polls_to_complete=1) as server:
+        run_dir = make_judge_run(tmp_path, responses(), server.base_url, mode="batch")
+        # what an earlier version left in the run folder: its batch's input file and record
+        cfg = load_run_config(run_dir).eval.judge
+        cache = JudgeCache(cfg.cache)
+        needed = walk(load_responses(run_dir), cfg, cache, {}).needed
+        cache.close()
+        sent = run_dir / "judge_batch_input.jsonl"
+        sent.write_text("".join(json.dumps(request_line(cfg, k, m, a)) + "\n" for k, (m, a) in needed.items()))
+        client = openai.OpenAI(api_key="local", base_url=server.base_url)
+        file_id = client.files.create(file=sent.open("rb"), purpose="batch").id
+        batch_id = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                         completion_window="24h").id
+        (run_dir / "judge_batch.json").write_text(json.dumps({"input_file_id": file_id, "batch_id": batch_id}))
+        summary, _ = judge_until_done(run_dir)
+    assert server.created == 1 and summary["unscored"] == 0 and set(server.paid.values()) == {1}
+    assert not sent.exists() and not (run_dir / "judge_batch.json").exists()
+
+
 def _unreadable_first(structured: bool) -> dict[str, list[str]]:
     """Items 1 and 4 first get a reply nobody can read, then a readable one; the others a readable one."""
     def readable(i: int) -> str:

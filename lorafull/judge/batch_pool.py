@@ -11,19 +11,21 @@ and a reply lands in the shared reply cache, from which each run's judge writes 
 
     CACHE_DIR/judge_batches/<model>-<hash>/   (CACHE_DIR: the folder of eval.judge.cache)
         pool.json            the runs waiting on it, batches in flight, failed requests, a refusal
-        batches/<n>.jsonl    the input file of batch n, while it is in flight
+        batches/<n>.jsonl    the input file of batch n while it is in flight (<n>.keys: its custom ids)
+        needs/<run>.jsonl    the requests a waiting run needed at its last walk
         .pool.lock           one process at a time works on the pool
 
 Each pump (a judge call, or --status) polls the batches in flight, stores what the ended ones
 answered, walks the waiting runs for what they still need (first asks, re-asks of unreadable replies,
-requests that failed transiently and have waited out their backoff) and submits that as new batches:
+requests that failed transiently and have waited out their backoff; a run is walked again only when
+replies came in since its last walk) and submits that as new batches:
 - when the study's other runs that will use the pool have reached it (none is queued or running), or
   the oldest request has waited eval.judge.batch_wait_s, or a full batch is queued;
 - within eval.judge.enqueued_token_limit: the estimated tokens (lorafull.judge.batch_size) of the
   batches in flight plus the new one stay under it, the rest waits for a batch to end;
 - after a refusal for the provider's enqueued-token cap: the refused requests go again once a batch in
-  flight has ended (or, with none in flight, after the judge's backoff), in batches of at most half
-  the refused one's tokens.
+  flight has ended (or, with none in flight, after the judge's backoff), and the batches in flight
+  hold at most what was in flight at the refusal plus half the refused batch.
 Nothing is paid twice: a request in flight is never sent again; the state is saved after writing the
 input file, after the upload and before and after creating the batch, and a batch whose creation
 was cut short is looked up by its input file before another is created.
@@ -141,7 +143,7 @@ class BatchPool:
             self.state = json.loads(path.read_text()) if path.exists() else {}
             for key, default in (("identity", self.identity), ("runs", {}), ("batches", []), ("ended", []),
                                  ("failures", {}), ("refusal", None), ("next", 1), ("queued_since", None),
-                             ("generation", 0)):
+                                 ("generation", 0)):
                 self.state.setdefault(key, default)
             self._flight = None
             yield self

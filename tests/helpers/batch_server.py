@@ -15,6 +15,7 @@ Failures, by a marker in a line's messages or by a setting:
     BATCH429xK       the first K times: status 429 (rate_limit_exceeded) in the output file
     BATCHNULLxK      the first K times: an error-file line with response null, error request_timeout
     BATCHINVALID     the whole batch is refused at validation, the error naming the line
+    BATCHBADFILE     the whole batch is refused at validation, the error naming no line
     shuffle=True     output lines in a shuffled order
     expire_after=k   the first batch answers its first k lines, then ends "expired"; the others get
                      batch_expired error lines (expired_lines="error") or nothing ("missing")
@@ -125,6 +126,10 @@ class FakeBatchServer:
         if bad is not None:
             batch.update(status="failed", errors={"object": "list", "data": [
                 {"code": "invalid_request", "line": bad, "message": "this line is not a valid request", "param": "body"}]})
+            return
+        if any("BATCHBADFILE" in x for x in lines):
+            batch.update(status="failed", errors={"object": "list", "data": [
+                {"code": "invalid_file", "line": None, "message": "the input file could not be read", "param": None}]})
             return
         busy = sum(self.tokens[b["id"]] for b in self.batches.values() if b["status"] == "in_progress")
         limit = self.enqueued_token_limit
