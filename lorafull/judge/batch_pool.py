@@ -49,7 +49,7 @@ from lorafull.judge.batch_size import Queued, tokenizer_for
 from lorafull.judge.batch_walk import Walk, request_line, unjudged, walk
 from lorafull.judge.cache import JudgeCache, default_cache_path
 from lorafull.judge.limits import FatalJudgeError, RetryPolicy
-from lorafull.runs import (JsonlWriter, Stage, error_line, read_jsonl, read_status, stage_lock, status as run_status,
+from lorafull.runs import (Stage, error_line, read_jsonl, read_status, stage_lock, status as run_status,
                            write_json_atomic)
 
 POOL_FILE = "pool.json"
@@ -96,6 +96,17 @@ class Settings:
         return cls(min(s["max_requests"] for s in each), min(s["max_bytes"] for s in each),
                    min((s["token_limit"] for s in each if s.get("token_limit")), default=float("inf")),
                    min(s["wait_s"] for s in each), min(s["backoff_base_s"] for s in each))
+
+
+def _write_lines(path: Path, rows: list[dict]) -> None:
+    """A JSON-lines file written whole and renamed into place (one fsync, not one per line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _settings_of(cfg: JudgeConfig) -> dict:
@@ -234,9 +245,7 @@ class BatchPool:
         now = time.time()
         needed = [Queued.of(request_line(member.cfg, key, msgs, attempt), now)
                   for key, (msgs, attempt) in plan.needed.items()]
-        with JsonlWriter(path, mode="w") as w:
-            for q in needed:
-                w.write(q.to_json())
+        _write_lines(path, [q.to_json() for q in needed])
         rec.update(generation=self.state["generation"], fingerprint=fingerprint, settings=_settings_of(member.cfg))
         return needed
 
