@@ -54,7 +54,7 @@ def walk(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, failures: dict[s
         asking = []
         for (i, sample), key in keys.items():
             if key in hits:
-                if not _readable(cfg, key, hits[key].reply):
+                if not _readable(cfg, hits[key].reply):
                     asking.append((i, sample))  # unreadable: the re-ask
                 continue
             error = final_failure(failures.get(key), cfg)
@@ -75,15 +75,17 @@ def walk(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, failures: dict[s
     return out
 
 
-_READABLE: dict[str, bool] = {}  # cache key -> whether its reply carries a score (a key fixes the reading)
+_READABLE: dict[tuple[bool, str], bool] = {}  # (structured, reply) -> whether the reply carries a score
 
 
-def _readable(cfg: JudgeConfig, key: str, reply: str) -> bool:
-    if key not in _READABLE:
-        if len(_READABLE) > 2_000_000:
+def _readable(cfg: JudgeConfig, reply: str) -> bool:
+    """Read once per reply text in this process: a study's pumps walk the same replies again and again."""
+    memo = (cfg.structured, reply)
+    if memo not in _READABLE:
+        if len(_READABLE) > 1_000_000:
             _READABLE.clear()
-        _READABLE[key] = read_reply(cfg, reply).score is not None
-    return _READABLE[key]
+        _READABLE[memo] = read_reply(cfg, reply).score is not None
+    return _READABLE[memo]
 
 
 def request_line(cfg: JudgeConfig, key: str, messages: list, attempt: int) -> dict:
