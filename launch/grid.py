@@ -37,8 +37,9 @@ from lorafull.runs import RunPaths, read_status, status as run_status
 from .batches import poll_judge_batches
 from .jobs import (CANCEL_MARKER, Ledger, Queue, cancel_jobs, job_state, launch_dir, query_jobs, query_queue,
                    slurm_available, study_lock, summarize_ids)
+from .inputs import missing_inputs
 from .limits import read_limits
-from .tables import plan_text, status_text, write_full_plan
+from .tables import plan_notes, plan_text, status_text, write_full_plan
 from .arrays import Plan, make_plan
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
@@ -48,12 +49,15 @@ STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "re
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m launch.grid", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n" + __doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="study YAML file")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value (e.g. train.lr=2e-4, slurm.partition=gpu)")
+    p.add_argument("config", metavar="CONFIG", help="study YAML file")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                   help="settings put over the file's (e.g. slurm.partition=gpu train.micro_batch_size=2)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
-                      help="print the plan; submit nothing, write no run folder (only the estimates' cache)")
+                      help="check the inputs and print the plan; submit nothing, write no run folder (only the "
+                           "plan's files under STUDY_DIR/launch/ and the content hashes' cache)")
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
@@ -68,6 +72,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="default: slurm when sbatch is on PATH, else local")
     p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="local executor: runs side by side (default: the usable CPU cores / each run's processes)")
+    p.add_argument("--inputs-on-cluster", action="store_true",
+                   help="the runs' input files exist only where the jobs run: do not check them here")
     return p.parse_intermixed_args(argv)
 
 
@@ -101,10 +107,24 @@ def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
     return views
 
 
-def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False,
-           parallel: Optional[int] = None, quiet: bool = False, outcome: Optional[dict] = None) -> int:
-    """Plan and submit (or run here) what the study still needs. quiet: no plan table (--follow's later
-    rounds); outcome: filled with the jobs submitted and the runs held back, for --follow."""
+def _plan(study: Study, ledger: Ledger, queue: Queue, views, retry: bool, finish: Optional[set[str]],
+          limits) -> Plan:
+    report_needed = _report_needed(study, ledger, queue.infos, views)
+    plan = make_plan(study, views, retry=retry, report_needed=report_needed, limits=limits,
+                     queued_jobs=queue.user_jobs)
+    if finish is not None:  # only these runs' evaluations, and the report after them
+        plan.train_arrays, plan.parent_dep, plan.held = [], {}, []
+        plan.eval_only = [v for v in plan.eval_only if v.name in finish]
+        plan.report = bool(plan.eval_only) or report_needed
+    return plan
+
+
+def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "",
+           finish: Optional[set[str]] = None, parallel: Optional[int] = None, quiet: bool = False,
+           outcome: Optional[dict] = None) -> int:
+    """Plan and submit (or run here) what the study still needs. finish: only these runs' evaluations and
+    the report (judge batches that finished); quiet: no plan table (--follow's later rounds); outcome:
+    filled with the jobs submitted and the runs held back, for --follow."""
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     # one squeue (+ one sacct): the study's jobs, and the user's queued jobs a submit limit counts
     queue = query_queue(ledger.job_ids()) if executor == "slurm" else Queue({})
@@ -114,10 +134,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
         return 1
     limits = read_limits(study.slurm, ask=slurm_available()) if executor == "slurm" else None
     views = _views(study, ledger, queue.infos, set_aside=retry and not dry_run)
-    plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, queue.infos, views),
-                     limits=limits, queued_jobs=queue.user_jobs)
-    if report_only:  # --status after the last judge batch: the table, nothing else the study may want
-        plan.train_arrays, plan.eval_only, plan.parent_dep, plan.held = [], [], {}, []
+    plan = _plan(study, ledger, queue, views, retry, finish, limits)
     t_est = time.perf_counter()
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
@@ -134,7 +151,8 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)
         print(f"0 jobs submitted: resolve the {len(plan.conflicts)} signature conflict(s) above first", file=sys.stderr)
         return 3
-    print_notes(plan, views, retry, quiet)
+    for line in plan_notes(plan, views, retry, quiet):
+        print(line)
     if outcome is not None:
         outcome.update(submitted=0 if dry_run else plan.jobs, held=len(plan.held) + plan.report_held)
     if dry_run:
@@ -155,29 +173,6 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     if executor == "slurm":
         return submit_to_slurm(study, ledger, plan, command, t_est)
     return run_here(study, ledger, plan, est, executor, command, parallel)
-
-
-def _names(views: list, most: int = 10) -> str:
-    names = [v.name for v in views]
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def print_notes(plan: Plan, views: list, retry: bool, quiet: bool) -> None:
-    """Failed runs left alone, the cluster's limits, and what this call holds back for a later one."""
-    failed = [v for v in views if v.state == "failed"]
-    if failed and not retry:
-        print(f"{len(failed)} failed run(s) not resubmitted (use --retry): {_names(failed)}")
-    if plan.limits and not quiet:
-        print(f"cluster limits: {plan.limits.describe()}")
-    if plan.held:
-        limit = plan.limits.max_submit_jobs
-        held_jobs = sum(1 if v.trained else 2 for v in plan.held)
-        print(f"held back: {len(plan.held)} run(s) ({held_jobs} jobs) over the submit limit of {limit} jobs "
-              f"({plan.queued_jobs} of yours were queued or running): a later launch.grid submits them as "
-              f"room frees up (--follow waits and does it), the report with the last of them")
-    elif plan.report_held:
-        print(f"held back: the report (no room under the submit limit of {plan.limits.max_submit_jobs} jobs): "
-              "a later launch.grid submits it")
 
 
 def print_dry_run(plan: Plan) -> None:
@@ -223,19 +218,19 @@ def run_here(study: Study, ledger: Ledger, plan: Plan, est: dict, executor: str,
 
 
 def show_status(study: Study, executor: str, command: str = "") -> int:
+    """Each run's state. Reads files and asks Slurm; judge batches are polled and scored from the reply
+    cache here (no model). Runs whose batch finished get a short eval job (the analyses load models,
+    so they never run in this process) or, without Slurm, the local executor runs it; the report follows."""
     notes, finished = poll_judge_batches(study)  # eval.judge.mode: batch -- scores arrive when the user comes back
     for note in notes:
         print(f"judge batch: {note}")
+    if finished:
+        print(f"judge batch of {len(finished)} run(s) finished: their evaluation's last steps and the report follow")
+        with study_lock(study.output_dir):
+            launch(study, executor, dry_run=False, retry=False, command=command, finish=set(finished))
     ledger = Ledger(study.output_dir)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)
-    if finished and _report_needed(study, ledger, infos, views):
-        print("the last judge batch finished: writing the report")
-        with study_lock(study.output_dir):
-            launch(study, executor, dry_run=False, retry=False, command=command, report_only=True)
-        ledger = Ledger(study.output_dir)
-        infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
-        views = study_views(study, ledger, infos)
     print(f"study {study.study.name}: {study.output_dir}")
     print(status_text(views))
     report_id = ledger.data.get("report")
@@ -341,6 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     if executor == "slurm" and not have_slurm and not args.dry_run:
         why = "no Slurm controller answers (scontrol ping)" if shutil.which("sbatch") else "sbatch is not on PATH"
         print(f"error: --executor slurm but {why} (use --executor local, or --dry-run)", file=sys.stderr)
+        return 2
+    missing = [] if args.status or args.cancel or args.inputs_on_cluster else missing_inputs(study)
+    if missing:  # before any plan or job: a missing data file is not found hours later, in a job
+        for line in missing[:10]:
+            print(f"error: input missing: {line}", file=sys.stderr)
+        print(f"{len(missing)} input(s) missing, nothing planned or submitted (where they exist only on the cluster: "
+              "--inputs-on-cluster)", file=sys.stderr)
+        return 2
+    missing = [] if args.status or args.cancel or args.inputs_on_cluster else missing_inputs(study)
+    if missing:  # before any plan or job: a missing data file is not found hours later, in a job
+        for line in missing[:10]:
+            print(f"error: input missing: {line}", file=sys.stderr)
+        print(f"{len(missing)} input(s) missing, nothing planned or submitted (where they exist only on the cluster: "
+              "--inputs-on-cluster)", file=sys.stderr)
         return 2
     try:
         given = (["--executor", args.executor] if args.executor else []) + \

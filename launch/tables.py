@@ -151,3 +151,23 @@ def status_text(views: list[RunView]) -> str:
         rows.append([v.name, v.signature, v.state, v.status.get("stage", "-"), tj, ej, training_eta(v),
                      v.detail[:160]])
     return format_table(header, rows)
+
+
+def plan_notes(plan: Plan, views: list[RunView], retry: bool, quiet: bool) -> list[str]:
+    """Failed runs left alone, the cluster's limits, and what this call holds back for a later one."""
+    out = []
+    failed = [v.name for v in views if v.state == "failed"]
+    if failed and not retry:
+        out.append(f"{len(failed)} failed run(s) not resubmitted (use --retry): {_few(failed)}")
+    if plan.limits and not quiet:
+        out.append(f"cluster limits: {plan.limits.describe()}")
+    if plan.held:
+        held_jobs = sum(1 if v.trained else 2 for v in plan.held)
+        out.append(f"held back: {len(plan.held)} run(s) ({held_jobs} jobs) over the submit limit of "
+                   f"{plan.limits.max_submit_jobs} jobs ({plan.queued_jobs} of yours were queued or running): a "
+                   "later launch.grid submits them as room frees up (--follow waits and does it), the report with "
+                   "the last of them")
+    elif plan.report_held:
+        out.append(f"held back: the report (no room under the submit limit of {plan.limits.max_submit_jobs} jobs): "
+                   "a later launch.grid submits it")
+    return out

@@ -11,7 +11,6 @@ STUDY_DIR/analysis/base_<hash>.json, keyed by the base weights, tokenizer, templ
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
@@ -23,7 +22,7 @@ from typing import Optional
 import torch
 
 from lorafull.config import AnalysisConfig, RunConfig, load_run_config, study_dir_of_run, to_dict
-from lorafull.runs import RunPaths, write_json_atomic
+from lorafull.runs import RunPaths, file_lock, write_json_atomic
 from lorafull.analysis.weights import base_folder_of_run
 from lorafull.stats import estimate, paired_differences
 
@@ -73,17 +72,6 @@ def with_intervals(result: dict) -> dict:
     return result
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated when learning is maximised and forgetting minimised,
-    sorted by forgetting (the order to draw the frontier in)."""
-    front = []
-    for i, (li, fi) in enumerate(points):
-        dominated = any((lj >= li and fj <= fi) and (lj > li or fj < fi) for j, (lj, fj) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][1], points[i][0]))
-
-
 # ---------------------------------------------------------------------------------------------
 # Base-model cache
 # ---------------------------------------------------------------------------------------------
@@ -113,21 +101,6 @@ def base_cache_path(study_dir: Path, base: Path, tokenizer_src: str, cfg: RunCon
            "tasks": [_task_key(s) for s in analysis.target_tasks + analysis.source_tasks]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(study_dir) / "analysis" / f"base_{digest}.json"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Eval jobs of one study run in parallel: the first to reach the base evaluates it, the others
-    wait for its cache file instead of evaluating the same base again."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try:
-            import fcntl
-
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no flock (some network file systems): duplicate work, still correct
-            pass
-        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +142,9 @@ def evaluate_base(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, token
     base = base_folder_of_run(run_dir, cfg.model.name_or_path)
     tokenizer_src = cfg.model.tokenizer or str(base)
     cache = base_cache_path(study_dir_of_run(run_dir), base, tokenizer_src, cfg, analysis, dtype)
-    with _file_lock(cache.with_suffix(".lock")):
+    # eval jobs of one study run in parallel: the first to reach the base evaluates it, the others wait
+    # for its cache file instead of evaluating the same base again
+    with file_lock(cache.with_suffix(".lock"), what=f"{cache.name}: the base model is being evaluated"):
         if cache.exists():
             return json.loads(cache.read_text())["tasks"]
         tasks = _evaluate_model(_load_folder(base, dtype), tokenizer, cfg, analysis, None)
@@ -227,53 +202,3 @@ def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfi
         scores = {k: v["score"] for k, v in ck.items()}
         out.append({"step": step, "tasks": ck, **learning_forgetting(scores, base_scores, target, source)})
     return out
-
-
-def _error_bars(ax, points: list[dict], color: str) -> None:
-    """The 95 % intervals of learning (vertical) and forgetting (horizontal), where a point has them."""
-    for p in points:
-        li, fi = p.get("learning_interval"), p.get("forgetting_interval")
-        if li and fi and None not in li + fi:
-            ax.errorbar(p["forgetting"], p["learning"], xerr=[[p["forgetting"] - fi[0]], [fi[1] - p["forgetting"]]],
-                        yerr=[[p["learning"] - li[0]], [li[1] - p["learning"]]], fmt="none", ecolor=color,
-                        elinewidth=0.8, capsize=2)
-
-
-def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path]:
-    """One point per run (or checkpoint): x = forgetting, y = learning, with 95 % interval bars; full FT
-    as circles, LoRA as triangles; the Pareto frontier (most learning for the least forgetting) as a dashed line."""
-    pts = [p for p in points if p.get("learning") is not None and p.get("forgetting") is not None]
-    if not pts:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    from lorafull.figures import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.5))
-    marks = {"full": ("o", "tab:blue"), "lora": ("^", "tab:orange")}
-    for method in sorted({p["method"] for p in pts}):
-        mine = [p for p in pts if p["method"] == method]
-        marker, color = marks.get(method, ("s", "tab:green"))
-        finals = [p for p in mine if p.get("step") is None]
-        ckpts = [p for p in mine if p.get("step") is not None]
-        if finals:
-            ax.scatter([p["forgetting"] for p in finals], [p["learning"] for p in finals], marker=marker, s=48,
-                       color=color, label=f"{method} (final)")
-        if ckpts:
-            ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=18,
-                       facecolors="none", edgecolors=color, label=f"{method} (checkpoints)")
-        _error_bars(ax, finals, color)
-        for p in finals:
-            ax.annotate(p["label"], (p["forgetting"], p["learning"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
-    front = pareto_front([(p["learning"], p["forgetting"]) for p in pts])
-    ax.plot([pts[i]["forgetting"] for i in front], [pts[i]["learning"] for i in front], "k--", lw=1,
-            drawstyle="steps-post", label="Pareto frontier")
-    ax.axvline(0, color="grey", lw=0.5)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("forgetting (source-task drop from base)")
-    ax.set_ylabel("learning (target-task gain over base)")
-    ax.legend(fontsize=7)
-    return save_figure(fig, out_png, dpi=110)

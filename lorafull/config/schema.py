@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union, get_args
 
+from lorafull.config.analysis_section import AnalysisConfig, Scorer, TaskSpec  # noqa: F401 -- sections of Study
+from lorafull.config.selection import SelectConfig
 from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
@@ -17,13 +19,10 @@ DType = Literal["bf16", "fp16", "fp32"]
 MethodKind = Literal["full", "lora", "dora", "loha", "ia3", "prompt", "prefix", "adapter"]
 DataFormat = Literal["auto", "alpaca", "conversations", "text"]
 Template = Literal["belle", "chat"]
-Scheduler = Literal["cosine", "linear", "constant"]
+Scheduler = Literal["cosine", "linear", "constant", "inverse_sqrt"]
 ZeroStage = Literal[0, 1, 2, 3]
 JudgeKind = Literal["openai", "reference"]
-Scorer = Literal["math", "code", "text"]
 Backend = Literal["auto", "hf", "vllm"]
-TaskKind = Literal["choice", "generation", "lm_eval"]
-CHOICE_METRICS = ("acc", "acc_norm")  # a choice task's score (lm_eval tasks name the harness's metric)
 Optimizer = Literal["adamw", "lion"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
 JudgeMode = Literal["online", "batch"]
@@ -105,6 +104,19 @@ class TrainConfig:
     min_lr_ratio: float = ranged(0.0, ge=0, le=1)  # cosine / linear decay ends at min_lr_ratio x lr instead of 0
     max_tokens: Optional[int] = ranged(None, ge=1)  # stop once this many training tokens were seen (wins over epochs)
     save_at_tokens: list[int] = field(default_factory=list)  # also checkpoint at these token counts (kept)
+    # -- inverse_sqrt (llm-foundry's inv_sqrt_with_warmup, the CPT schedule of Biderman et al. 2024): warmup,
+    # then alpha_f_decay + (1 - alpha_f_decay) / sqrt((t - warmup + t_scale) / t_scale), then a linear
+    # cooldown to alpha_f_cooldown over the last cooldown_steps (or cooldown_ratio of the run's steps)
+    t_scale: Optional[int] = ranged(None, ge=1)  # optimizer steps; needed unless alpha_f_decay is 1 (flat)
+    alpha_f_decay: float = ranged(0.0, ge=0, le=1)  # the multiplier the decay tends to (1: constant after warmup)
+    alpha_f_cooldown: float = ranged(0.0, ge=0, le=1)  # the floor the cooldown reaches, at the last step
+    cooldown_steps: Optional[int] = ranged(None, ge=0)  # wins over cooldown_ratio; neither: no cooldown
+    cooldown_ratio: Optional[float] = ranged(None, ge=0, le=1)  # of the run's optimizer steps (rounded up)
+    # -- cooldown branches (lorafull.config.branches): this run becomes a trunk at the stable lr plus one
+    # branch run per token budget, each resuming from the trunk's checkpoint where its cooldown starts
+    branch_max_tokens: list[int] = field(default_factory=list)
+    # set by the expansion (or by hand): the trunk run whose checkpoint this run resumes from
+    branch_of: Optional[str] = named(None)
     zero_stage: ZeroStage = 2
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: Union[bool, Literal["auto"]] = False  # or auto: on only when no micro batch fits without it
@@ -147,6 +159,16 @@ class JudgeConfig:
     parse_retries: int = ranged(2, ge=0)
     # online | batch (the OpenAI Batch API: half the price, replies within 24 h; lorafull.judge.batch)
     mode: JudgeMode = "online"
+    # mode: batch -- the provider's limits per batch input file (OpenAI: 50,000 requests, 200 MB)
+    batch_max_requests: int = ranged(50_000, ge=1)
+    batch_max_mb: float = ranged(200.0, gt=0)
+    # mode: batch -- estimated tokens (prompt + max_tokens) the study's batches may hold in flight at
+    # once for this judge model (the provider's enqueued-token cap of your usage tier); null: no cap
+    # of our own, a batch the provider refuses for its cap waits and goes again smaller
+    enqueued_token_limit: Optional[int] = ranged(None, ge=1)
+    # mode: batch -- requests of runs that reach the judge early wait this long for the study's other
+    # runs, so that they share batches (one batch and one poll for the study, not one per run)
+    batch_wait_s: float = ranged(3600.0, ge=0)
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict[str, Scorer] = field(default_factory=lambda: {"math": "math", "code": "code"})
     # kind: reference -- where no sandbox (bwrap / unshare) can be built, run code answers unisolated
@@ -192,23 +214,26 @@ class RunConfig:
 
     @property
     def parent(self) -> Optional[str]:
-        """Name of the run this one starts from (model.name_or_path = run:<name>), else None."""
+        """Name of the run this one starts from: the trunk of a cooldown branch (train.branch_of), or the
+        run whose final model it trains (model.name_or_path = run:<name>); else None."""
+        if self.train.branch_of:
+            return self.train.branch_of
         p = self.model.name_or_path
         return p[len("run:"):] if p.startswith("run:") else None
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, why) for checks across keys; each key's own type, choices and range the loader checks."""
         out = []
-        t = self.train
-        if isinstance(t.micro_batch_size, int) and t.global_batch_size % t.micro_batch_size:
-            out.append(("train.global_batch_size", f"{t.global_batch_size} is not a multiple of "
-                        f"train.micro_batch_size {t.micro_batch_size}"))
+        t = self.train  # the batch rule needs the resources: load_study checks it (config.resources)
         if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:
             out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
         if t.betas is not None and (len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas)):
             out.append(("train.betas", f"expected two numbers in [0, 1), got {t.betas!r}"))
         if any(n <= 0 for n in t.save_at_tokens):
             out.append(("train.save_at_tokens", f"token counts must be > 0, got {t.save_at_tokens}"))
+        from lorafull.config.branches import schedule_problems
+
+        out += schedule_problems(t)
         ev = self.eval
         if ev.num_samples > 1 and ev.temperature <= 0.01:
             out.append(("eval.num_samples", f"{ev.num_samples} samples per item need eval.temperature > 0.01 "
@@ -254,9 +279,6 @@ class SlurmConfig:
     eval_timeout_min: int = ranged(600, ge=1)
     # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
     # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
-    # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
-    # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
-    report_to: Optional[list[Tracker]] = None
     gres: Optional[str] = "gpu"
     # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
     # "python" from the job's environment (the scripts of launch.render)
@@ -282,6 +304,8 @@ class HardwareConfig:
     pcie_gbs: Optional[float] = None  # host <-> device per device, GB/s one way (offload traffic)
     host_mem_bw_gbs: Optional[float] = None  # per node: CPU memory bandwidth (CPU Adam under offload)
     devices_per_node: Optional[int] = None  # devices sharing the node's network and CPU memory
+    startup_s: Optional[float] = None  # a training job's fixed set-up before its first step, seconds
+    load_gbs: Optional[float] = None  # read bandwidth of the storage holding the base model's weights, GB/s
 
 
 @dataclass
@@ -305,49 +329,6 @@ class PlanConfig:
 
 
 @dataclass
-class TaskSpec:
-    name: str = named("task")
-    path: str = ""
-    # choice (log-likelihood of options) | generation (offline scorer) | lm_eval (a harness task;
-    # path: optional folder of task YAMLs; lorafull.analysis.harness)
-    kind: TaskKind = "choice"
-    scorer: Optional[Scorer] = None  # for generation tasks
-    # (analysis) choice tasks: which accuracy is the task's score: acc | acc_norm (length-normalised)
-    # (lm_eval tasks: the harness's metric name, e.g. exact_match,strict-match)
-    metric: str = "acc"
-    num_items: Optional[int] = ranged(None, ge=1)  # (analysis) first N items only; null = all
-    max_new_tokens: Optional[int] = ranged(None, ge=1)  # (analysis) generation tasks; null = the run's eval.max_new_tokens
-    # -- lm_eval tasks --
-    harness_task: Optional[str] = None  # the harness's task name (hellaswag, gsm8k ...); null = name
-    num_fewshot: Optional[int] = ranged(None, ge=0)  # null = the harness task's default
-
-
-@dataclass
-class AnalysisConfig:
-    target_tasks: list[TaskSpec] = field(default_factory=list)
-    source_tasks: list[TaskSpec] = field(default_factory=list)
-    spectrum: bool = False  # spectral analysis of the weight change of every run
-    checkpoints: bool = False  # also evaluate intermediate checkpoints for learning/forgetting
-    spike_factor: float = ranged(3.0, gt=1)  # loss above k x running median = a spike
-
-    def problems(self) -> list[tuple[str, str]]:
-        out, seen = [], set()
-        for group in ("target_tasks", "source_tasks"):
-            for i, task in enumerate(getattr(self, group)):
-                if not task.path and task.kind != "lm_eval":  # an lm_eval task may name the harness's own
-                    out.append((f"analysis.{group}[{i}].path", "every task needs a path"))
-                if task.kind == "choice" and task.metric not in CHOICE_METRICS:
-                    out.append((f"analysis.{group}[{i}].metric",
-                                f"expected one of {', '.join(CHOICE_METRICS)}, got {task.metric!r}"))
-                if task.kind == "generation" and task.scorer is None:
-                    out.append((f"analysis.{group}[{i}].scorer", "a generation task needs a scorer: math, code or text"))
-                if task.name in seen:
-                    out.append((f"analysis.{group}[{i}].name", f"task name {task.name!r} given twice"))
-                seen.add(task.name)
-        return out
-
-
-@dataclass
 class Study:
     path: Path
     study: StudySection
@@ -356,6 +337,7 @@ class Study:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    select: SelectConfig = field(default_factory=SelectConfig)
     # name -> signature as load_study computed them (lorafull.config.study_signatures): the launcher
     # reuses them instead of signing 10,000 runs twice; valid while the runs are as loaded
     signatures: dict = field(default_factory=dict, repr=False, compare=False)
@@ -386,3 +368,4 @@ class StudySettings:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    select: SelectConfig = field(default_factory=SelectConfig)

@@ -16,7 +16,12 @@ from typing import Any, Optional
 
 import yaml
 
+from lorafull.config.branches import as_written, check_branches, expand_branch_points, follow_parents
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
+from lorafull.config.overrides import check_overrides
+from lorafull.config.run_paths import resolve_paths as _resolve_paths
+from lorafull.config.resources import batch_problem
+from lorafull.config.selection import SelectConfig
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, NotSimple, _build, _Where, clone, read_yaml_file, set_typed, to_dict
 
@@ -93,47 +98,15 @@ def _grid_points(grid: dict, where: _Where) -> list[dict]:
 
 
 def _name_keys(grid: dict) -> set[str]:
-    """Grid keys that name a run: every plain key, and the first key of each zipped group."""
+    """Grid keys that name a run: every plain key, and the first key of each zipped group (every key,
+    where two points would otherwise get one name)."""
     return {str(k).split(",")[0].strip() for k in (grid or {})}
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading a study
 # ---------------------------------------------------------------------------------------------
-_TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis")
-
-
-def _resolve_paths(run: RunConfig, study_dir: Path, memo: Optional[dict] = None) -> None:
-    """Make file paths absolute (jobs run elsewhere) and expand {study_dir}. `memo` (path text -> result)
-    is shared by the runs of one study: a sweep's runs name the same few files."""
-    memo = {} if memo is None else memo
-
-    def fix(p: Optional[str]) -> Optional[str]:
-        if p not in memo:
-            memo[p] = _resolved(p, study_dir)
-        return memo[p]
-
-    run.model.name_or_path = fix(run.model.name_or_path)
-    run.model.tokenizer = fix(run.model.tokenizer)
-    run.data.train = fix(run.data.train)
-    run.data.cache_dir = fix(run.data.cache_dir) or fix("{study_dir}/cache/tokenized")
-    run.eval.eval_set = fix(run.eval.eval_set)
-    run.eval.fewshot_file = fix(run.eval.fewshot_file)
-    run.eval.judge.prompts = fix(run.eval.judge.prompts)
-    run.eval.judge.cache = fix(run.eval.judge.cache) or fix("{study_dir}/cache/judge.sqlite")
-
-
-def _resolved(p: Optional[str], study_dir: Path) -> Optional[str]:
-    if p is not None and p.startswith("gguf:") and p.endswith(".gguf"):
-        return "gguf:" + _resolved(p[5:], study_dir)  # a .gguf file is relative to the study; gguf:<name> stays a name
-    if p is None or ":" in p.split("/")[0]:  # run:..., scratch:..., hub ids have no ':' but no '/'-prefix
-        return p
-    p = p.replace("{study_dir}", str(study_dir))
-    path = Path(p).expanduser()
-    if path.is_absolute() or path.exists() or p.startswith((".", "~")) or "{" in p:
-        return str(path.resolve())
-    # "org/model" hub ids that do not exist locally stay as they are
-    return p if p.count("/") == 1 and not p.endswith((".json", ".jsonl")) else str(path.resolve())
+_TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis", "select")
 
 
 def check_run(run: RunConfig, where: _Where) -> None:
@@ -145,21 +118,6 @@ def check_run(run: RunConfig, where: _Where) -> None:
 def validate_run(run: RunConfig, where: str) -> None:
     """The cross-key checks of a run built in code (no file lines to name)."""
     check_run(run, _Where(where, {}))
-
-
-def _validate_speed_settings(train, bad) -> None:
-    """micro_batch_size / gradient_checkpointing: a value or auto; the fast-path enumerations."""
-    micro = train.micro_batch_size
-    if isinstance(micro, str) and micro != "auto":
-        bad("train.micro_batch_size", f"expected an integer or auto, got {micro!r}")
-    if isinstance(micro, int) and micro <= 0:
-        bad("train.micro_batch_size", f"must be > 0, got {micro}")
-    if isinstance(micro, int) and train.global_batch_size % micro:
-        bad("train.global_batch_size", f"{train.global_batch_size} is not a multiple of micro_batch_size {micro}")
-    if isinstance(train.gradient_checkpointing, str) and train.gradient_checkpointing != "auto":
-        bad("train.gradient_checkpointing", f"expected true, false or auto, got {train.gradient_checkpointing!r}")
-    if train.adapter_dtype not in ("fp32", "compute"):
-        bad("train.adapter_dtype", f"expected fp32 or compute, got {train.adapter_dtype!r}")
 
 
 def _default_name(point: dict) -> str:
@@ -214,8 +172,11 @@ def _run_points(raw: dict, where: _Where, default_name: str) -> list[tuple[str, 
         raise ConfigError(f"{where.at('grid')}: expected a mapping of dotted keys to lists")
     naming = _name_keys(grid)
     origin_of = {_run_key(part.strip()): f"grid.{k}" for k in grid for part in str(k).split(",")}
-    for point in _grid_points(grid, where):
-        name = _default_name({k: v for k, v in point.items() if k in naming})
+    grid_points = _grid_points(grid, where)
+    names = [_default_name({k: v for k, v in point.items() if k in naming}) for point in grid_points]
+    if len(set(names)) < len(names):  # zipped groups alike in their first keys: named by all their keys
+        names = [_default_name(point) for point in grid_points]
+    for name, point in zip(names, grid_points):
         dotted = {_run_key(k): v for k, v in point.items()}
         points.append((name, dotted, {k: origin_of[k] for k in dotted}))
     runs = raw.get("runs") or []
@@ -240,7 +201,7 @@ def _study_sections(raw: dict, where: _Where) -> dict:
         if k not in _TOP_KEYS:
             close = difflib.get_close_matches(str(k), _TOP_KEYS, n=1)
             raise ConfigError(f"{where.at(k)}: unknown section" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    for k in ("study", "base", "slurm", "plan", "analysis"):
+    for k in ("study", "base", "slurm", "plan", "analysis", "select"):
         if raw.get(k) is not None and not isinstance(raw[k], dict):
             raise ConfigError(f"{where.at(k)}: expected a mapping, got {raw[k]!r}")
     section = _build(StudySection, raw.get("study") or {}, where, "study")
@@ -253,7 +214,14 @@ def _study_sections(raw: dict, where: _Where) -> dict:
             task.path = str(Path(task.path.replace("{study_dir}", section.output_dir)).expanduser().resolve())
     return {"study": section, "slurm": _build(SlurmConfig, raw.get("slurm") or {}, where, "slurm"),
             "plan": _build(PlanConfig, raw.get("plan") or {}, where, "plan"), "analysis": analysis,
-            "base": _build(RunConfig, raw.get("base") or {}, where, "base")}
+            "base": _build(RunConfig, raw.get("base") or {}, where, "base"), "select": _select(raw, where)}
+
+
+def _select(raw: dict, where: _Where) -> SelectConfig:
+    select = _build(SelectConfig, raw.get("select") or {}, where, "select")
+    for key, why in select.problems(RunConfig):
+        raise ConfigError(f"{where.at(key)}: {why}")
+    return select
 
 
 def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, dict[str, str]]:
@@ -274,10 +242,10 @@ def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, 
     return out, groups
 
 
-def _follow_seed_parent(run: RunConfig, groups: dict[str, str], group_names: set[str]) -> None:
-    """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
-    if run.group is not None and run.parent in group_names:
-        run.model.name_or_path = f"run:{run.parent}-seed{run.train.seed}"
+def _follow_seed_parent(run: RunConfig, group_names: set[str]) -> None:
+    """A seeded run whose parent (or trunk) was expanded by seed too starts from the one of its own seed."""
+    if run.group is not None:
+        follow_parents(run, lambda p: f"{p}-seed{run.train.seed}" if p in group_names else p)
 
 
 def _point_run(base: RunConfig, base_dict: dict, dotted: dict, name: str, group: Optional[str],
@@ -307,15 +275,20 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     base_dict = to_dict(parts["base"])
     runs: list[RunConfig] = []
     grid_names = set()
-    points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
+    points = expand_branch_points(_run_points(raw, where, parts["study"].name), parts["base"].train)
+    points, groups = _expand_seeds(points, parts["study"].seeds, where)
+    check_overrides(where.cli, as_written(points))
     group_names, resolved = set(groups.values()), {}
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
         run_where = where.for_run(origins)
         run = _point_run(parts["base"], base_dict, dotted, name, groups.get(name), run_where)
-        _follow_seed_parent(run, groups, group_names)
+        _follow_seed_parent(run, group_names)
         check_run(run, run_where)
+        problem = batch_problem(run, parts["slurm"])  # the batch rule, against the study's resources
+        if problem:
+            raise ConfigError(f"{run_where.at(problem[0])}: {problem[1]} (run {name})")
         _resolve_paths(run, study_dir, resolved)
         runs.append(run)
     dupes = sorted(n for n, k in collections.Counter(r.name for r in runs).items() if k > 1)
@@ -335,6 +308,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prep
     parts = _study_sections(raw, where)
     runs, grid_names = _expand_runs(raw, where, parts)
     study = Study(path=path, runs=_order_by_parents(runs, path), **parts)
+    check_branches(study)
     if prepare:
         prepare_study(study)
     _name_grid_runs(study, grid_names)
@@ -356,7 +330,14 @@ def prepare_study(study: Study) -> None:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
-    fn(study)
+    try:
+        fn(study)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a missing package or file of the hook: one line, no traceback
+        from lorafull.runs import error_line
+
+        raise ConfigError(f"{study.path}: study.prepare ({study.study.prepare}): {error_line(e)}") from None
 
 
 def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:
@@ -371,8 +352,8 @@ def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:
         state[r.name] = "visiting"
         if r.parent is not None:
             if r.parent not in by_name:
-                raise ConfigError(f"{path}: run {r.name!r}: model.name_or_path run:{r.parent} names no run "
-                                  f"(runs: {', '.join(by_name)})")
+                ref = f"train.branch_of {r.parent}" if r.train.branch_of else f"model.name_or_path run:{r.parent}"
+                raise ConfigError(f"{path}: run {r.name!r}: {ref} names no run (runs: {', '.join(by_name)})")
             visit(by_name[r.parent], chain + [r.name])
         state[r.name] = "done"
         ordered.append(r)
@@ -390,7 +371,6 @@ def _name_grid_runs(study: Study, grid_names: set[str]) -> None:
         if run.name in grid_names:
             renamed[run.name] = f"{run.name}-{sigs[run.name]}"
             run.name = renamed[run.name]
-    for run in study.runs:  # "run:<slug>" in a chained run follows its grid parent's new name
-        if run.parent in renamed:
-            run.model.name_or_path = f"run:{renamed[run.parent]}"
+    for run in study.runs:  # "run:<slug>" and a branch's trunk follow their grid parent's new name
+        follow_parents(run, lambda p: renamed.get(p, p))
     study.signatures = {renamed.get(name, name): sig for name, sig in sigs.items()}
