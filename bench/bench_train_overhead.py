@@ -63,9 +63,10 @@ def make_run_dir(root: Path, name: str, method: str, deepspeed: bool, steps: int
 def time_ours(run_dir: Path) -> float:
     """Mean seconds per optimizer step of Trainer.train() (setup excluded)."""
     from lorafull.train import distributed as dist
+    from lorafull.train.stop import StopGate
     from lorafull.train.trainer import Trainer
 
-    trainer = Trainer(run_dir, load_run_config(run_dir), dist.detect_env())
+    trainer = Trainer(run_dir, load_run_config(run_dir), dist.detect_env(), StopGate())  # (no handlers: a bench)
     trainer.setup()
     t0 = time.perf_counter()
     assert trainer.train()

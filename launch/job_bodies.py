@@ -133,10 +133,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         rc = self._child.wait()
         if rc == 0:
             return {"run_dir": self.run_dir, "state": "done"}
-        if rc == EXIT_REQUEUE and _cancelled(_this_job(), self.run_dir):
-            # scancel's SIGTERM reached the training first, which saved as for a preemption: a cancelled
-            # job stays cancelled (launch.grid --cancel marks the run; --retry resumes it)
-            print("[launch] training saved a checkpoint; the job was cancelled, so it is not requeued", flush=True)
+        if (rc == EXIT_REQUEUE or rc < 0 or rc > 128) and _cancelled(_this_job(), self.run_dir):
+            # scancel's SIGTERM reached the training, which saved as for a preemption (75), or the cancel's
+            # SIGKILL came first (128+9): either way a cancelled job stays cancelled and is no failure of the
+            # training (launch.grid --cancel marks the run; --retry resumes it from its last checkpoint)
+            print(f"[launch] training stopped (exit {rc}); the job was cancelled, so it is not requeued", flush=True)
             return {"run_dir": self.run_dir, "state": "cancelled"}
         if rc == EXIT_REQUEUE:
             print(f"[launch] training saved a checkpoint and asked to be requeued (exit {rc})", flush=True)

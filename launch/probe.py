@@ -95,20 +95,26 @@ class StepTimer:
 def run_probe(probe_dir: Path, warmup: int) -> Optional[dict]:
     """Train the probe's steps in this process (one rank); rank 0 writes and returns probe.json's dict."""
     from lorafull.train import distributed as dist
+    from lorafull.train.stop import StopGate
     from lorafull.train.trainer import Trainer
 
     env = dist.detect_env()
-    trainer = Trainer(probe_dir, load_run_config(probe_dir), env)
+    with StopGate() as stop:  # a stop signal while loading raises StopBeforeTraining: the probe failed
+        trainer = Trainer(probe_dir, load_run_config(probe_dir), env, stop)
+        return _timed_steps(trainer, probe_dir, warmup, env.is_main)
+
+
+def _timed_steps(trainer, probe_dir: Path, warmup: int, is_main: bool) -> Optional[dict]:
     try:
         trainer.setup()
         startup_s = time.time() - trainer.t_start  # model, data and engine set-up: once per run
         timer = StepTimer(trainer, warmup)
         trainer.train()
         result = {**timer.result(), "startup_s": startup_s}
-        if env.is_main:
+        if is_main:
             write_json_atomic(probe_dir / "probe.json", result)
             run_status.done(probe_dir, Stage.PROBE)
-        return result if env.is_main else None
+        return result if is_main else None
     finally:
         trainer.cleanup()
 
@@ -127,6 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     from lorafull.train import distributed as dist
+    from lorafull.train.stop import StopBeforeTraining
 
     probe_dir, warmup = Path(args.probe_dir).resolve(), args.warmup
     env = dist.detect_env()
@@ -137,7 +144,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return dist.run_torchrun(["launch.probe", str(probe_dir), str(warmup)], nproc)
         run_probe(probe_dir, warmup)
         return 0
-    except Exception as e:  # noqa: BLE001 -- one line, and the probe folder says failed
+    except (Exception, StopBeforeTraining) as e:  # noqa: BLE001 -- one line, and the probe folder says failed
         if env.is_main:
             run_status.failed(probe_dir, Stage.PROBE, error=error_line(e))
             print(f"error: probe {probe_dir.name}: {error_line(e)}", file=sys.stderr)

@@ -144,13 +144,17 @@ def test_chained_run_waits_for_its_parent_and_a_bad_run_is_retried_alone(tmp_pat
     assert "4 done" in grid(cfg, "--status").stdout
 
 
-def _wait_until_training(run_dir: Path, job_id: str, timeout_s: float = 180) -> None:
-    """Until the job runs and its training has taken a step (so that a cancel meets a live training)."""
+def _wait_until_training(run_dir: Path, job_id: str, resumed: bool = False, timeout_s: float = 180) -> None:
+    """Until the job's training loop has taken a step past where this job started it (resumed: past the
+    checkpoint it resumed from), so that a cancel meets a live loop. (status.json keeps the earlier job's
+    step, and metrics.jsonl the earlier job's lines: neither alone says that this job trains.)"""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if status(run_dir).get("state") == "running" and (run_dir / "metrics.jsonl").is_file():
+        st = status(run_dir)
+        start = st.get("resumed_from")
+        if st.get("state") == "running" and (start is not None or not resumed) and (st.get("step") or 0) > (start or 0):
             return
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"{job_id}: training did not start within {timeout_s}s: {status(run_dir)}")
 
 
@@ -183,7 +187,7 @@ def test_cancel_stops_a_running_study_for_good_and_retry_resumes_it(tmp_path, ti
     assert "sbatch train" in again.stdout
     retry_job = ledger(study_dir)["runs"]["slow"]["train"]
     assert retry_job != train_job
-    _wait_until_training(run_dir, retry_job)
+    _wait_until_training(run_dir, retry_job, resumed=True)
     subprocess.run(["scancel", retry_job], check=True)
     wait_for_jobs(_all_job_ids(study_dir), timeout_s=120)
     log = job_log_text(study_dir)

@@ -121,3 +121,29 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(root, tiny_token
     assert read_status(run_dir)["resumed_from"] == 10
     assert not torn.exists()
     assert_bitwise_equal(final_weights(run_dir), reference["lora"][1])
+
+
+@pytest.mark.parametrize("signum, state, code", [(signal.SIGTERM, "queued", 75), (signal.SIGINT, "interrupted", 130)])
+def test_a_stop_signal_while_loading_stops_at_once_and_is_no_failure(tmp_path, signum, state, code):
+    """Before the loop (imports, model, data, resume) nothing new exists to save: the signal stops the
+    process there and then, since loading can outlast the scheduler's wait before its SIGKILL (Slurm's
+    KillWait; a cancelled retry once died of it with exit 137 and a run marked failed). The run resumes
+    from its latest checkpoint. In the loop the same signal only asks for a save at the step boundary."""
+    from lorafull.train.stop import StopBeforeTraining, StopGate, report_early_stop
+
+    run_dir = tmp_path / "run"
+    ckpts = Checkpoints(run_dir / "checkpoints")
+    ckpts.commit(ckpts.begin(20), 20, {"step": 20})
+    t0 = time.monotonic()
+    with StopGate() as gate:
+        with pytest.raises(StopBeforeTraining) as stop:
+            os.kill(os.getpid(), signum)
+            time.sleep(30)  # loading a model: the handler does not wait for it to end
+        assert time.monotonic() - t0 < 10
+        assert report_early_stop(run_dir, stop.value, is_main=True) == code
+        gate.loop_running = True
+        os.kill(os.getpid(), signal.SIGUSR2)  # in the loop: a flag the loop reads at its next step
+        assert gate.requested
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers it replaced are back
+    status = read_status(run_dir)
+    assert status["state"] == state and status["step"] == 20 and status.get("preempted") is (state == "queued"), status

@@ -5,9 +5,10 @@
 Alone it is one process, or starts torchrun over itself when train.nproc > 1; it also runs under
 torchrun or as srun tasks (see lorafull.train.distributed). A job that finds a complete checkpoint in
 RUN_DIR/checkpoints continues from it (weights, optimizer, schedule, data position, RNG), so a
-requeue is a rerun. SIGUSR2/SIGTERM (Slurm's preemption and time-limit signals): save at the next step
-boundary, status "queued" + preempted, exit 75 (requeue me). SIGINT (Ctrl-C; the local launcher's
-stop): save at the next step boundary, status "interrupted", exit 130; no traceback. Done: final/
+requeue is a rerun. SIGUSR2/SIGTERM (Slurm's preemption and time-limit signals, scancel): save at the
+next step boundary (while still loading: stop at once, lorafull.train.stop), status "queued" +
+preempted, exit 75 (requeue me). SIGINT (Ctrl-C; the local launcher's stop): the same, but status
+"interrupted", exit 130; no traceback. Done: final/
 (full: HF model folder; LoRA: peft adapter folder), status "done", exit 0; running a done run again
 does nothing.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -33,32 +33,26 @@ from lorafull.runs import (RunPaths, Stage, command_parser, error_detail, error_
                            status as run_status)
 from lorafull.train.metrics import peak_mem_gb
 from lorafull.train.order import BatchOrder, seed_everything
+from lorafull.train.stop import StopBeforeTraining, StopGate, report_early_stop, report_stop
 from lorafull.plan.auto import settle_auto
 
 EXIT_PREEMPTED = dist.EXIT_REQUEUE  # the wrapper requeues (lorafull.train.distributed)
 EXIT_INTERRUPTED = dist.EXIT_INTERRUPTED  # the user stopped it; the same command resumes
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 class Trainer:
     """setup -> train -> save -> cleanup, the same for both methods and both engines."""
 
-    def __init__(self, run_dir: Path, run: RunConfig, env: dist.DistEnv):
+    def __init__(self, run_dir: Path, run: RunConfig, env: dist.DistEnv, stop: StopGate):
         self.run_dir, self.run, self.env = Path(run_dir), run, env
         self.paths = RunPaths.of(run_dir)
         self.is_main = env.is_main
-        self.stop_requested = False
-        self.interrupted = False  # SIGINT: the user's stop, not the scheduler's preemption
+        self.stop = stop  # the stop signals' state (lorafull.train.stop), held by main()
         self.t_start = time.time()
 
     # ---- setup -------------------------------------------------------------------------------
-    def _on_signal(self, signum, frame):
-        self.stop_requested = True
-        self.interrupted = self.interrupted or signum == signal.SIGINT
-
     def setup(self) -> None:
         run, env = self.run, self.env
-        self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         self.use_ds = run.train.deepspeed
         self.engine_name = f"deepspeed-zero{run.train.zero_stage}" if self.use_ds else "torch"
         if not self.use_ds and env.world_size > 1:
@@ -198,8 +192,9 @@ class Trainer:
         window_losses, window_tokens, window_padding, window_t0 = [], 0, [], time.perf_counter()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="train",
                    dynamic_ncols=True, mininterval=1.0)
+        self.stop.loop_running = True  # a stop signal now waits for the next step boundary
         while self.step < self.total_steps:
-            if dist.any_rank(self.stop_requested, self.device):
+            if dist.any_rank(self.stop.requested, self.device):
                 bar.close()
                 return False
             lr = self.engine.lr()
@@ -288,8 +283,6 @@ class Trainer:
                 "truncated": stats.get("truncated"), "skipped_empty": stats.get("skipped_empty"), "data": stats}
 
     def cleanup(self) -> None:
-        for s, handler in getattr(self, "_previous_handlers", {}).items():
-            signal.signal(s, handler)
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
 
@@ -304,17 +297,8 @@ class Trainer:
         finished = self.train()
         self.save_checkpoint()
         if not finished:
-            interrupted = dist.any_rank(self.interrupted, self.device)  # every rank exits alike
-            if self.is_main and interrupted:
-                run_status.interrupted(self.run_dir, Stage.TRAIN, f"stopped at step {self.step} (checkpoint saved): "
-                                       "the same command resumes it", preempted=False, step=self.step)
-                print(f"interrupted: checkpoint at step {self.step} saved; the same command resumes it",
-                      file=sys.stderr)
-            elif self.is_main:
-                run_status.preempted(self.run_dir, step=self.step)
-                print(f"preempted: checkpoint at step {self.step} saved; exit {EXIT_PREEMPTED} to be requeued",
-                      file=sys.stderr)
-            return EXIT_INTERRUPTED if interrupted else EXIT_PREEMPTED
+            interrupted = dist.any_rank(self.stop.interrupted, self.device)  # every rank exits alike
+            return report_stop(self.run_dir, self.step, interrupted, self.is_main, "checkpoint saved")
         self.save_final()
         if self.is_main:
             summary = self.summary()
@@ -332,24 +316,19 @@ def is_done(run_dir: Path) -> bool:
 
 
 def _fail(run_dir: Path, exc: BaseException, env: dist.DistEnv) -> int:
-    """The traceback to RUN_DIR/logs, one line to the terminal; a KeyboardInterrupt (Ctrl-C before the
-    trainer's own handler was in place, while loading) is an interrupt, not a failure."""
-    interrupted = isinstance(exc, KeyboardInterrupt)
-    line = "interrupted before training started (Ctrl-C)" if interrupted else error_line(exc)
+    """The traceback to RUN_DIR/logs, one line to the terminal and status.json."""
+    line = error_line(exc)
     logs = RunPaths.of(run_dir).logs
     try:
         logs.mkdir(parents=True, exist_ok=True)
         (logs / f"train-error-rank{env.rank}.log").write_text(error_detail(exc))
         if env.is_main:
-            if interrupted:
-                run_status.interrupted(run_dir, Stage.TRAIN, f"{line}: the same command starts it")
-            else:
-                run_status.failed(run_dir, Stage.TRAIN, error=line)
+            run_status.failed(run_dir, Stage.TRAIN, error=line)
     except OSError:
         pass
     if env.is_main:
-        print(f"{'interrupted' if interrupted else 'error'}: {line}", file=sys.stderr)
-    return EXIT_INTERRUPTED if interrupted else 1
+        print(f"error: {line}", file=sys.stderr)
+    return 1
 
 
 def _precheck(run_dir: Path, run: RunConfig) -> None:
@@ -373,6 +352,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     run_dir = Path(args.run_dir).resolve()
     env = dist.detect_env()
+    with StopGate() as stop:  # from here on a stop signal is a preemption or an interrupt, never a failure
+        try:
+            return _train(run_dir, env, stop)
+        except StopBeforeTraining as e:
+            return report_early_stop(run_dir, e, env.is_main)
+        finally:
+            stop.settled = True  # a signal from here on only sets flags: nothing left to stop
+            dist.destroy()
+
+
+def _train(run_dir: Path, env: dist.DistEnv, stop: StopGate) -> int:
     try:
         run = load_run_config(run_dir, for_training=True)  # every key, and the checks across keys
         if is_done(run_dir):
@@ -394,11 +384,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 run_status.failed(run_dir, Stage.TRAIN, error=f"torchrun exited with code {rc}", keep_earlier=True)
                 print(f"error: {read_status(run_dir).get('error')}", file=sys.stderr)
             return 0 if rc == 0 else 1
-        return Trainer(run_dir, run, env).run_to_end()
-    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 -- every failure becomes one line + status
+        return Trainer(run_dir, run, env, stop).run_to_end()
+    except Exception as e:  # noqa: BLE001 -- every failure becomes one line + status (a stop is not one: StopGate)
         return _fail(run_dir, e, env)
-    finally:
-        dist.destroy()
 
 
 if __name__ == "__main__":
