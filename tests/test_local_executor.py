@@ -133,7 +133,8 @@ def test_an_interrupt_stops_cleanly_and_the_same_command_resumes_bitwise(tmp_pat
     """SIGINT (what Ctrl-C sends the launcher: its stages run in their own sessions) or SIGTERM mid-way
     through the first run: the run saves and is `interrupted`, its chained child never started and stays
     new, one line says how to go on, no traceback; the same command finishes the study, and the resumed
-    run's weights equal, bit for bit, those of the same run trained without a stop."""
+    run's weights equal, bit for bit, those of the same run trained without a stop (checked after Ctrl-C;
+    SIGTERM's stop is checked up to the status line, since it leaves the same state behind)."""
     steps = {"train": {"max_steps": 12, "save_every_steps": 1000, "log_every_steps": 1}}
     cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, base=steps, runs=[
         {"name": "a"}, {"name": "a_child", "model.name_or_path": "run:a"}]))
@@ -151,6 +152,8 @@ def test_an_interrupt_stops_cleanly_and_the_same_command_resumes_bitwise(tmp_pat
     assert len(line) == 1 and f"python -m launch.grid {cfg} --executor local --parallel 1" in line[0], out
     st = grid(cfg, "--status", "--executor", "local").stdout
     assert "1 interrupted, 1 new" in st, st
+    if how == signal.SIGTERM:
+        return  # the stop is the same as Ctrl-C's from here on: the resume is proven once, below
 
     again = grid(cfg, "--executor", "local", "--parallel", "1", timeout_s=900)  # the same command, no --retry
     assert "2/2 run(s) finished" in again.stdout, again.stdout
