@@ -82,6 +82,27 @@ def test_every_figure_reads_at_a_glance(demo_report):
     assert {name: problems for name, problems in checked.items() if problems} == {}
 
 
+def test_trade_off_curves_are_named_by_what_tells_them_apart(demo_report):
+    import json
+
+    from lorafull.figures import distinguishing_labels
+
+    report, _ = demo_report
+    names = [c["name"] for c in json.loads((report / "tradeoff.json").read_text())["curves"]]
+    # the method, then only where curves share it: the start model, then the data size (no lr, no files)
+    assert names == ["full, from=full-num_samples2400", "full, from=pretrain, n=2400", "full, from=pretrain, n=600",
+                     "full, from=scratch:tiny-llama", "lora r=8, from=full-num_samples2400",
+                     "lora r=8, from=pretrain, n=2400", "lora r=8, from=pretrain, n=600"]
+    settings = [{"train.lr": 1e-3, "data.train": "/d/instructions.jsonl"}, {"train.lr": "0.003", "data.train": "/d/instructions.jsonl"},
+                {"train.lr": 1e-2, "data.train": "/d/instructions.jsonl"}]
+    assert distinguishing_labels(["full", "full", "lora r=8"], settings) == ["full, lr=0.001", "full, lr=0.003", "lora r=8"]
+    # a key some curve lacks is tried last, and that curve's label leaves it out
+    assert distinguishing_labels(["full"] * 3, [{"data.num_samples": 600, "model.name_or_path": "run:pretrain"},
+                                                {"data.num_samples": 2400, "model.name_or_path": "run:pretrain"},
+                                                {"data.num_samples": None, "model.name_or_path": "run:ft-seed1-0a1b2c3d"}]) \
+        == ["full, from=pretrain, n=600", "full, from=pretrain, n=2400", "full, from=ft"]
+
+
 class Page(HTMLParser):
     def __init__(self):
         super().__init__()
