@@ -177,3 +177,17 @@ def test_rows_of_a_study_that_lists_no_order_put_parents_before_children(tmp_pat
     assert [row["run"] for row, _ in study_order(tmp_path, built)] == ["a", "aa", "b", "c"]
     (tmp_path / "study.yaml").write_text("runs: [c, b, a]\n")  # launch.grid's list wins where there is one
     assert [row["run"] for row, _ in study_order(tmp_path, built)] == ["c", "b", "a", "aa"]
+
+
+def test_matched_learning_rows_whose_difference_is_a_number_reach_the_page():
+    """A matched-learning row's `difference` is a number, a pairwise comparison's a dict: the page reads
+    each item's own flag (a report of a study with a non-zero matched difference once failed here)."""
+    from lorafull.report.html import _statements
+
+    matched = {"kind": "matched_learning", "finding": True, "curves": ["full", "lora r=8"], "learning": 0.3,
+               "difference": -0.18, "interval": [-0.32, -0.05], "within_noise": False, "text": "full forgets 0.18 less"}
+    pairwise = {"kind": "comparison", "difference": {"mean": 0.01, "within_noise": True}, "text": "a vs b"}
+    noise_line = "x vs y -- within noise"
+    page = _statements([matched, pairwise, noise_line], "levels")
+    found, noise = page.split("<details>")
+    assert "full forgets 0.18 less" in found and "a vs b" in noise and "x vs y" in noise
