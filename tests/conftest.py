@@ -33,6 +33,15 @@ def _no_rank_variables_leak():
             os.environ[key] = value
 
 
+def pytest_collection_modifyitems(config, items):
+    # Under pytest-xdist (tests/run.sh runs two workers) the Slurm-marked tests share one worker, one
+    # after another: they share the local cluster's two nodes and count the user's queued jobs, so two of
+    # them at once would wait on each other's jobs. The other worker meanwhile runs everything else.
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def pytest_runtest_setup(item):
     # every Slurm-marked test skips (laptop) or fails (CI=true) alike when no controller answers
     if item.get_closest_marker("slurm"):

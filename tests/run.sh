@@ -7,6 +7,7 @@
 #   bash tests/run.sh                      # the whole suite
 #   bash tests/run.sh -m "not slurm" -x    # extra arguments go to pytest
 #   VENV=/path/to/venv bash tests/run.sh   # another environment (default: .venv in the repository)
+#   TEST_WORKERS=4 bash tests/run.sh       # test processes (default 2; 0: all in one process)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${VENV:-$REPO/.venv}
@@ -35,4 +36,6 @@ cd "$REPO"
 # CPU defaults the tests expect (the conftest sets them too, for runs started by hand)
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-exec python -m pytest -ra --durations=15 "$@"
+# TEST_WORKERS test processes (pytest-xdist; 0 runs in this process); the Slurm-marked tests keep to one of
+# them, one after another (tests/conftest.py), the other tests spread over the rest
+exec python -m pytest -ra --durations=15 -n "${TEST_WORKERS:-2}" --dist loadgroup "$@"
