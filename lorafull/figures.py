@@ -27,6 +27,66 @@ def short_label(run_name: str) -> str:
     return _SEED_SUFFIX.sub("", str(run_name))
 
 
+# settings as a short label names them (others by their key's last part)
+_KEY_NAMES = {"model.name_or_path": "from", "data.train": "data", "data.num_samples": "n"}
+# the settings that say most about what a curve is, tried first when several would tell curves apart
+_KEY_ORDER = ("model.name_or_path", "data.train", "data.num_samples", "train.lr")
+
+
+def short_value(value) -> str:
+    """A setting's value as a label shows it: numbers in their shortest form, a run:<name> as the run's
+    short label, a file as its stem (data/instructions.jsonl -> instructions)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    text = str(value)
+    if text.startswith("run:"):
+        return short_label(text[len("run:"):])
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return Path(text).stem if "/" in text or Path(text).suffix in (".jsonl", ".json", ".txt") else text
+
+
+def distinguishing_labels(bases: list[str], settings: list[dict]) -> list[str]:
+    """Per item, its base label (e.g. the method) and, only where items share a base label, the fewest
+    settings that tell them apart ("full, lr=0.003"). Keys are added one at a time: first those every
+    item of the clash has a value for, then the one splitting most items, then in _KEY_ORDER; an item
+    without a value for a chosen key leaves it out."""
+    chosen: dict[str, list[str]] = {}
+    for base in dict.fromkeys(bases):
+        keys: list[str] = []
+        while True:
+            clash = _clashing([i for i, b in enumerate(bases) if b == base], settings, keys)
+            split = lambda k: len({(*(str(settings[j].get(c)) for c in keys), str(settings[j].get(k))) for j in clash})
+            now = split(None) if clash else 0
+            candidates = [k for k in dict.fromkeys(k for i in clash for k in settings[i]) if k not in keys and split(k) > now]
+            if not candidates:
+                break
+            keys.append(min(candidates, key=lambda k: (any(_unset(settings[j].get(k)) for j in clash), -split(k),
+                                                        _KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER), k)))
+        chosen[base] = keys
+    out = []
+    for base, setting in zip(bases, settings):
+        parts = [f"{_KEY_NAMES.get(k, k.split('.')[-1])}={short_value(setting[k])}"
+                 for k in chosen[base] if not _unset(setting.get(k))]
+        out.append(", ".join([base, *parts]))
+    return out
+
+
+def _unset(value) -> bool:
+    return value is None or value == "None"  # (settings compared as text hold None as "None")
+
+
+def _clashing(members: list[int], settings: list[dict], keys: list[str]) -> list[int]:
+    """The members whose values of `keys` some other member shares."""
+    seen: dict[tuple, list[int]] = {}
+    for i in members:
+        seen.setdefault(tuple(str(settings[i].get(k)) for k in keys), []).append(i)
+    return [i for same in seen.values() if len(same) > 1 for i in same]
+
+
 def colors_for(labels: Iterable[str]) -> dict[str, str]:
     """One colour per distinct label in first-seen order (full fine-tuning first, blue, when present); up to
     ten distinct colours, then tab20's."""

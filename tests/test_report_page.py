@@ -82,6 +82,27 @@ def test_every_figure_reads_at_a_glance(demo_report):
     assert {name: problems for name, problems in checked.items() if problems} == {}
 
 
+def test_trade_off_curves_are_named_by_what_tells_them_apart(demo_report):
+    import json
+
+    from lorafull.figures import distinguishing_labels
+
+    report, _ = demo_report
+    names = [c["name"] for c in json.loads((report / "tradeoff.json").read_text())["curves"]]
+    # the method, then only where curves share it: the start model, then the data size (no lr, no files)
+    assert names == ["full, from=full-num_samples2400", "full, from=pretrain, n=2400", "full, from=pretrain, n=600",
+                     "full, from=scratch:tiny-llama", "lora r=8, from=full-num_samples2400",
+                     "lora r=8, from=pretrain, n=2400", "lora r=8, from=pretrain, n=600"]
+    settings = [{"train.lr": 1e-3, "data.train": "/d/instructions.jsonl"}, {"train.lr": "0.003", "data.train": "/d/instructions.jsonl"},
+                {"train.lr": 1e-2, "data.train": "/d/instructions.jsonl"}]
+    assert distinguishing_labels(["full", "full", "lora r=8"], settings) == ["full, lr=0.001", "full, lr=0.003", "lora r=8"]
+    # a key some curve lacks is tried last, and that curve's label leaves it out
+    assert distinguishing_labels(["full"] * 3, [{"data.num_samples": 600, "model.name_or_path": "run:pretrain"},
+                                                {"data.num_samples": 2400, "model.name_or_path": "run:pretrain"},
+                                                {"data.num_samples": None, "model.name_or_path": "run:ft-seed1-0a1b2c3d"}]) \
+        == ["full, from=pretrain, n=600", "full, from=pretrain, n=2400", "full, from=ft"]
+
+
 class Page(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -156,3 +177,17 @@ def test_rows_of_a_study_that_lists_no_order_put_parents_before_children(tmp_pat
     assert [row["run"] for row, _ in study_order(tmp_path, built)] == ["a", "aa", "b", "c"]
     (tmp_path / "study.yaml").write_text("runs: [c, b, a]\n")  # launch.grid's list wins where there is one
     assert [row["run"] for row, _ in study_order(tmp_path, built)] == ["c", "b", "a", "aa"]
+
+
+def test_matched_learning_rows_whose_difference_is_a_number_reach_the_page():
+    """A matched-learning row's `difference` is a number, a pairwise comparison's a dict: the page reads
+    each item's own flag (a report of a study with a non-zero matched difference once failed here)."""
+    from lorafull.report.html import _statements
+
+    matched = {"kind": "matched_learning", "finding": True, "curves": ["full", "lora r=8"], "learning": 0.3,
+               "difference": -0.18, "interval": [-0.32, -0.05], "within_noise": False, "text": "full forgets 0.18 less"}
+    pairwise = {"kind": "comparison", "difference": {"mean": 0.01, "within_noise": True}, "text": "a vs b"}
+    noise_line = "x vs y -- within noise"
+    page = _statements([matched, pairwise, noise_line], "levels")
+    found, noise = page.split("<details>")
+    assert "full forgets 0.18 less" in found and "a vs b" in noise and "x vs y" in noise

@@ -40,12 +40,17 @@ def test_skill_data_is_held_out_and_deterministic(tmp_path):
         assert item["options"][item["answer"]].strip(" .") in {t for _, t, *_ in data.CHOICE_FACTS}
 
 
-def test_study_loads_with_three_runs_two_lora_ranks():
+def test_study_is_a_trade_off_study_two_lrs_per_method_three_durations():
     study = load_study(CONFIG)
-    by = {r.name: r for r in study.runs}
-    assert set(by) == {"full", "lora_r8", "lora_r64"}
-    assert (by["lora_r8"].method.r, by["lora_r64"].method.r) == (8, 64) and by["full"].method.kind == "full"
-    assert by["lora_r8"].train.lr == 10 * by["full"].train.lr and study.analysis.spectrum
+    trunks = {r.name: r for r in study.runs if r.name.endswith("-trunk")}
+    branches = [r for r in study.runs if r.train.branch_of]
+    assert len(trunks) == 6 and len(branches) == 18 and {r.train.branch_of for r in branches} == set(trunks)
+    methods = {(r.method.kind, r.method.r if r.method.kind == "lora" else None) for r in trunks.values()}
+    assert methods == {("full", None), ("lora", 8), ("lora", 64)}
+    for kind, rank in methods:  # two learning rates per method
+        assert len({r.train.lr for r in trunks.values()
+                    if (r.method.kind, r.method.r if r.method.kind == "lora" else None) == (kind, rank)}) == 2
+    assert study.select.keys == ["train.lr"] and study.select.holdout > 0 and study.analysis.spectrum
     assert {t.name for t in study.analysis.source_tasks} == {"facts_numeric", "facts_choice"}
 
 
@@ -63,22 +68,37 @@ def test_study_dry_runs_through_the_command_line(tmp_path):
     assert (converted / "model.safetensors").exists()  # prepare made the model folder (once per machine)
 
 
+# the study cut to one learning rate of full FT and one of LoRA r=8, one duration (a 2-step trunk and a
+# 1-step cooldown branch each), 4 items of every eval set and task: its every stage and the trade-off
+SHORT_RUNS = ("runs=[{name: full, method.kind: full, train.lr: 5.0e-5},"
+              " {name: lora_r8, method.kind: lora, method.r: 8, method.alpha: 16, train.lr: 4.0e-4}]")
+SHORT_TASKS = ['analysis.target_tasks=[{name: glorp, path: "{study_dir}/data/tasks/glorp.jsonl", kind: generation,'
+               ' scorer: text, num_items: 4}]',
+               'analysis.source_tasks=[{name: facts_numeric, path: "{study_dir}/data/tasks/facts_numeric.jsonl",'
+               ' kind: generation, scorer: math, num_items: 4}, {name: facts_choice, kind: choice, num_items: 4,'
+               ' path: "{study_dir}/data/tasks/facts_choice.jsonl"}]']
+
+
 @pytest.mark.slow
 def test_shortened_study_runs_end_to_end(tmp_path):
     need_model_wheel()
     out = tmp_path / "s"
-    overrides = [f"study.output_dir={out}", "train.max_steps=2", "eval.num_items=4"]
+    overrides = [f"study.output_dir={out}", SHORT_RUNS, "train.branch_max_tokens=[200]", "train.warmup_steps=1",
+                 "train.cooldown_steps=1", "eval.num_items=4", *SHORT_TASKS]
     proc = subprocess.run([sys.executable, "-m", "launch.grid", str(CONFIG), "--executor", "local", *overrides],
                           cwd=REPO, capture_output=True, text=True, timeout=3000,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
     with open(out / "report" / "table.csv", encoding="utf-8") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"full", "lora_r8", "lora_r64"}
+    assert set(rows) == {"full-trunk", "full-tokens200", "lora_r8-trunk", "lora_r8-tokens200"}
     for row in rows.values():  # every score with its interval, the analyses filled in
         assert row["score_low"] != "" and float(row["score_low"]) <= float(row["score"]) <= float(row["score_high"])
         assert row["learning"] != "" and row["forgetting"] != "" and row["rank90"] != ""
-    tasks = json.loads((out / "runs" / "full" / "analysis" / "tasks.json").read_text())
+    tasks = json.loads((out / "runs" / "full-tokens200" / "analysis" / "tasks.json").read_text())
     assert tasks["base"]["facts_choice"]["score"] == 1.0  # only facts the base model knows were kept
     assert tasks["learning_interval"] is not None and tasks["forgetting_interval"] is not None
+    trade = json.loads((out / "report" / "tradeoff.json").read_text())  # the branches are its points
+    assert sorted((c["name"], [p["run"] for p in c["points"]]) for c in trade["curves"]) \
+        == [("full", ["full-tokens200"]), ("lora r=8", ["lora_r8-tokens200"])]
     assert "Comparisons" in (out / "report" / "table.md").read_text(encoding="utf-8")

@@ -7,7 +7,8 @@ tradeoff.png (README "Reading the report" gives the file's shape).
 
 - A curve: the runs the report uses (the selected ones of a sweep, else all) that share every setting but
   the swept keys and the duration (DURATION_KEYS; a cooldown branch's trunk is left out: it is not cooled
-  down), named by the method and rank plus any other setting that differs between curves. Its points are those runs (each pooling its seeds) and, where
+  down), named by the method and rank, plus, only where curves share those, the fewest settings that tell
+  them apart (lorafull.figures.distinguishing_labels: "full, lr=0.003"). Its points are those runs (each pooling its seeds) and, where
   analysis.checkpoints evaluated them, their intermediate checkpoints (the steps every seed has).
 - Interpolation: a curve is its points in order of learning (then forgetting); forgetting at a learning
   level L is linear between the two points whose learning brackets L (clamped at the ends; where points
@@ -124,12 +125,13 @@ def curves_of(rows: list[dict], swept: list[str]) -> list[dict]:
         if points:
             curve = by_key.setdefault(key, {"method": row.get("method"), "setting": dict(key), "points": []})
             curve["points"] += points
+    from lorafull.figures import distinguishing_labels  # (pyplot loads with it: only when curves are named)
+
     curves = list(by_key.values())
-    varying = sorted(k for k in {k for c in curves for k in c["setting"]} if not k.startswith("method.")
-                     and len({c["setting"].get(k) for c in curves}) > 1)
-    for c in curves:
-        extra = [f"{k.split('.')[-1]}={Path(str(c['setting'].get(k))).name}" for k in varying]
-        c["name"] = ", ".join([str(c["method"] or "?")] + extra)
+    names = distinguishing_labels([str(c["method"] or "?") for c in curves],
+                                  [{k: v for k, v in c["setting"].items() if not k.startswith("method.")} for c in curves])
+    for c, name in zip(curves, names):
+        c["name"] = name
         c["points"].sort(key=lambda p: (p["learning"], p["forgetting"]))
         front = pareto_front([(p["learning"], p["forgetting"]) for p in c["points"]])
         for i, p in enumerate(c["points"]):

@@ -65,11 +65,12 @@ def _items_line(items: Optional[dict], holdout: float) -> str:
             + ". Every other number in this report uses the remaining items; forgetting uses all source-task items.")
 
 
-def _group_label(entry: dict, others: list[dict]) -> str:
-    """The group's method (and rank) and every other setting that tells it from the other groups."""
-    group = entry["group"]
-    varying = [k for k in group if not k.startswith("method.") and len({str(g.get(k)) for g in others}) > 1]
-    return ", ".join([str(entry.get("method") or "?")] + [f"{k}={group[k]}" for k in varying])
+def _group_labels(groups: list[dict]) -> list[str]:
+    """Each group's method (and rank) and, where groups share it, the fewest settings that tell them apart."""
+    from lorafull.figures import distinguishing_labels
+
+    return distinguishing_labels([str(g.get("method") or "?") for g in groups],
+                                 [{k: v for k, v in g["group"].items() if not k.startswith("method.")} for g in groups])
 
 
 def selection_markdown(selection: dict) -> list[str]:
@@ -80,9 +81,7 @@ def selection_markdown(selection: dict) -> list[str]:
              _items_line(selection.get("items"), selection["holdout"]), "",
              "| group | run | " + " | ".join(keys) + f" | {selection['metric']} (selection items) | selected |",
              "|" + "---|" * (len(keys) + 4)]
-    groups = [g["group"] for g in selection["groups"]]
-    for g in selection["groups"]:
-        label = _group_label(g, groups)
+    for g, label in zip(selection["groups"], _group_labels(selection["groups"])):
         for r in g["runs"]:
             m = r["metric"]
             est = "" if m is None else Estimate(m["mean"], m["low"], m["high"]).text(3)

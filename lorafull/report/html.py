@@ -143,10 +143,21 @@ def _statement(item) -> tuple[str, bool]:
     """(text, within noise) of a comparison: a structured item (lorafull.report.findings) or a line."""
     if isinstance(item, str):
         return item, "within noise" in item
-    noisy = item.get("within_noise", (item.get("difference") or {}).get("within_noise"))
+    return str(item.get("text", item)), _within_noise(item)
+
+
+def _within_noise(item: dict) -> bool:
+    """A structured comparison's own flag: `finding` (every item lorafull.report.findings writes has one),
+    else `within_noise`, else a pairwise item's `difference` {"within_noise"}. A matched-learning row's
+    `difference` is a number, so a field's shape is checked before it is read."""
     if item.get("finding") is not None:
-        noisy = not item["finding"]
-    return str(item.get("text", item)), bool(noisy if noisy is not None else "within noise" in str(item.get("text")))
+        return not item["finding"]
+    if item.get("within_noise") is not None:
+        return bool(item["within_noise"])
+    diff = item.get("difference")
+    if isinstance(diff, dict) and diff.get("within_noise") is not None:
+        return bool(diff["within_noise"])
+    return "within noise" in str(item.get("text"))
 
 
 def _statements(items: list, what: str) -> str:

@@ -54,7 +54,8 @@ def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None 
     target_items = tasks.held_out(seed + 11, sizes["target_per_class"], taken)
     general = tasks.instructions(seed + 20, sizes["instructions"], GENERAL_WEIGHTS, exclude=taken)
     math = tasks.instructions(seed + 21, sizes["math"], {"math": 1.0}, exclude=taken)
-    docs = world.corpus(seed, sizes["corpus_docs"])
+    docs = world.corpus(seed, sizes["corpus_docs"], fact_share=sizes.get("fact_share", 2 / 3),
+                        dialogue_share=sizes.get("dialogue_share", 0.25))
     choice = world.choice_tasks(seed)
 
     files = {"corpus.jsonl": docs, "instructions.jsonl": general, "math.jsonl": math, "eval.jsonl": eval_items}

@@ -103,19 +103,20 @@ def _dialogue(rng: random.Random, people: list[dict], turns: int = 3) -> str:
     return "\n\n".join(parts)
 
 
-def corpus(seed: int, n_docs: int, sentences_per_doc: int = 6) -> list[dict]:
-    """Pre-training documents {"text"}: fact sentences (two of every three) and filler, shuffled;
-    one document in four is a chat transcript about the facts."""
+def corpus(seed: int, n_docs: int, sentences_per_doc: int = 6, fact_share: float = 2 / 3,
+           dialogue_share: float = 0.25) -> list[dict]:
+    """Pre-training documents {"text"}: fact sentences (fact_share of them) and filler, shuffled;
+    dialogue_share of the documents are chat transcripts about the facts."""
     rng = random.Random(seed + 1)
     people = facts(seed)
     docs = []
     for _ in range(n_docs):
-        if rng.random() < 0.25:
+        if rng.random() < dialogue_share:
             docs.append({"text": _dialogue(rng, people)})
             continue
         parts = []
         for _ in range(sentences_per_doc):
-            if rng.random() < 2 / 3:
+            if rng.random() < fact_share:
                 start, end = rng.choice(fact_sentences(rng.choice(people)))
                 parts.append(start + end)
             else:
