@@ -43,7 +43,7 @@ def _short_model(name_or_path: str) -> str:
 
 def _method(run: RunConfig) -> str:
     m = run.method
-    if m.kind in ("lora", "dora", "loha"):
+    if m.kind in ("lora", "dora", "loha", "qlora"):
         return f"{m.kind} r{m.r}"
     extra = {"adapter": f" {m.adapter_size}", "prompt": f" {m.num_virtual_tokens}", "prefix": f" {m.num_virtual_tokens}"}
     return m.kind + extra.get(m.kind, "")

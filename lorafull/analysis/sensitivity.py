@@ -19,7 +19,10 @@ from lorafull.config import RunConfig
 
 
 def method_label(cfg: RunConfig) -> str:
-    return "full" if cfg.method.kind == "full" else f"lora r={cfg.method.r}"
+    kind = cfg.method.kind
+    if kind == "full":
+        return "full"
+    return f"{'qlora' if kind == 'qlora' else 'lora'} r={cfg.method.r}"  # qlora: a method of its own
 
 
 def _count_lines(path: Optional[str]) -> Optional[int]:

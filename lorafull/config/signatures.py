@@ -13,7 +13,7 @@ import os
 from typing import Optional
 
 from lorafull.config.content import input_identity
-from lorafull.config.schema import RunConfig, Study
+from lorafull.config.schema import QLORA_KEYS, RunConfig, Study
 from lorafull.config.typed import to_dict
 
 # Settings that do not change what a run learns: resources, cadence, logging, outputs, eval.
@@ -54,7 +54,8 @@ def signature_payload(run: RunConfig, parent_signature: Optional[str] = None,
     """The settings that change what a run learns, with every input path replaced by its content's
     identity (lorafull.config.content): where a file lies is no part of a run."""
     d = to_dict(run)
-    for dotted in _NOT_IN_SIGNATURE:
+    left_out = _NOT_IN_SIGNATURE if run.method.kind == "qlora" else _NOT_IN_SIGNATURE | set(QLORA_KEYS)
+    for dotted in left_out:
         parts = dotted.split(".")
         sub = d
         for p in parts[:-1]:

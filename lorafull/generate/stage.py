@@ -216,6 +216,9 @@ def vllm_setup(run_dir: Path, cfg: RunConfig) -> tuple[dict, Optional[str]]:
         from lorafull.models.merge import merge_run
 
         return {"model": str(merge_run(run_dir)), **common}, None
+    if cfg.method.kind == "qlora":
+        raise ValueError("eval.merge_lora: false: vLLM would put a qlora adapter on the unquantised base, not the "
+                         "4-bit base it was trained on (set eval.merge_lora: true, or eval.backend: hf)")
     adapter = json.loads(adapter_cfg.read_text())
     rank = next(r for r in VLLM_LORA_RANKS if r >= int(adapter.get("r", 8)))  # the smallest that fits
     return {"model": adapter["base_model_name_or_path"], **common, "enable_lora": True, "max_lora_rank": rank,
@@ -293,8 +296,11 @@ def _generate_locked(run_dir: Path, cfg: RunConfig, items: list[dict], progress:
 
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
-    if backend == "vllm" and cfg.method.kind not in ("full", "lora") and cfg.eval.backend == "auto":
-        backend = "hf"  # vLLM serves plain LoRA adapters only: DoRA, IA3, prompts, bottlenecks go through HF
+    served_by_vllm = cfg.method.kind in ("full", "lora") or (cfg.method.kind == "qlora" and cfg.eval.merge_lora)
+    if backend == "vllm" and not served_by_vllm and cfg.eval.backend == "auto":
+        # vLLM serves plain LoRA adapters only: DoRA, IA3, prompts, bottlenecks go through HF, and so does a
+        # qlora adapter unmerged (on vLLM it would sit on the unquantised base, not its 4-bit one)
+        backend = "hf"
     write_status(run_dir, "running", stage="generate")
     stats = {"items": len(items), "generated": 0, "backend": backend, "new_tokens": 0, "seconds": 0.0}
     if todo:

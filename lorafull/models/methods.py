@@ -10,6 +10,7 @@ ia3      peft IA3: learned scaling vectors on the targets (feed-forward ones sca
 prompt   peft prompt tuning: method.num_virtual_tokens learned input embeddings
 prefix   peft prefix tuning: learned keys/values of method.num_virtual_tokens positions in every layer
 adapter  bottleneck adapters of size method.adapter_size after each MLP block (lorafull.models.bottleneck)
+qlora    peft LoRA (as lora) over a base held in 4 bits by bitsandbytes (lorafull.models.qlora)
 Every kind but full freezes the base; final/ then holds only what trained (a peft adapter folder, or
 the bottleneck adapters), and the base is named inside it.
 """
@@ -21,9 +22,9 @@ from typing import Optional
 
 import torch
 
-PEFT_KINDS = ("lora", "dora", "loha", "ia3", "prompt", "prefix")
-# kinds whose weight change folds into the base weights (peft merge_and_unload)
-MERGEABLE_KINDS = ("lora", "dora", "loha", "ia3")
+PEFT_KINDS = ("lora", "dora", "loha", "ia3", "prompt", "prefix", "qlora")
+# kinds whose weight change folds into the base weights (peft merge_and_unload; qlora into the dequantised base)
+MERGEABLE_KINDS = ("lora", "dora", "loha", "ia3", "qlora")
 # names of the parameters a method adds (peft's tuner prefixes; our adapters)
 ADDED_NAME_PARTS = ("lora_", "hada_", "ia3_", "prompt_encoder", "bottleneck_adapter")
 
@@ -42,7 +43,7 @@ def peft_config(model, method_cfg):
     import peft
 
     kind, common = method_cfg.kind, {"task_type": "CAUSAL_LM"}
-    if kind in ("lora", "dora"):
+    if kind in ("lora", "dora", "qlora"):
         targets = method_cfg.target_modules if method_cfg.target_modules == "all-linear" else _targets(model, method_cfg)
         return peft.LoraConfig(r=method_cfg.r, lora_alpha=method_cfg.alpha, lora_dropout=method_cfg.dropout,
                                target_modules=targets, bias="none", use_dora=kind == "dora", **common)
@@ -84,6 +85,10 @@ def apply_method(model, method_cfg, seed: int = 0, adapter_dtype: Optional[torch
         raise ValueError(f"method.kind: expected full, adapter or one of {', '.join(PEFT_KINDS)}, got {kind!r}")
     from peft import get_peft_model
 
+    if kind == "qlora" and getattr(model, "is_loaded_in_4bit", False):  # a meta-device count has no 4-bit base
+        from lorafull.models.qlora import prepare_for_training
+
+        model = prepare_for_training(model)
     model = get_peft_model(model, peft_config(model, method_cfg))
     if adapter_dtype is not None:
         _hold_adapters_in(model, adapter_dtype)
@@ -113,12 +118,18 @@ def is_trained_folder(folder: Path) -> bool:
 
 def load_trained_folder(folder: Path, dtype: torch.dtype, merge: bool = False):
     """The model a trained folder holds: a peft adapter on its base (merged into it when merge=True and the
-    method can be merged), bottleneck adapters on their base (never merged: nonlinear), or an HF folder."""
+    method can be merged; a qlora adapter on its 4-bit base, or merged into the dequantised base),
+    bottleneck adapters on their base (never merged: nonlinear), or an HF folder."""
     from transformers import AutoModelForCausalLM
 
     from lorafull.models.bottleneck import is_adapter_folder, load_with_adapters
 
+    from lorafull.models.qlora import load_adapter_folder, read_settings
+
     folder = Path(folder)
+    quantized = read_settings(folder)
+    if quantized is not None:  # qlora: the 4-bit base the adapter was trained on, or merged into its dequantisation
+        return load_adapter_folder(folder, quantized, dtype, merge)
     if (folder / "adapter_config.json").exists():
         from peft import PeftConfig, PeftModel
 

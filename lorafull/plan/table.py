@@ -6,7 +6,8 @@ from __future__ import annotations
 
 FORMULA = ("h/epoch = steps/epoch x step time; step = compute (tokens x FLOPs/token / (ranks x peak x mfu)) + "
            "optimizer (Adam bytes / memory bandwidth) + communication (ZeRO collectives / link bandwidth) + "
-           "offload (PCIe); 'measured' rows use STUDY_DIR/launch/calibration.json")
+           "offload (PCIe) + dequantize (qlora's 4-bit weights, memory-bound); 'measured' rows use "
+           "STUDY_DIR/launch/calibration.json")
 
 
 def _num(x, unit: str = "") -> str:
@@ -24,7 +25,7 @@ def _hours(x) -> str:  # short times in seconds: the demo's runs take seconds
 
 COLUMNS = ("run", "method", "trainable", "total", "added", "tokens", "mem/GPU GB", "fits", "GPU-h", "h/epoch",
            "basis")
-PARTS = ("compute", "optimizer", "communication", "offload", "hidden")
+PARTS = ("compute", "optimizer", "communication", "offload", "dequantize", "hidden")
 
 
 def plan_cells(row: dict) -> list[str]:

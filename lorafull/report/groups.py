@@ -68,14 +68,14 @@ def _differences(a: Optional[dict], b: Optional[dict]) -> Optional[list[str]]:
 
 def _method(setting: dict) -> str:
     kind = setting.get("method.kind")
-    return f"lora r={setting.get('method.r')}" if kind == "lora" else str(kind)
+    return f"{kind} r={setting.get('method.r')}" if kind in ("lora", "qlora") else str(kind)
 
 
 def _describe(diff: list[str], a: dict, b: dict) -> str:
     """What differs, the method's keys said as one: "method: full / lora r=64; train.lr: 5e-05 / 0.0005"."""
     parts = [f"method: {_method(a)} / {_method(b)}"] if any(k.startswith("method.") for k in diff) else []
     extra = [k for k in diff if k.startswith("method.") and k not in ("method.kind", "method.r")]
-    if a.get("method.kind") == b.get("method.kind") == "lora":  # LoRA vs LoRA: alpha, dropout, modules too
+    if a.get("method.kind") == b.get("method.kind") in ("lora", "qlora"):  # LoRA vs LoRA: alpha, dropout, modules too
         parts += [f"{k}: {a.get(k)} / {b.get(k)}" for k in extra]
     return "; ".join(parts + [f"{k}: {a.get(k)} / {b.get(k)}" for k in diff if not k.startswith("method.")])
 

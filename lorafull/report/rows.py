@@ -68,7 +68,7 @@ def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
 def _method(cfg) -> Optional[str]:
     if cfg is None:
         return None
-    if cfg.method.kind in ("lora", "dora", "loha"):
+    if cfg.method.kind in ("lora", "dora", "loha", "qlora"):
         return f"{cfg.method.kind} r={cfg.method.r}"
     return cfg.method.kind
 

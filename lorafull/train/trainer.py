@@ -131,7 +131,8 @@ class Trainer:
             self._hf_ds_config = HfDeepSpeedConfig(dist.ds_config(tc, run.model.dtype, env.world_size, self.grad_accum))
         # plain torch trains full weights in fp32 under autocast; DeepSpeed keeps its own fp32 master
         load_dtype = "fp32" if (not self.use_ds and run.method.kind == "full") else run.model.dtype
-        model = load_base(run.model, self.run_dir, seed=tc.seed, dtype=load_dtype)
+        model = load_base(run.model, self.run_dir, seed=tc.seed, dtype=load_dtype, method_cfg=run.method,
+                          device=self.device)  # qlora: the base in 4 bits, quantised on the device it trains on
         speed.prepare_base_model(model, tc)
         model = apply_method(model, run.method, seed=tc.seed, adapter_dtype=speed.adapter_dtype(run, self.use_ds))
         model = speed.finish_model(model, tc)
@@ -258,11 +259,15 @@ class Trainer:
 
                 save_adapters(tmp, state, self.run.method.adapter_size, self.base_path)
             else:
-                if adapted:
+                if adapted:  # named by the unquantised base, also under qlora: it loads there with plain peft
                     model.peft_config["default"].base_model_name_or_path = self.base_path
                 else:
                     model.config.dtype = dtype
                 model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
+            if self.run.method.kind == "qlora":  # how to rebuild the 4-bit base the adapter was trained on
+                from lorafull.models.qlora import save_settings, settings_of
+
+                save_settings(tmp, settings_of(self.run.method, self.run.model.dtype))
             self.tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -357,6 +362,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     env = dist.detect_env()
     try:
         run = load_run_config(run_dir, for_training=True)  # every key, and the checks across keys
+        if run.method.kind == "qlora":  # a missing bitsandbytes stops here, before data or processes
+            from lorafull.models.qlora import require_bitsandbytes
+
+            require_bitsandbytes()
         if is_done(run_dir):
             if env.is_main:
                 print(f"{run_dir}: already done", file=sys.stderr)
