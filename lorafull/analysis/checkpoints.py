@@ -67,13 +67,15 @@ def trainable_state(ckpt: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str):
     """The model as it was at checkpoint `ckpt` (LoRA merged), in `dtype`, in eval mode."""
     from lorafull.models.load import apply_method, load_base, torch_dtype
-    from lorafull.models.methods import MERGEABLE_KINDS, load_trained_folder
+    from lorafull.models.method_table import method_of
+    from lorafull.models.methods import load_trained_folder
 
     folder = _hf_folder(ckpt)
     if folder is not None:
         return load_trained_folder(folder, torch_dtype(dtype), merge=True).eval()
     state = trainable_state(ckpt)
-    if cfg.method.kind == "qlora":  # the adapter was trained on the 4-bit base: merge into its dequantisation
+    method = method_of(cfg)
+    if method.quantized_base:  # the adapter was trained on the 4-bit base: merge into its dequantisation
         from lorafull.models.load import prepare_base
         from lorafull.models.qlora import dequantized_base, settings_of
 
@@ -81,7 +83,7 @@ def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str)
                                  settings_of(cfg.method, cfg.model.dtype), torch_dtype("fp32"))
     else:
         model = load_base(cfg.model, run_dir, seed=cfg.train.seed, dtype="fp32")
-    if cfg.method.kind != "full":
+    if method.frozen_base:
         model = apply_method(model, cfg.method, seed=cfg.train.seed)
     own = dict(model.named_parameters())
     unknown = [k for k in state if k not in own]
@@ -91,6 +93,6 @@ def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str)
     if missing:
         raise KeyError(f"{ckpt}: lacks {len(missing)} trainable tensors (e.g. {missing[0]})")
     model.load_state_dict(state, strict=False)
-    if cfg.method.kind in MERGEABLE_KINDS:
+    if method.frozen_base and method.mergeable:
         model = model.merge_and_unload()
     return model.to(torch_dtype(dtype)).eval()

@@ -16,13 +16,11 @@ from typing import Optional
 import numpy as np
 
 from lorafull.config import RunConfig
+from lorafull.models.method_table import method_of
 
 
 def method_label(cfg: RunConfig) -> str:
-    kind = cfg.method.kind
-    if kind == "full":
-        return "full"
-    return f"{'qlora' if kind == 'qlora' else 'lora'} r={cfg.method.r}"  # qlora: a method of its own
+    return method_of(cfg).label(cfg.method)
 
 
 def _count_lines(path: Optional[str]) -> Optional[int]:

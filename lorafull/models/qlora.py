@@ -26,12 +26,16 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 BLOCKSIZE = 64  # bitsandbytes' 4-bit block: one scale (absmax) per 64 weights
 NESTED_BLOCKSIZE = 256  # double quantisation: the scales themselves quantised to 8 bits in blocks of 256
 SETTINGS_FILE = "qlora_config.json"  # in final/: how the base was quantised (settings_of)
-_TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# torch is imported where weights are touched, not here: the plan asks packed_bytes without it
+
+
+def _torch_dtypes() -> dict:
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def require_bitsandbytes() -> None:
@@ -50,28 +54,39 @@ def settings_of(method_cfg, model_dtype: str) -> dict:
             "compute_dtype": method_cfg.compute_dtype or model_dtype, "base_dtype": model_dtype}
 
 
+def settings_of_model(model) -> dict:
+    """settings_of, read back from a model's own 4-bit layers: what the trained base really was."""
+    import bitsandbytes as bnb
+
+    names = {v: k for k, v in _torch_dtypes().items()}
+    layer = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    state = layer.weight.quant_state
+    return {"quant_type": state.quant_type, "double_quant": bool(state.nested),
+            "compute_dtype": names[layer.compute_dtype], "base_dtype": names[state.dtype]}
+
+
 def bnb_config(settings: dict):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=settings["quant_type"],
                               bnb_4bit_use_double_quant=settings["double_quant"],
-                              bnb_4bit_compute_dtype=_TORCH_DTYPES[settings["compute_dtype"]])
+                              bnb_4bit_compute_dtype=_torch_dtypes()[settings["compute_dtype"]])
 
 
-def _device_map(device: Optional[torch.device]):
+def _device_map(device: Optional["torch.device"]):
     if device is None or device.type == "cpu":
         return "cpu"
     return {"": device.index if device.index is not None else 0}
 
 
-def load_4bit(path: str, settings: dict, device: Optional[torch.device] = None):
+def load_4bit(path: str, settings: dict, device: Optional["torch.device"] = None):
     """The base at `path` with its linear layers (not the output head) as bitsandbytes Linear4bit,
     quantised from settings["base_dtype"] on `device` (default the CPU)."""
     require_bitsandbytes()
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb_config(settings),
-                                                dtype=_TORCH_DTYPES[settings["base_dtype"]],
+                                                dtype=_torch_dtypes()[settings["base_dtype"]],
                                                 device_map=_device_map(device))
 
 
@@ -83,7 +98,7 @@ def prepare_for_training(model):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def dequantized_base(path: str, settings: dict, dtype: torch.dtype):
+def dequantized_base(path: str, settings: dict, dtype: "torch.dtype"):
     """A plain model (torch Linear layers) holding the 4-bit base's dequantised weights in `dtype`: the
     weights the 4-bit model computes with, quantised exactly as in training."""
     model = load_4bit(path, settings)
@@ -103,7 +118,7 @@ def read_settings(folder: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_adapter_folder(folder: Path, settings: dict, dtype: torch.dtype, merge: bool):
+def load_adapter_folder(folder: Path, settings: dict, dtype: "torch.dtype", merge: bool):
     """A qlora final/: merge=False, the 4-bit base with the adapter (what training computed); merge=True,
     the dequantised base with the adapter folded in (a plain model in `dtype`)."""
     from peft import PeftConfig, PeftModel
@@ -122,6 +137,8 @@ def load_adapter_folder(folder: Path, settings: dict, dtype: torch.dtype, merge:
 def quantized_numel(model) -> int:
     """Weights a 4-bit load packs: every linear layer's but the output head's (transformers keeps the
     output embeddings in 16 bit). Works on a meta-device base model (before the method is applied)."""
+    import torch
+
     out = model.get_output_embeddings()
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not out)
 

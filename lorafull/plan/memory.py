@@ -21,6 +21,7 @@ from typing import Optional
 
 from lorafull.config import resources
 from lorafull.config import RunConfig, Study
+from lorafull.models.method_table import method_of
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 GB = 1024 ** 3
@@ -68,7 +69,7 @@ def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict, micro_batc
     L, V = arch["num_hidden_layers"], arch["vocab_size"]
 
     weights = P * b / (n if stage >= 3 else 1)
-    if run.method.kind == "qlora":  # never at ZeRO-3 (refused at load)
+    if method_of(run).quantized_base:  # never at ZeRO-3 (refused at load)
         weights = _qlora_weights(run, counts, b)
     if stage >= 3:  # parameters gathered for the layers being computed (about two layers at a time)
         layer = (P - 2 * V * h) / L
@@ -79,14 +80,14 @@ def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict, micro_batc
     tokens = micro_batch * run.data.max_length
     act_scale = b / 2  # the 20h + 8i bytes/token/layer figure is for 16-bit activations
     per_layer = tokens * (20 * h + 8 * i) * act_scale
-    if run.method.kind in ("lora", "qlora") and run.method.dropout > 0:  # dropout output + mask per adapted input
+    if method_of(run).dropout_memory and run.method.dropout > 0:  # dropout output + mask per adapted input
         per_layer += tokens * _adapted_inputs(run, h, i) * (b + 1)
     if checkpointing:
         activations = L * tokens * h * b + per_layer
     else:
         activations = L * per_layer
     activations += tokens * V * (b + 8)
-    if run.method.kind == "qlora":  # bitsandbytes dequantises one weight at a time for each matmul
+    if method_of(run).quantized_base:  # bitsandbytes dequantises one weight at a time for each matmul
         activations += h * i * DTYPE_BYTES[run.method.compute_dtype or run.model.dtype]
     parts = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations}
     out = {k: v / GB for k, v in parts.items()}
