@@ -65,16 +65,49 @@ def _proc_status_gb(field: str) -> float:
     raise KeyError(field)
 
 
+def weight_bytes(model) -> int:
+    """Bytes the model's weights occupy: every parameter's storage (a 4-bit weight: its packed bytes) and
+    bitsandbytes' quantisation state (block scales, and their own scales under double quantisation)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for p in model.parameters():
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            parts = [state.absmax] + ([state.state2.absmax, state.offset] if state.nested else [])
+            total += sum(t.numel() * t.element_size() for t in parts)
+    return total
+
+
+def planned_weight_bytes(run_dir: Path) -> float:
+    """The plan's weights part for this run (lorafull.plan.memory), from its architecture and counts."""
+    from types import SimpleNamespace
+
+    from lorafull.config import PlanConfig, SlurmConfig, load_run_config
+    from lorafull.models.load import count_params_meta, resolve_base_path
+    from lorafull.plan.memory import GB, memory_gb
+
+    run = load_run_config(run_dir)
+    base = resolve_base_path(run.model, run_dir)
+    arch = json.loads((Path(base) / "config.json").read_text())
+    study = SimpleNamespace(slurm=SlurmConfig(), plan=PlanConfig())
+    return memory_gb(run, study, arch, count_params_meta(base, run.method))["weights"] * GB
+
+
 def child(run_dir: Path) -> None:
     """In a fresh process: the trainer's setup (model loaded, engine built), then its training loop, with
-    the peak resident set size of each phase (the kernel's peak is reset in between: clear_refs 5)."""
+    the peak resident set size of each phase (the kernel's peak is reset in between: clear_refs 5). Once
+    loaded, freed heap is handed back first (glibc malloc_trim), so the resident size is what is held."""
+    import ctypes
+
     from lorafull.config import load_run_config
     from lorafull.train import distributed as dist
     from lorafull.train.trainer import Trainer
 
     trainer = Trainer(run_dir, load_run_config(run_dir, for_training=True), dist.detect_env())
     trainer.setup()
-    loaded = {"setup_peak_gb": _proc_status_gb("VmHWM"), "after_setup_gb": _proc_status_gb("VmRSS")}
+    loaded = {"setup_peak_gb": _proc_status_gb("VmHWM")}
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    loaded.update(after_setup_gb=_proc_status_gb("VmRSS"), weights_gb=weight_bytes(trainer.engine.model) / 2 ** 30,
+                  planned_weights_gb=planned_weight_bytes(run_dir) / 2 ** 30)
     Path("/proc/self/clear_refs").write_text("5")
     assert trainer.train()
     trained = {"train_peak_gb": _proc_status_gb("VmHWM")}
@@ -148,7 +181,9 @@ def main() -> None:
     qlora_s = statistics.median(r["step_s"] for r in results["qlora"])
     print(f"step time per optimizer step ({args.micro} x {args.max_length} tokens, {args.threads} thread(s)): "
           f"lora {lora_s:.2f} s, qlora {qlora_s:.2f} s, qlora/lora {qlora_s / lora_s:.2f}x")
-    for key, what in (("setup_peak_gb", "peak RSS while loading"), ("after_setup_gb", "RSS once loaded"),
+    for key, what in (("weights_gb", "weights held (tensor bytes)"),
+                      ("planned_weights_gb", "the plan's weights part (lorafull.plan.memory)"),
+                      ("setup_peak_gb", "peak RSS while loading"), ("after_setup_gb", "RSS once loaded (trimmed)"),
                       ("train_peak_gb", "peak RSS while training")):
         lora_gb = statistics.median(r[key] for r in results["lora"])
         qlora_gb = statistics.median(r[key] for r in results["qlora"])
