@@ -306,3 +306,20 @@ def test_the_belle_plan_puts_qlora_beside_lora_and_full_fine_tuning(tmp_path):
     assert "full_13b_2m" in totals["not_fitting"] and "qlora_13b_2m" not in totals["not_fitting"]
     text = format_plan(rows, totals)
     assert "qlora_13b_2m: step" in text and "dequantize" in text
+
+
+def test_qlora_settings_name_qlora_runs_only():
+    """method.quant_type / double_quant / compute_dtype are in a qlora run's signature and in no other
+    kind's, so adding them renamed no existing run."""
+    import dataclasses
+
+    from lorafull.config import RunConfig, signature
+
+    def with_method(run, **method):
+        return dataclasses.replace(run, method=dataclasses.replace(run.method, **method))
+
+    for kind, counts in (("lora", False), ("full", False), ("qlora", True)):
+        run = with_method(RunConfig(name="r"), kind=kind)
+        changed = [signature(with_method(run, **{k: v})) != signature(run)
+                   for k, v in (("quant_type", "fp4"), ("double_quant", False), ("compute_dtype", "bf16"))]
+        assert changed == [counts] * 3, kind
