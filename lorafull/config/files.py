@@ -32,6 +32,7 @@ import yaml
 
 from lorafull.config.schema import (AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection,
                                     StudySettings)
+from lorafull.config.selection import SelectConfig
 from lorafull.config.signatures import study_signatures
 from lorafull.config.study import check_run, load_study
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
@@ -81,7 +82,8 @@ def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------
 # Study-level settings beside the runs (STUDY_DIR/study.yaml), for stages that run on one folder
 # ---------------------------------------------------------------------------------------------
-_STUDY_SETTINGS = {"study": StudySection, "slurm": SlurmConfig, "plan": PlanConfig, "analysis": AnalysisConfig}
+_STUDY_SETTINGS = {"study": StudySection, "slurm": SlurmConfig, "plan": PlanConfig, "analysis": AnalysisConfig,
+                   "select": SelectConfig}
 
 
 def save_study_settings(study: Study) -> Path:

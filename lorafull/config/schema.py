@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union, get_args
 
+from lorafull.config.selection import SelectConfig
 from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
@@ -368,6 +369,7 @@ class Study:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     @property
     def output_dir(self) -> Path:
@@ -390,3 +392,4 @@ class StudySettings:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    select: SelectConfig = field(default_factory=SelectConfig)

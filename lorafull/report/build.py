@@ -11,8 +11,8 @@ STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned). lo
 may add columns and figures. Runs not
 trained, generated or judged yet appear with empty cells: the report can be built at any time.
 Every score is shown as mean ± half-width of its 95 % bootstrap interval (lorafull.stats; table.csv
-has the bounds as <column>_low / _high), and table.md ends with the comparisons between rows that
-differ in a few settings, each marked "within noise" when the two intervals overlap.
+has the bounds as <column>_low / _high), and table.md ends with the sweep's selection and the paired
+comparisons (lorafull.report.findings: also comparisons.json, tradeoff.json, tradeoff.png).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
-from lorafull.report.groups import comparisons, group_rows
+from lorafull.report.findings import findings_markdown, study_findings
+from lorafull.report.groups import group_rows
 from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
 from lorafull.stats import PROCEDURE, Estimate
 from lorafull.runs import error_line
@@ -76,13 +77,9 @@ def write_csv(rows: list[dict], cols: list[str], path: Path) -> Path:
     return path
 
 
-def _notes(rows: list[dict]) -> list[str]:
-    """What the ± means, and the comparisons between rows that differ in a few settings."""
-    lines = ["", f"Scores are mean ± half-width of the 95 % interval ({PROCEDURE})."]
-    found = comparisons(rows)
-    if found:
-        lines += ["", "## Comparisons", ""] + found
-    return lines
+def _notes(findings: dict) -> list[str]:
+    """What the ± means, then the sweep, the comparisons and the trade-off's statements."""
+    return ["", f"Scores are mean ± half-width of the 95 % interval ({PROCEDURE})."] + findings_markdown(findings)
 
 
 def _extend(study_dir: Path, rows: list[dict], report_dir: Path) -> None:
@@ -104,6 +101,7 @@ def build_report(study_dir: str | Path) -> Path:
     per_run, categories = collect_rows(study_dir)
     _extend(study_dir, per_run, report_dir)
     rows = group_rows(per_run)
+    findings = study_findings(study_dir, rows, report_dir)  # marks the selected rows: before the columns
     if "seeds" in rows[0] if rows else False:  # each seed's own row, beside the pooled table
         singles = group_rows([{**r, "_group": None} for r in per_run])
         write_markdown(singles, columns_of(singles), report_dir / "runs.md")
@@ -112,7 +110,7 @@ def build_report(study_dir: str | Path) -> Path:
     note = fingerprint_note(per_run)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    write_markdown(rows, cols, report_dir / "table.md", (["", note] if note else []) + _notes(rows))
+    write_markdown(rows, cols, report_dir / "table.md", (["", note] if note else []) + _notes(findings))
     write_csv(rows, cols, report_dir / "table.csv")
     plot_scores(rows, report_dir / "score_per_run.png")
     plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")

@@ -13,7 +13,7 @@ from typing import Optional
 from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
 from lorafull.config.signatures import _NOT_IN_SIGNATURE
 from lorafull.config.typed import to_dict
-from lorafull.judge.summary import column_strata, summarize
+from lorafull.judge.summary import column_strata, keyed_by_class, summarize
 from lorafull.models.method_table import method_of
 from lorafull.report.planned import planned_columns, read_plan
 from lorafull.stats import Estimate
@@ -79,7 +79,8 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     except ConfigError as e:
         print(f"warning: {e}", file=sys.stderr)
         cfg = None
-    scores = summarize(_safe_rows(RunPaths.of(run_dir).scores)) if RunPaths.of(run_dir).scores.exists() else None
+    scored = _safe_rows(RunPaths.of(run_dir).scores) if RunPaths.of(run_dir).scores.exists() else None
+    scores = summarize(scored) if scored is not None else None
     row: dict = {
         "run": run_dir.name,
         "method": _method(cfg),
@@ -90,11 +91,13 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
         "others": scores["others"] if scores else None,
     }
     categories = scores["categories"] if scores else {}
-    if scores:  # the item scores behind each score column, for the intervals (lorafull.report.groups)
-        strata = column_strata(scores["items_by_class"])
-        row["_samples"] = {"score": strata, **{c: {c: v} for c, v in scores["items_by_class"].items()},
+    if scores:  # the item scores behind each score column by item id, for the intervals and the paired
+        by_class = keyed_by_class(scored)  # comparisons (lorafull.report.groups)
+        strata = column_strata(by_class)
+        row["_samples"] = {"score": strata, **{c: {c: v} for c, v in by_class.items()},
                            "others": {"others": strata["others"]} if "others" in strata else None}
     row["_group"] = cfg.group if cfg else None
+    row["_seed"] = cfg.train.seed if cfg else None  # pairs a row's seeds with another row's
     row["_setting"] = comparable_setting(cfg) if cfg else None
     row.update(training_metrics(run_dir))
     row["judge_cost_usd"] = scores["cost"] if scores else None
@@ -159,7 +162,7 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
         planned = planned_columns(row, plan) if plan else {}
-        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting")}
+        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting", "_seed")}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
                      "eval_fingerprint": row["eval_fingerprint"], **hidden})
     return rows, columns
