@@ -323,3 +323,26 @@ def test_qlora_settings_name_qlora_runs_only():
         changed = [signature(with_method(run, **{k: v})) != signature(run)
                    for k, v in (("quant_type", "fp4"), ("double_quant", False), ("compute_dtype", "bf16"))]
         assert changed == [counts] * 3, kind
+
+
+def test_the_tradeoff_draws_qlora_as_a_curve_of_its_own():
+    """Report rows of lora and qlora runs (their labels and settings as the report makes them) give two
+    curves, `lora r=8` and `qlora r=8`, compared at matched learning like any two methods."""
+    from lorafull.analysis.tradeoff import tradeoff
+    from lorafull.config import RunConfig
+    from lorafull.models.method_table import method_of
+    from lorafull.report.rows import comparable_setting
+
+    rows = []
+    for kind, forgetting in (("lora", 0.1), ("qlora", 0.3)):
+        for epochs, learning in ((1, 0.2), (2, 0.6)):
+            cfg = RunConfig(name=f"{kind}{epochs}")
+            cfg.method.kind, cfg.train.epochs = kind, epochs
+            rows.append({"run": cfg.name, "method": method_of(cfg).label(cfg.method), "_seed": 1,
+                         "_setting": comparable_setting(cfg),
+                         "_samples": {"learning": {"t": dict(enumerate([learning] * 3))},
+                                      "forgetting": {"s": dict(enumerate([forgetting] * 2))}}})
+    assert "method.quant_type" in rows[2]["_setting"] and "method.quant_type" not in rows[0]["_setting"]
+    body = tradeoff(rows, swept=[])
+    assert [c["name"] for c in body["curves"]] == ["lora r=8", "qlora r=8"]
+    assert [len(c["points"]) for c in body["curves"]] == [2, 2] and body["matched_learning"]
