@@ -124,10 +124,13 @@ def load_adapter_folder(folder: Path, settings: dict, dtype: "torch.dtype", merg
     from peft import PeftConfig, PeftModel
 
     base_path = PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
-    if merge:
+    if merge:  # on the CPU: a login node merges too
         base = dequantized_base(base_path, settings, dtype)
         return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
-    base = load_4bit(base_path, settings)
+    import torch
+
+    # quantised where it will run, as in training (bitsandbytes' CPU quantisation of a 7B base takes minutes)
+    base = load_4bit(base_path, settings, torch.device("cuda") if torch.cuda.is_available() else None)
     for p in base.parameters():  # embeddings, norms and output head in the asked dtype; 4-bit weights stay packed
         if p.is_floating_point():
             p.data = p.data.to(dtype)
