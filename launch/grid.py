@@ -25,6 +25,7 @@ import shlex
 import shutil
 import sys
 import time
+from typing import Optional
 
 from submitit.core.utils import FailedJobError
 
@@ -33,6 +34,7 @@ from lorafull.plan.cache import estimates, write_planned
 from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
+from .inputs import missing_inputs
 from .job_bodies import CANCEL_MARKER
 from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
 from .tables import plan_text, status_text
@@ -44,12 +46,15 @@ STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "re
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m launch.grid", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n" + __doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="study YAML file")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value (e.g. train.lr=2e-4, slurm.partition=gpu)")
+    p.add_argument("config", metavar="CONFIG", help="study YAML file")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                   help="settings put over the file's (e.g. slurm.partition=gpu train.micro_batch_size=2)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
-                      help="print the plan; submit nothing, write no run folder (only the estimates' cache)")
+                      help="check the inputs and print the plan; submit nothing, write no run folder (only the "
+                           "plan's files under STUDY_DIR/launch/ and the content hashes' cache)")
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
@@ -58,6 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "and print the plan from it")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default=None,
                    help="default: slurm when sbatch is on PATH, else local")
+    p.add_argument("--inputs-on-cluster", action="store_true",
+                   help="the runs' input files exist only where the jobs run: do not check them here")
     return p.parse_intermixed_args(argv)
 
 
@@ -91,13 +98,23 @@ def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
     return views
 
 
-def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False) -> int:
+def _plan(study: Study, ledger: Ledger, infos: dict, views, retry: bool, finish: Optional[set[str]]) -> Plan:
+    report_needed = _report_needed(study, ledger, infos, views)
+    plan = make_plan(study, views, retry=retry, report_needed=report_needed)
+    if finish is not None:  # only these runs' evaluations, and the report after them
+        plan.train_arrays, plan.parent_dep = [], {}
+        plan.eval_only = [v for v in plan.eval_only if v.name in finish]
+        plan.report = bool(plan.eval_only) or report_needed
+    return plan
+
+
+def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "",
+           finish: Optional[set[str]] = None) -> int:
+    """Plan and submit (or run here) what the study needs; finish: only these runs' evaluations + report."""
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = _views(study, ledger, infos, set_aside=retry and not dry_run)
-    plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
-    if report_only:  # --status after the last judge batch: the table, nothing else the study may want
-        plan.train_arrays, plan.eval_only, plan.parent_dep = [], [], {}
+    plan = _plan(study, ledger, infos, views, retry, finish)
     t_est = time.perf_counter()
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
@@ -154,19 +171,19 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
 
 
 def show_status(study: Study, executor: str, command: str = "") -> int:
+    """Each run's state. Reads files and asks Slurm; judge batches are polled and scored from the reply
+    cache here (no model). Runs whose batch finished get a short eval job (the analyses load models,
+    so they never run in this process) or, without Slurm, the local executor runs it; the report follows."""
     notes, finished = poll_judge_batches(study)  # eval.judge.mode: batch -- scores arrive when the user comes back
     for note in notes:
         print(f"judge batch: {note}")
+    if finished:
+        print(f"judge batch of {len(finished)} run(s) finished: their evaluation's last steps and the report follow")
+        with study_lock(study.output_dir):
+            launch(study, executor, dry_run=False, retry=False, command=command, finish=set(finished))
     ledger = Ledger(study.output_dir)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)
-    if finished and _report_needed(study, ledger, infos, views):
-        print("the last judge batch finished: writing the report")
-        with study_lock(study.output_dir):
-            launch(study, executor, dry_run=False, retry=False, command=command, report_only=True)
-        ledger = Ledger(study.output_dir)
-        infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
-        views = study_views(study, ledger, infos)
     print(f"study {study.study.name}: {study.output_dir}")
     print(status_text(views))
     report_id = ledger.data.get("report")
@@ -228,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     if executor == "slurm" and not have_slurm and not args.dry_run:
         why = "no Slurm controller answers (scontrol ping)" if shutil.which("sbatch") else "sbatch is not on PATH"
         print(f"error: --executor slurm but {why} (use --executor local, or --dry-run)", file=sys.stderr)
+        return 2
+    missing = [] if args.status or args.cancel or args.inputs_on_cluster else missing_inputs(study)
+    if missing:  # before any plan or job: a missing data file is not found hours later, in a job
+        for line in missing[:10]:
+            print(f"error: input missing: {line}", file=sys.stderr)
+        print(f"{len(missing)} input(s) missing, nothing planned or submitted (where they exist only on the cluster: "
+              "--inputs-on-cluster)", file=sys.stderr)
         return 2
     try:
         command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])

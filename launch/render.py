@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings, study_signatures
+from slurm_templates import TEMPLATES
 
 from .jobs import launch_dir
 from .arrays import Plan, make_plan
@@ -25,14 +26,11 @@ from .resources import (EXIT_REQUEUE, Shape, eval_shape, gres, python_command, r
                         sbatch_time, study_job_prefix)
 from .state import RunView, study_run_dir
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "slurm_templates"
-
-
 def _template(name: str) -> str:
     path = TEMPLATES / name
     if not path.exists():
-        raise FileNotFoundError(f"{path}: sbatch template missing (launch.render needs the repository's "
-                                "slurm_templates/: install with pip install -e .)")
+        raise FileNotFoundError(f"{path}: sbatch template missing (the slurm_templates package ships it: "
+                                "reinstall lorafull)")
     return path.read_text()
 
 
@@ -162,10 +160,13 @@ def prepare_folders(study: Study) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.render", description=__doc__.split("\n\n")[0])
-    p.add_argument("config")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("overrides", nargs="*", help="dotted.key=value")
+    p = argparse.ArgumentParser(prog="python -m launch.render", description=__doc__.split("\n\n")[0].split("\n")[0],
+                                epilog="example:\n  python -m launch.render configs/demo.yaml sbatch/\n"
+                                       "  bash sbatch/submit.sh\n\n" + __doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", metavar="CONFIG", help="study YAML file")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="where the scripts go (made if missing)")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
     p.add_argument("--render-only", action="store_true", help="write OUT_DIR only, not the study's run folders")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:

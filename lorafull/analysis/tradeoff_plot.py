@@ -66,7 +66,7 @@ def plot_tradeoff(body: dict, out_png: Path) -> Optional[Path]:
     curves = [c for c in body["curves"] if c["points"]]
     if not curves:
         return None
-    from lorafull.figures import plt, save_figure
+    from lorafull.figures import legend_outside, plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     cmap = plt.get_cmap("tab10")
@@ -78,6 +78,6 @@ def plot_tradeoff(body: dict, out_png: Path) -> Optional[Path]:
     ax.set_ylabel("learning (target-task gain over the base)")
     ax.set_title("learning vs forgetting: a point per run and duration, 95 % intervals; dashed: Pareto front",
                  fontsize=8)
-    ax.legend(fontsize=7, loc="best")
+    legend_outside(ax)  # beside the axes: never over a point
     ax.grid(alpha=0.3)
     return save_figure(fig, out_png, dpi=110)

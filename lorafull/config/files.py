@@ -90,7 +90,8 @@ def save_study_settings(study: Study) -> Path:
     """Write the resolved study-level sections to STUDY_DIR/study.yaml (launch.grid does this)."""
     out = study.output_dir / "study.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS}}
+    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS},
+            "runs": [r.name for r in study.runs]}  # the study's order: the report's rows follow it
     tmp = out.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     os.replace(tmp, out)
@@ -103,6 +104,8 @@ def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
     path = Path(study_dir) / "study.yaml"
     raw, lines = read_yaml_file(path, "study settings") if path.exists() else ({}, {})
     raw = raw if isinstance(raw, dict) else {}
+    if isinstance(raw.get("slurm"), dict):  # written by versions that declared slurm.report_to (never read)
+        raw["slurm"].pop("report_to", None)
     where = _Where(str(path), lines)
     parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
     return StudySettings(**parts)
@@ -114,12 +117,15 @@ def study_dir_of_run(run_dir: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(__doc__.strip().splitlines()[0])
-        return 2
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m lorafull.config", __doc__, "python -m lorafull.config configs/demo.yaml",
+                            "python -m lorafull.config configs/demo.yaml train.lr=2e-4")
+    parser.add_argument("config", metavar="CONFIG", help="a study file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
-        study = load_study(argv[0], argv[1:], prepare=True)
+        study = load_study(args.config, args.overrides, prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -211,10 +211,7 @@ class RunConfig:
     def problems(self) -> list[tuple[str, str]]:
         """(key, why) for checks across keys; each key's own type, choices and range the loader checks."""
         out = []
-        t = self.train
-        if isinstance(t.micro_batch_size, int) and t.global_batch_size % t.micro_batch_size:
-            out.append(("train.global_batch_size", f"{t.global_batch_size} is not a multiple of "
-                        f"train.micro_batch_size {t.micro_batch_size}"))
+        t = self.train  # the batch rule needs the resources: load_study checks it (config.resources)
         if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:
             out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
         if t.betas is not None and (len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas)):
@@ -273,9 +270,6 @@ class SlurmConfig:
     eval_timeout_min: int = ranged(600, ge=1)
     # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
     # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
-    # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
-    # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
-    report_to: Optional[list[Tracker]] = None
     gres: Optional[str] = "gpu"
     # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
     # "python" from the job's environment (the scripts of launch.render)
@@ -295,6 +289,8 @@ class HardwareConfig:
     pcie_gbs: Optional[float] = None  # host <-> device per device, GB/s one way (offload traffic)
     host_mem_bw_gbs: Optional[float] = None  # per node: CPU memory bandwidth (CPU Adam under offload)
     devices_per_node: Optional[int] = None  # devices sharing the node's network and CPU memory
+    startup_s: Optional[float] = None  # a training job's fixed set-up before its first step, seconds
+    load_gbs: Optional[float] = None  # read bandwidth of the storage holding the base model's weights, GB/s
 
 
 @dataclass

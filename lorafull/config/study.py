@@ -16,6 +16,8 @@ from typing import Any, Optional
 import yaml
 
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
+from lorafull.config.overrides import check_overrides
+from lorafull.config.resources import batch_problem
 from lorafull.config.selection import SelectConfig
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
@@ -137,21 +139,6 @@ def check_run(run: RunConfig, where: _Where) -> None:
 def validate_run(run: RunConfig, where: str) -> None:
     """The cross-key checks of a run built in code (no file lines to name)."""
     check_run(run, _Where(where, {}))
-
-
-def _validate_speed_settings(train, bad) -> None:
-    """micro_batch_size / gradient_checkpointing: a value or auto; the fast-path enumerations."""
-    micro = train.micro_batch_size
-    if isinstance(micro, str) and micro != "auto":
-        bad("train.micro_batch_size", f"expected an integer or auto, got {micro!r}")
-    if isinstance(micro, int) and micro <= 0:
-        bad("train.micro_batch_size", f"must be > 0, got {micro}")
-    if isinstance(micro, int) and train.global_batch_size % micro:
-        bad("train.global_batch_size", f"{train.global_batch_size} is not a multiple of micro_batch_size {micro}")
-    if isinstance(train.gradient_checkpointing, str) and train.gradient_checkpointing != "auto":
-        bad("train.gradient_checkpointing", f"expected true, false or auto, got {train.gradient_checkpointing!r}")
-    if train.adapter_dtype not in ("fp32", "compute"):
-        bad("train.adapter_dtype", f"expected fp32 or compute, got {train.adapter_dtype!r}")
 
 
 def _default_name(point: dict) -> str:
@@ -286,6 +273,7 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     runs: list[RunConfig] = []
     grid_names = set()
     points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
+    check_overrides(where.cli, points)
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
@@ -299,6 +287,9 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
         run = _build(RunConfig, d, run_where, "")
         _follow_seed_parent(run, groups)
         check_run(run, run_where)
+        problem = batch_problem(run, parts["slurm"])  # the batch rule, against the study's resources
+        if problem:
+            raise ConfigError(f"{run_where.at(problem[0])}: {problem[1]} (run {name})")
         _resolve_paths(run, study_dir)
         runs.append(run)
     names = [r.name for r in runs]
@@ -340,7 +331,14 @@ def prepare_study(study: Study) -> None:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
-    fn(study)
+    try:
+        fn(study)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a missing package or file of the hook: one line, no traceback
+        from lorafull.runs import error_line
+
+        raise ConfigError(f"{study.path}: study.prepare ({study.study.prepare}): {error_line(e)}") from None
 
 
 def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:

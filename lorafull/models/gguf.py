@@ -53,6 +53,17 @@ def gguf_file(reference: str) -> Path:
     return path
 
 
+def require_gguf(reference: str) -> Path:
+    """The .gguf file of a reference, checked together with what converting it needs (the gguf package):
+    a missing piece is one line, raised before a caller writes anything."""
+    import importlib.util
+
+    path = gguf_file(reference)
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"{reference}: reading a GGUF file needs the gguf package (pip install gguf)")
+    return path
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LORAFULL_MODEL_CACHE") or Path.home() / ".cache" / "lorafull" / "models")
 
