@@ -128,6 +128,7 @@ def test_the_merged_model_matches_the_4bit_model_with_its_adapter(qlora_run):
     assert (logits(on_original, tok) - reference).abs().max().item() > QUANTISATION_ERROR_AT_LEAST
 
 
+@pytest.mark.slow
 def test_a_killed_qlora_run_resumes_bit_for_bit(root, tiny_tokenizer_dir, qlora_run):
     """Killed while writing the step-20 checkpoint: the rerun continues from step 10 and ends where the
     uninterrupted run ended, to the last bit (CPU, fp32, one thread)."""
