@@ -19,6 +19,7 @@ import only downwards:
     content      input files and folders by content hash (cached by path, size and mtime)
     signatures   run signatures from the settings that change a result and the inputs' contents
     fingerprint  what a run's responses and scores were computed under; older results moved aside
+    branches     durations as cooldown branches: the step arithmetic, the checks, the expansion
     study        overrides, grid expansion, run names, load_study
 """
 from __future__ import annotations
