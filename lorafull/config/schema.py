@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union, get_args
 
 from lorafull.config.selection import SelectConfig
+from lorafull.config.tasks import AnalysisConfig, Scorer
 from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
@@ -22,10 +23,7 @@ Template = Literal["belle", "chat"]
 Scheduler = Literal["cosine", "linear", "constant", "inverse_sqrt"]
 ZeroStage = Literal[0, 1, 2, 3]
 JudgeKind = Literal["openai", "reference"]
-Scorer = Literal["math", "code", "text"]
 Backend = Literal["auto", "hf", "vllm"]
-TaskKind = Literal["choice", "generation", "lm_eval"]
-CHOICE_METRICS = ("acc", "acc_norm")  # a choice task's score (lm_eval tasks name the harness's metric)
 Optimizer = Literal["adamw", "lion"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
 JudgeMode = Literal["online", "batch"]
@@ -330,49 +328,6 @@ class PlanConfig:
     use_calibration: bool = True  # plan from STUDY_DIR/launch/calibration.json where a shape was measured
     # hours per epoch measured elsewhere (a paper's table), by run name: printed beside the plan's
     reference_hours_per_epoch: dict = field(default_factory=dict)
-
-
-@dataclass
-class TaskSpec:
-    name: str = named("task")
-    path: str = ""
-    # choice (log-likelihood of options) | generation (offline scorer) | lm_eval (a harness task;
-    # path: optional folder of task YAMLs; lorafull.analysis.harness)
-    kind: TaskKind = "choice"
-    scorer: Optional[Scorer] = None  # for generation tasks
-    # (analysis) choice tasks: which accuracy is the task's score: acc | acc_norm (length-normalised)
-    # (lm_eval tasks: the harness's metric name, e.g. exact_match,strict-match)
-    metric: str = "acc"
-    num_items: Optional[int] = ranged(None, ge=1)  # (analysis) first N items only; null = all
-    max_new_tokens: Optional[int] = ranged(None, ge=1)  # (analysis) generation tasks; null = the run's eval.max_new_tokens
-    # -- lm_eval tasks --
-    harness_task: Optional[str] = None  # the harness's task name (hellaswag, gsm8k ...); null = name
-    num_fewshot: Optional[int] = ranged(None, ge=0)  # null = the harness task's default
-
-
-@dataclass
-class AnalysisConfig:
-    target_tasks: list[TaskSpec] = field(default_factory=list)
-    source_tasks: list[TaskSpec] = field(default_factory=list)
-    spectrum: bool = False  # spectral analysis of the weight change of every run
-    checkpoints: bool = False  # also evaluate intermediate checkpoints for learning/forgetting
-    spike_factor: float = ranged(3.0, gt=1)  # loss above k x running median = a spike
-
-    def problems(self) -> list[tuple[str, str]]:
-        out, seen = [], set()
-        for group in ("target_tasks", "source_tasks"):
-            for i, task in enumerate(getattr(self, group)):
-                if not task.path and task.kind != "lm_eval":  # an lm_eval task may name the harness's own
-                    out.append((f"analysis.{group}[{i}].path", "every task needs a path"))
-                if task.kind == "choice" and task.metric not in CHOICE_METRICS:
-                    out.append((f"analysis.{group}[{i}].metric",
-                                f"expected one of {', '.join(CHOICE_METRICS)}, got {task.metric!r}"))
-                if task.kind == "generation" and task.scorer is None:
-                    out.append((f"analysis.{group}[{i}].scorer", "a generation task needs a scorer: math, code or text"))
-                if task.name in seen:
-                    out.append((f"analysis.{group}[{i}].name", f"task name {task.name!r} given twice"))
-                seen.add(task.name)
-        return out
 
 
 @dataclass
