@@ -5,6 +5,7 @@ is planned with 4-bit weights, and refuses bad settings in one line."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,34 +162,34 @@ def test_a_qlora_run_generates_on_its_4bit_base_and_reports_as_its_own_method(ql
 
 @pytest.mark.slow
 def test_qlora_trains_under_deepspeed_zero_2_and_resumes_bit_for_bit(root, tiny_tokenizer_dir):
-    """ZeRO-2, one process: the frozen 4-bit base stays out of the checkpoints; a job killed while saving
-    step 8 resumes from step 4 and ends bitwise where the uninterrupted job ended."""
+    """ZeRO-2, one process: the frozen 4-bit base stays out of the checkpoints; a new job given the step-8
+    checkpoint resumes from it and ends bitwise where the job that wrote it ended (a kill while saving is
+    the plain-torch test's: two jobs here, not three, as a job's time is mostly its start-up)."""
     settings = {**QLORA, "train.deepspeed": True, "train.nproc": 1, "train.zero_stage": 2, "train.max_steps": 12,
                 "train.save_every_steps": 4}
 
-    def train_job(name: str, **env) -> tuple[Path, subprocess.CompletedProcess]:
-        run_dir = write_run_config(root, name, tiny_tokenizer_dir, **settings)
+    def train_job(run_dir: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "lorafull.train", str(run_dir)], cwd=REPO,
-                              capture_output=True, text=True, timeout=900, env=job_env(**env))
-        return run_dir, proc
+                              capture_output=True, text=True, timeout=900, env=job_env())
+        assert proc.returncode == 0, proc.stderr[-3000:]
 
-    whole, proc = train_job("z2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    whole = write_run_config(root, "z2", tiny_tokenizer_dir, **settings)
+    train_job(whole)
     summary = [r for r in read_jsonl(whole / "metrics.jsonl") if r.get("summary")][-1]
     assert summary["engine"] == "deepspeed-zero2" and summary["trainable_params"] == 19_520
     curve = list(losses(whole).values())
     assert sum(curve[:4]) / 4 > sum(curve[-4:]) / 4
-    ckpt = whole / "checkpoints" / "step-00000008" / "engine"
-    saved = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+    ckpt = whole / "checkpoints" / "step-00000008"
+    saved = sum(f.stat().st_size for f in (ckpt / "engine").rglob("*") if f.is_file())
     assert saved < 20 * 19_520 * 4  # adapters, their Adam moments and DeepSpeed's bookkeeping: no base weights
 
-    killed, proc = train_job("z2_killed", LORAFULL_FAULT_KILL_IN_SAVE="8")
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    _, proc = train_job("z2_killed")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert read_status(killed)["resumed_from"] == 4
-    a, b = adapter_weights(killed), adapter_weights(whole)
+    resumed = write_run_config(root, "z2_resumed", tiny_tokenizer_dir, **settings)
+    shutil.copytree(ckpt, resumed / "checkpoints" / ckpt.name)
+    train_job(resumed)
+    assert read_status(resumed)["resumed_from"] == 8
+    a, b = adapter_weights(resumed), adapter_weights(whole)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert losses(resumed) == {step: loss for step, loss in losses(whole).items() if step > 8}
 
 
 def _one_error_line(stderr: str) -> str:
