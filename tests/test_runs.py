@@ -92,7 +92,7 @@ def test_every_method_kind_of_the_schema_has_one_row_in_the_table():
     assert method_of("adapter").label(MethodConfig(kind="adapter", adapter_size=32)) == "adapter 32"
     assert method_of("dora").label(MethodConfig(kind="dora", r=4), sep="") == "dora r4"
     assert method_of("full").setting_values(MethodConfig(kind="full", r=64)) == {"kind": "full"}
-    assert [k for k, m in METHODS.items() if m.mergeable and m.frozen_base] == ["lora", "dora", "loha", "ia3"]
+    assert [k for k, m in METHODS.items() if m.mergeable and m.frozen_base] == ["lora", "dora", "loha", "ia3", "qlora"]
     with pytest.raises(ValueError, match="method.kind"):
         method_of("qlora-not-yet")
 
@@ -103,3 +103,5 @@ def test_a_finished_folder_is_recognised_by_its_save_format(tmp_path):
     assert final_format(tmp_path) == "hf"
     (tmp_path / "adapter_config.json").write_text("{}")  # peft copies the base's config.json beside its own
     assert final_format(tmp_path) == "peft"
+    (tmp_path / "qlora_config.json").write_text("{}")  # a qlora adapter: how its 4-bit base was quantised
+    assert final_format(tmp_path) == "qlora"

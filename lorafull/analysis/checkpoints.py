@@ -74,8 +74,15 @@ def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str)
     if folder is not None:
         return load_trained_folder(folder, torch_dtype(dtype), merge=True).eval()
     state = trainable_state(ckpt)
-    model = load_base(cfg.model, run_dir, seed=cfg.train.seed, dtype="fp32")
     method = method_of(cfg)
+    if method.quantized_base:  # the adapter was trained on the 4-bit base: merge into its dequantisation
+        from lorafull.models.load import prepare_base
+        from lorafull.models.qlora import dequantized_base, settings_of
+
+        model = dequantized_base(prepare_base(cfg.model, run_dir, cfg.train.seed),
+                                 settings_of(cfg.method, cfg.model.dtype), torch_dtype("fp32"))
+    else:
+        model = load_base(cfg.model, run_dir, seed=cfg.train.seed, dtype="fp32")
     if method.frozen_base:
         model = apply_method(model, cfg.method, seed=cfg.train.seed)
     own = dict(model.named_parameters())

@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'ModelConfig': 'schema',
     'MethodConfig': 'schema',
     'METHOD_KINDS': 'schema',
+    'QLORA_KEYS': 'schema',
     'DataConfig': 'schema',
     'TrainConfig': 'schema',
     'JudgeConfig': 'schema',

@@ -16,7 +16,8 @@ from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
 DType = Literal["bf16", "fp16", "fp32"]
-MethodKind = Literal["full", "lora", "dora", "loha", "ia3", "prompt", "prefix", "adapter"]
+MethodKind = Literal["full", "lora", "dora", "loha", "ia3", "prompt", "prefix", "adapter", "qlora"]
+QuantType = Literal["nf4", "fp4"]
 DataFormat = Literal["auto", "alpaca", "conversations", "text"]
 Template = Literal["belle", "chat"]
 Scheduler = Literal["cosine", "linear", "constant", "inverse_sqrt"]
@@ -47,11 +48,12 @@ class ModelConfig:
 
 # full trains every weight; the rest freeze the base and train added parameters (peft, or our adapter)
 METHOD_KINDS = get_args(MethodKind)
+QLORA_KEYS = ("method.quant_type", "method.double_quant", "method.compute_dtype")  # in qlora's signatures only
 
 
 @dataclass
 class MethodConfig:
-    # full | lora | dora | loha | ia3 | prompt | prefix (peft) | adapter (bottleneck, lorafull.models.bottleneck)
+    # full | lora | dora | loha | ia3 | prompt | prefix (peft) | adapter (bottleneck) | qlora (LoRA, 4-bit base)
     kind: MethodKind = "lora"
     r: int = ranged(8, ge=1)  # lora / dora / loha rank
     alpha: float = ranged(16.0, gt=0)
@@ -61,6 +63,9 @@ class MethodConfig:
     # -- methods beyond LoRA --
     num_virtual_tokens: int = ranged(20, ge=1)  # prompt / prefix tuning: length of the learned prefix
     adapter_size: int = ranged(64, ge=1)  # adapter: bottleneck width of each adapter (after every MLP block)
+    quant_type: QuantType = "nf4"  # qlora (lorafull.models.qlora): 4-bit data type nf4 (the QLoRA paper's) | fp4
+    double_quant: bool = True  # qlora: the per-64-weight scales quantised too (8 bits instead of 32)
+    compute_dtype: Optional[DType] = None  # qlora: 4-bit weights dequantised to it per matmul; null = model.dtype
 
 
 @dataclass
@@ -227,6 +232,9 @@ class RunConfig:
             out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
         if t.betas is not None and (len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas)):
             out.append(("train.betas", f"expected two numbers in [0, 1), got {t.betas!r}"))
+        if self.method.kind == "qlora" and t.deepspeed and (t.zero_stage == 3 or t.offload):  # neither is supported
+            key, fix = ("train.zero_stage", "2") if t.zero_stage == 3 else ("train.offload", "false")
+            out.append((key, f"method.kind qlora trains under ZeRO stage 0-2 without offload (set {key}: {fix})"))
         if any(n <= 0 for n in t.save_at_tokens):
             out.append(("train.save_at_tokens", f"token counts must be > 0, got {t.save_at_tokens}"))
         from lorafull.config.branches import schedule_problems

@@ -14,7 +14,7 @@ import os
 from typing import Optional
 
 from lorafull.config.content import input_identity
-from lorafull.config.schema import RunConfig, Study
+from lorafull.config.schema import QLORA_KEYS, RunConfig, Study
 from lorafull.config.typed import to_dict
 
 # Settings that do not change what a run learns: resources, cadence, logging, outputs, eval.
@@ -65,6 +65,9 @@ def signature_payload(run: RunConfig, parent_signature: Optional[str] = None,
          for name, value in ((f.name, getattr(run, f.name)) for f in _RUN_FIELDS) if name not in _DROPPED_SECTIONS}
     for section, key in _DROPPED_KEYS:
         d.get(section, {}).pop(key, None)
+    if run.method.kind != "qlora":  # the quantisation keys: a LoRA run keeps the signature it had before them
+        for section, key in (k.split(".") for k in QLORA_KEYS):
+            d[section].pop(key, None)
     cache = run.data.cache_dir
     d["data"]["train"] = identity(run.data.train, cache, study_dir)
     d["model"]["tokenizer"] = identity(run.model.tokenizer, cache, study_dir)

@@ -217,6 +217,9 @@ def vllm_setup(run_dir: Path, cfg: RunConfig) -> tuple[dict, Optional[str]]:
         from lorafull.models.merge import merge_run
 
         return {"model": str(merge_run(run_dir)), **common}, None
+    if method_of(cfg).quantized_base:
+        raise ValueError("eval.merge_lora: false: vLLM would put a qlora adapter on the unquantised base, not the "
+                         "4-bit base it was trained on (set eval.merge_lora: true, or eval.backend: hf)")
     adapter = json.loads(adapter_cfg.read_text())
     rank = next(r for r in VLLM_LORA_RANKS if r >= int(adapter.get("r", 8)))  # the smallest that fits
     return {"model": adapter["base_model_name_or_path"], **common, "enable_lora": True, "max_lora_rank": rank,

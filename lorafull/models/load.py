@@ -124,13 +124,21 @@ def prepare_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int =
     return str(out.resolve())
 
 
-def load_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int = 0, dtype: Optional[str] = None):
+def load_base(model_cfg: ModelConfig, run_dir: str | os.PathLike, seed: int = 0, dtype: Optional[str] = None,
+              method_cfg: Optional[MethodConfig] = None, device: Optional[torch.device] = None):
     """The base model of a run: a local folder, a hub id, run:<name> (a parent run's final model),
-    gguf:<file or name> (converted once into a cache) or scratch:<arch> (random init with `seed`, saved to RUN_DIR/base/ the first time)."""
+    gguf:<file or name> (converted once into a cache) or scratch:<arch> (random init with `seed`, saved to RUN_DIR/base/ the first time).
+    A method with a quantized_base (qlora): its linear layers in 4 bits (lorafull.models.qlora), quantised
+    from model.dtype on `device`."""
     from transformers import AutoModelForCausalLM
 
     path = prepare_base(model_cfg, run_dir, seed)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype or model_cfg.dtype))
+    if method_cfg is not None and method_of(method_cfg).quantized_base:
+        from lorafull.models.qlora import load_4bit, settings_of
+
+        model = load_4bit(path, settings_of(method_cfg, model_cfg.dtype), device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype or model_cfg.dtype))
     model.config.use_cache = False  # training never reuses the KV cache
     return model
 
@@ -147,7 +155,11 @@ def apply_method(model, method_cfg: MethodConfig, seed: int = 0, adapter_dtype: 
 
 
 def _numel(p) -> int:
-    # under ZeRO-3 a partitioned parameter has numel() == 0; ds_numel is its full size
+    # under ZeRO-3 a partitioned parameter has numel() == 0; ds_numel is its full size. A bitsandbytes
+    # 4-bit weight packs two weights a byte: its quant_state has the weight's own shape
+    quant_state = getattr(p, "quant_state", None)
+    if quant_state is not None:
+        return int(quant_state.shape.numel())
     return int(getattr(p, "ds_numel", 0) or p.numel())
 
 
@@ -182,14 +194,21 @@ def _architecture_config(name_or_arch: str):
 
 def count_params_meta(name_or_arch: str, method_cfg: MethodConfig) -> dict:
     """Parameter counts of a model + method without weights: the model is built on the meta device.
-    Accepts scratch:<arch>, an arch name (lorafull/models/archs), a folder or config.json path, a hub id."""
+    Accepts scratch:<arch>, an arch name (lorafull/models/archs), a folder or config.json path, a hub id.
+    qlora adds "quantized": the base weights its 4-bit load packs."""
     from transformers import AutoModelForCausalLM
 
     config = _architecture_config(name_or_arch)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+        quantized = None
+        if method_of(method_cfg).quantized_base:  # the weights a 4-bit load packs, for the plan's memory
+            from lorafull.models.qlora import quantized_numel
+
+            quantized = quantized_numel(model)
         model = apply_method(model, method_cfg)
-    return param_counts(model)
+    counts = param_counts(model)
+    return counts if quantized is None else {**counts, "quantized": quantized}
 
 
 def merge_run(run_dir: str | os.PathLike) -> Path:

@@ -11,6 +11,8 @@ Save formats of final/ (what a finished run's folder holds):
     hf          a Hugging Face model folder (config.json, *.safetensors): every weight trained
     peft        a peft adapter folder (adapter_config.json): the base named inside it
     bottleneck  our bottleneck adapters (bottleneck_config.json, lorafull.models.bottleneck)
+    qlora       a peft adapter folder naming the unquantised base, + qlora_config.json: how its 4-bit base
+                was quantised (lorafull.models.qlora)
 """
 from __future__ import annotations
 
@@ -19,14 +21,15 @@ from pathlib import Path
 from typing import Optional, Union
 
 # the file in final/ that names a finished model of each save format
-FINAL_FILES = {"hf": "config.json", "peft": "adapter_config.json", "bottleneck": "bottleneck_config.json"}
+FINAL_FILES = {"hf": "config.json", "peft": "adapter_config.json", "bottleneck": "bottleneck_config.json",
+               "qlora": "qlora_config.json"}
 
 
 @dataclass(frozen=True)
 class Method:
     kind: str
     summary: str
-    format: str  # save format of final/: hf | peft | bottleneck (FINAL_FILES)
+    format: str  # save format of final/: hf | peft | bottleneck | qlora (FINAL_FILES)
     # the method.* settings that shape it (parameter counts, calibration shapes, report comparisons)
     settings: tuple[str, ...] = ()
     label_setting: Optional[str] = None  # shown beside the kind: "lora r=8", "adapter 64"
@@ -35,6 +38,9 @@ class Method:
     vllm_adapter: bool = False  # vLLM serves it directly (eval.backend: auto keeps vLLM for it)
     compute_dtype_adapters: bool = False  # train.adapter_dtype: compute holds its adapters in model.dtype
     peft_config: Optional[str] = None  # format peft: the config builder (lorafull.models.methods.PEFT_CONFIGS)
+    # the frozen base is held in 4 bits (lorafull.models.qlora loads it; the plan counts packed weights and
+    # their dequantisation)
+    quantized_base: bool = False
 
     @property
     def frozen_base(self) -> bool:
@@ -87,6 +93,10 @@ METHODS: dict[str, Method] = {m.kind: m for m in (
            "peft", ("num_virtual_tokens",), "num_virtual_tokens", peft_config="prefix"),
     Method("adapter", "bottleneck adapters of method.adapter_size after each MLP block", "bottleneck",
            ("adapter_size",), "adapter_size"),
+    # merged into the dequantised 4-bit base; vLLM would serve its adapter on the unquantised base: HF instead
+    Method("qlora", "peft LoRA (as lora) over a base held in 4 bits by bitsandbytes", "qlora",
+           _LOW_RANK + ("quant_type", "double_quant", "compute_dtype"), "r", mergeable=True, dropout_memory=True,
+           peft_config="lora", quantized_base=True),
 )}
 
 
@@ -107,7 +117,7 @@ def final_format(folder: Path) -> Optional[str]:
     """The save format of a finished model folder (final/, a checkpoint's HF folder), None when it holds
     none. An adapter folder may also hold config.json (peft copies the base's): adapters are asked first."""
     folder = Path(folder)
-    for fmt in ("peft", "bottleneck", "hf"):
+    for fmt in ("qlora", "peft", "bottleneck", "hf"):  # a qlora folder is a peft folder with its file beside
         if (folder / FINAL_FILES[fmt]).exists():
             return fmt
     return None

@@ -112,7 +112,17 @@ def _build_bottleneck(model, method_cfg, seed: int, adapter_dtype):
     return add_adapters(model, method_cfg.adapter_size)
 
 
-BUILDERS = {"hf": _build_full, "peft": _build_peft, "bottleneck": _build_bottleneck}
+def _build_qlora(model, method_cfg, seed: int, adapter_dtype):
+    """peft's k-bit preparation of the 4-bit base, then LoRA as for lora (a meta-device count has no 4-bit
+    base to prepare: LoRA alone there)."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        from lorafull.models.qlora import prepare_for_training
+
+        model = prepare_for_training(model)
+    return _build_peft(model, method_cfg, seed, adapter_dtype)
+
+
+BUILDERS = {"hf": _build_full, "peft": _build_peft, "bottleneck": _build_bottleneck, "qlora": _build_qlora}
 
 
 def _save_full(model, folder: Path, state: dict, method_cfg, base_path: str, dtype) -> None:
@@ -131,7 +141,16 @@ def _save_bottleneck(model, folder: Path, state: dict, method_cfg, base_path: st
     save_adapters(folder, state, method_cfg.adapter_size, base_path)
 
 
-SAVERS = {"hf": _save_full, "peft": _save_peft, "bottleneck": _save_bottleneck}
+def _save_qlora(model, folder: Path, state: dict, method_cfg, base_path: str, dtype) -> None:
+    """The adapter over the unquantised base (it loads there with plain peft), and how its 4-bit base was
+    quantised, to rebuild that base for generation and merging."""
+    from lorafull.models.qlora import save_settings, settings_of_model
+
+    _save_peft(model, folder, state, method_cfg, base_path, dtype)
+    save_settings(folder, settings_of_model(model))
+
+
+SAVERS = {"hf": _save_full, "peft": _save_peft, "bottleneck": _save_bottleneck, "qlora": _save_qlora}
 
 
 def _hold_adapters_in(model, dtype: torch.dtype) -> None:
@@ -154,11 +173,16 @@ def is_trained_folder(folder: Path) -> bool:
 
 def load_trained_folder(folder: Path, dtype: torch.dtype, merge: bool = False):
     """The model a trained folder holds: a peft adapter on its base (merged into it when merge=True and the
-    method can be merged), bottleneck adapters on their base (never merged: nonlinear), or an HF folder."""
+    method can be merged), a qlora adapter on its 4-bit base (or merged into the dequantised base),
+    bottleneck adapters on their base (never merged: nonlinear), or an HF folder."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     fmt = final_format(folder)
+    if fmt == "qlora":
+        from lorafull.models.qlora import load_adapter_folder, read_settings
+
+        return load_adapter_folder(folder, read_settings(folder), dtype, merge)
     if fmt == "peft":
         from peft import PeftConfig, PeftModel
 

@@ -66,7 +66,8 @@ def _timing(row: dict, run: RunConfig, study: Study, arch: dict, counts: dict, m
         parts = measured_step(measured, grad_accumulation(run, study), row["tokens_per_sample"])
         row["basis"] = "measured"
     else:
-        parts = {k: modelled[k] for k in ("compute", "optimizer", "communication", "offload", "hidden", "total")}
+        parts = {k: modelled[k] for k in ("compute", "optimizer", "communication", "offload", "dequantize", "hidden",
+                                          "total")}
         row["basis"] = "modelled"
     row["step_parts_s"], row["step_s"] = parts, parts["total"]
     if row["tokens"] is None or not row["samples"]:

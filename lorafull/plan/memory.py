@@ -1,10 +1,14 @@
 """Peak memory of one GPU of a run, by part (GiB):
     weights    P x bytes(dtype)                        / N at ZeRO-3 (offloaded at ZeRO-3 + offload)
+               qlora: the Q quantised weights in 4 bits plus their scales (lorafull.models.qlora.packed_bytes:
+               0.5 + 4/64 bytes a weight, 0.5 + 1/64 + 4/(64 x 256) with double quantisation), the rest
+               of the base at bytes(dtype) (fp32 under plain torch, where peft casts it up), the adapters
     gradients  T x bytes(dtype)                        / N at ZeRO-2 and 3
     optimizer  T x (4 fp32 master, unless fp32, + 4 m + 4 v) / N at ZeRO-1..3 (0 with offload)
     activations micro_batch x max_length x (20 h + 8 i) bytes per layer at 16 bit (attention by SDPA,
                O(s) memory), + LoRA dropout copies of each adapted input, + logits (10 bytes per vocab
-               entry: bf16 logits, fp32 copy, gradient); checkpointing: layer inputs + one layer
+               entry: bf16 logits, fp32 copy, gradient); checkpointing: layer inputs + one layer;
+               qlora: + one dequantised weight of the widest layer (h x i at the compute dtype)
     overhead   plan.overhead_gb (CUDA context, communication buckets)
 with P parameters, T trained ones, N data-parallel ranks, h hidden size, i MLP width.
 
@@ -35,6 +39,16 @@ def _adapted_inputs(run: RunConfig, h: int, i: int) -> int:
     return sum(width.get(n, h) for n in names)
 
 
+def _qlora_weights(run: RunConfig, counts: dict, b: int) -> float:
+    """Bytes of a qlora run's weights: the 4-bit base, the layers it keeps in 16 bit, the adapters."""
+    from lorafull.models.qlora import packed_bytes
+
+    quantized = counts["quantized"]
+    kept = counts["total"] - quantized - counts["added"]  # embeddings, norms, output head
+    kept_bytes = b if run.train.deepspeed else 4  # DeepSpeed casts them back to model.dtype; plain torch does not
+    return packed_bytes(quantized, run.method.double_quant) + kept * kept_bytes + counts["added"] * b
+
+
 def world_size(run: RunConfig, study: Study) -> int:
     return resources.world_size(run, study.slurm)  # the launcher's rule: they cannot drift apart
 
@@ -55,6 +69,8 @@ def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict, micro_batc
     L, V = arch["num_hidden_layers"], arch["vocab_size"]
 
     weights = P * b / (n if stage >= 3 else 1)
+    if method_of(run).quantized_base:  # never at ZeRO-3 (refused at load)
+        weights = _qlora_weights(run, counts, b)
     if stage >= 3:  # parameters gathered for the layers being computed (about two layers at a time)
         layer = (P - 2 * V * h) / L
         weights = (0 if offload else weights) + 2 * layer * b
@@ -71,6 +87,8 @@ def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict, micro_batc
     else:
         activations = L * per_layer
     activations += tokens * V * (b + 8)
+    if method_of(run).quantized_base:  # bitsandbytes dequantises one weight at a time for each matmul
+        activations += h * i * DTYPE_BYTES[run.method.compute_dtype or run.model.dtype]
     parts = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": activations}
     out = {k: v / GB for k, v in parts.items()}
     out["overhead"] = study.plan.overhead_gb

@@ -4,6 +4,8 @@
                        full:  6 N + 12 L h s           (N = parameters in matmuls: all but the input embedding)
                        lora:  4 N + 6 T + 12 L h s     (frozen base: forward + input gradients, no weight GEMMs)
                        + 2 N + 4 L h s with gradient checkpointing (the recomputed forward)
+                       qlora: lora's + the dequantisation, 1 multiply per 4-bit weight in every pass
+                       (forward, backward, recompute) of a micro batch, spread over its tokens
     optimizer      the Adam step as memory traffic: trained parameters of one rank x bytes per parameter
                    at device memory bandwidth; under offload on the host, where every rank of a node
                    shares the node's CPU memory bandwidth
@@ -16,6 +18,9 @@
                                  the recompute), P x b each, + gradient reduce-scatter T x b
     offload        PCIe traffic of ZeRO-Offload: gradients to the host and updated weights back (T/n x b
                    each way per step); at stage 3 also the rank's weight shard for every gathered pass
+    dequantize     qlora: bitsandbytes dequantises every 4-bit weight into a temporary in each pass of
+                   each micro batch, memory-bound: the packed weights and scales read, Q x bytes(compute
+                   dtype) written, at device memory bandwidth (0 for every other method)
 with T trained parameters, P all parameters, b bytes of the training dtype, n data-parallel ranks.
 The parts are added, except at ZeRO-3, where DeepSpeed overlaps communication with compute by default
 (overlap_comm and parameter prefetch): there the collectives and the weight fetches over PCIe count
@@ -51,7 +56,32 @@ def flops_per_token(run: RunConfig, arch: dict, counts: dict, tokens_per_sample:
         flops = 4 * n_matmul + 6 * counts["trainable"] + 3 * attention
     if run.train.gradient_checkpointing:
         flops += 2 * n_matmul + attention
+    if method_of(run).quantized_base:
+        micro_tokens = max(1.0, _micro_batch(run) * tokens_per_sample)
+        flops += _passes(run) * counts["quantized"] / micro_tokens
     return flops
+
+
+def _micro_batch(run: RunConfig) -> int:
+    micro = run.train.micro_batch_size
+    return micro if isinstance(micro, int) else 1  # auto is settled before the plan times a run
+
+
+def _passes(run: RunConfig) -> int:
+    """Passes over the weights per micro batch: forward and backward, and the recomputed forward."""
+    return 3 if run.train.gradient_checkpointing else 2
+
+
+def dequantize_seconds(run: RunConfig, study: Study, counts: dict, hw: Hardware) -> float:
+    """qlora: the dequantisation traffic of one optimizer step on one rank (module docstring)."""
+    if not method_of(run).quantized_base:
+        return 0.0
+    from lorafull.models.qlora import packed_bytes
+
+    quantized = counts["quantized"]
+    written = quantized * DTYPE_BYTES[run.method.compute_dtype or run.model.dtype]
+    per_pass = packed_bytes(quantized, run.method.double_quant) + written
+    return grad_accumulation(run, study) * _passes(run) * per_pass / (hw.mem_bw_gbs * 1e9)
 
 
 def grad_accumulation(run: RunConfig, study: Study) -> int:
@@ -114,7 +144,7 @@ def offload_seconds(run: RunConfig, study: Study, counts: dict, hw: Hardware) ->
 
 def step_time(run: RunConfig, study: Study, arch: dict, counts: dict, tokens_per_sample: float,
               hw: Hardware) -> dict:
-    """{"compute", "optimizer", "communication", "offload", "hidden", "total"} seconds of one optimizer
+    """{"compute", "optimizer", "communication", "offload", "dequantize", "hidden", "total"} seconds of one optimizer
     step, and "tokens_per_step", "flops_per_token"."""
     n = world_size(run, study)
     tokens = run.train.global_batch_size * tokens_per_sample
@@ -127,6 +157,7 @@ def step_time(run: RunConfig, study: Study, arch: dict, counts: dict, tokens_per
     }
     per_step, fetch = offload_seconds(run, study, counts, hw)
     parts["offload"] = per_step + fetch
+    parts["dequantize"] = dequantize_seconds(run, study, counts, hw)
     overlappable = parts["communication"] + fetch if run.train.zero_stage >= 3 else 0.0
     parts["hidden"] = -min(overlappable, parts["compute"])
     parts["total"] = sum(parts.values())

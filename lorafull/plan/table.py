@@ -13,8 +13,9 @@ from lorafull.plan.startup import describe as describe_startup
 
 FORMULA = ("h/epoch = (steps x step time + start-up) / epochs; step = compute (tokens x FLOPs/token / (ranks x peak x mfu)) + "
            "optimizer (Adam bytes / memory bandwidth) + communication (ZeRO collectives / link bandwidth) + "
-           "offload (PCIe); 'measured' rows use STUDY_DIR/launch/calibration.json")
-PARTS = ("compute", "optimizer", "communication", "offload", "hidden")
+           "offload (PCIe) + dequantize (qlora's 4-bit weights, memory-bound); 'measured' rows use "
+           "STUDY_DIR/launch/calibration.json")
+PARTS = ("compute", "optimizer", "communication", "offload", "dequantize", "hidden")
 ASSUMED_NOTE = ("* tokens per sample assumed (max_length / 2): the data file is not readable here; set "
                 "plan.avg_tokens_per_sample (a number, or per run name or data file)")
 

@@ -123,7 +123,8 @@ class Trainer:
             self._hf_ds_config = HfDeepSpeedConfig(dist.ds_config(tc, run.model.dtype, env.world_size, self.grad_accum))
         # plain torch trains full weights in fp32 under autocast; DeepSpeed keeps its own fp32 master
         load_dtype = "fp32" if (not self.use_ds and not method_of(run).frozen_base) else run.model.dtype
-        model = load_base(run.model, self.run_dir, seed=tc.seed, dtype=load_dtype)
+        model = load_base(run.model, self.run_dir, seed=tc.seed, dtype=load_dtype, method_cfg=run.method,
+                          device=self.device)  # qlora: the base in 4 bits, quantised on the device it trains on
         speed.prepare_base_model(model, tc)
         model = apply_method(model, run.method, seed=tc.seed, adapter_dtype=speed.adapter_dtype(run, self.use_ds))
         model = speed.finish_model(model, tc)
@@ -365,6 +366,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _train(run_dir: Path, env: dist.DistEnv, stop: StopGate) -> int:
     try:
         run = load_run_config(run_dir, for_training=True)  # every key, and the checks across keys
+        if method_of(run).quantized_base:  # a missing bitsandbytes stops here, before data or processes
+            from lorafull.models.qlora import require_bitsandbytes
+
+            require_bitsandbytes()
         if is_done(run_dir):
             if env.is_main:
                 print(f"{run_dir}: already done", file=sys.stderr)
