@@ -47,4 +47,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'HISTORY_DIR': 'fingerprint',
     'file_sha256': 'content',
     'load_study': 'study',
+    'ServeConfig': 'serve',
+    'served_identity': 'serve',
+    'served_label': 'serve',
+    'server_key': 'serve',
 })

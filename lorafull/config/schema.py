@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union, get_args
 
+from lorafull.config.serve import ServeConfig, serve_problems
 from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
@@ -160,6 +161,8 @@ class JudgeConfig:
     # this many items in a row failing after all their retries stop the judge with one error line
     max_consecutive_failures: int = ranged(10, ge=1)
     pass_k: int = ranged(1, ge=1)  # kind: reference with eval.num_samples n > 1: the unbiased pass@k (math / code scorers)
+    # a judge model served by the study itself (vLLM or transformers serve): no API key, no base_url
+    serve: Optional[ServeConfig] = None
 
 
 @dataclass
@@ -217,7 +220,7 @@ class RunConfig:
             out.append(("eval.fewshot_file", f"eval.fewshot: {ev.fewshot} needs a file of solved examples"))
         if ev.judge.pass_k > ev.num_samples:
             out.append(("eval.judge.pass_k", f"expected 1 .. eval.num_samples ({ev.num_samples}), got {ev.judge.pass_k}"))
-        return out
+        return out + serve_problems(ev.judge)
 
 
 # ---------------------------------------------------------------------------------------------
