@@ -21,6 +21,7 @@ from lorafull.config import Study, SlurmConfig
 from lorafull.runs import read_status, write_status
 
 from .jobs import Ledger, launch_dir
+from .judge_server import LocalServers, ensure_servers
 from .planning import Plan, TrainArray
 from .resources import Shape, eval_shape, gres, python_command, report_shape, study_job_prefix
 from .state import RunView
@@ -112,6 +113,7 @@ class SlurmSubmitter:
             eval_groups.append((plan.eval_only, None))
 
         eval_ids: list[str] = []
+        eval_by_run: dict[str, str] = {}
         for runs, dependency in eval_groups:
             fns = [StageJob(self.python, "lorafull.evaluate", str(v.run_dir), "evaluate") for v in runs]
             ex = self._executor(eval_shape(slurm), f"{self.prefix}-eval", use_srun=True,
@@ -119,11 +121,17 @@ class SlurmSubmitter:
             ids = self._submit_many(ex, fns)
             for view, job_id in zip(runs, ids):
                 self.ledger.set_job(view.name, "eval", job_id)
+                eval_by_run[view.name] = job_id
             base = ids[0].split("_")[0]
             eval_ids.append(base)
             self.ledger.add_submission("eval", base, len(ids), [v.name for v in runs])
             self.ledger.save()
             self.log(f"  sbatch eval {base}: {len(ids)} task(s)" + (f", {dependency}" if dependency else ""))
+
+        # eval.judge.serve: one server job per judge, starting with the first of these evaluations
+        servers = ensure_servers(self.study, plan.to_eval, eval_by_run, self.log)
+        self.sbatch_calls += len(servers)
+        self.tasks += len(servers)
 
         if plan.report:
             waits = sorted(set(eval_ids) | self._active_eval_jobs(plan))
@@ -189,6 +197,7 @@ class LocalRunner:
             write_status(view.run_dir, "queued", stage="train" if view in plan.to_train else "evaluate",
                          signature=view.signature)
         self.ledger.save()
+        servers = LocalServers(self.study, order, self.log)  # eval.judge.serve: a judge server subprocess
         try:
             for view in order:
                 if view.parent in self.failed:
@@ -200,7 +209,9 @@ class LocalRunner:
                     if rc != 0:
                         self._fail(view, "train", f"training exited with code {rc}")
                         continue
+                servers.before_eval(view)
                 rc = self._stage("lorafull.evaluate", view.run_dir)
+                servers.after_eval(view)
                 if rc != 0:
                     self._fail(view, "evaluate", f"evaluation exited with code {rc}")
         except KeyboardInterrupt:  # runs left queued/running would look busy forever: failed, resumable
@@ -210,6 +221,8 @@ class LocalRunner:
                     write_status(view.run_dir, "failed", stage=st.get("stage", "train"),
                                  error="interrupted (Ctrl-C): resume with --retry")
             raise
+        finally:
+            servers.close()
         if plan.report:
             rc = self._stage("lorafull.report", self.study.output_dir)
             if rc != 0:

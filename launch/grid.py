@@ -34,6 +34,7 @@ from lorafull.runs import RunPaths, read_status, write_status
 from .batches import poll_judge_batches
 from .job_bodies import CANCEL_MARKER
 from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
+from .judge_server import active_server_jobs, server_status_lines
 from .plan_table import estimates, plan_text, status_text, write_planned
 from .planning import Plan, make_plan
 from .state import counts, set_aside_failed, study_run_dir, study_views
@@ -173,6 +174,8 @@ def show_status(study: Study, executor: str, command: str = "") -> int:
     table = study.output_dir / "report" / "table.md"
     print(f"report: {'written' if table.exists() else 'not written'}"
           + (f"; job {report_id} {report_info.state if report_info else '?'}" if report_id else ""))
+    for line in server_status_lines(study.output_dir, slurm=executor == "slurm"):  # eval.judge.serve
+        print(line)
     print(counts(views))
     return 0
 
@@ -184,6 +187,7 @@ def cancel(study: Study, executor: str) -> int:
         return 0
     infos = query_jobs(ledger.job_ids())
     active = [j for j in ledger.job_ids() if (i := job_state(infos, j)) is not None and i.active]
+    active += active_server_jobs(study.output_dir)  # the study's judge servers stop too
     hit = {name for name, entry in ledger.data["runs"].items() if {entry.get("train"), entry.get("eval")} & set(active)}
     # the marker tells each training's job body that its checkpoint-and-exit is a cancel, not a
     # preemption to requeue (Slurm shows the dying job as COMPLETING, not CANCELLED)
