@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import submitit
 
-from lorafull.config import SlurmConfig, Study, load_study_settings, served_identity, served_label, server_key, to_dict
+from lorafull.config import SlurmConfig, Study, load_study_settings, server_key
 from lorafull.judge.serve.files import ServerPaths, all_servers, read_clients, read_json, server_lock
+from lorafull.judge.serve.local import ServerProcess, write_settings
 from lorafull.judge.serve.server import load_settings
 from lorafull.runs import write_json_atomic
 
@@ -43,16 +42,6 @@ def server_shape(slurm: SlurmConfig, serve) -> Shape:
                  timeout_min=serve.timeout_min)
 
 
-def write_server_settings(study: Study, run) -> ServerPaths:
-    """STUDY_DIR/judge_server/<key>/serve.json for a run's served judge: what the server process reads."""
-    serve, cache_dir = run.eval.judge.serve, run.data.cache_dir
-    paths = ServerPaths.of(study.output_dir, server_key(serve))
-    settings = {"serve": to_dict(serve), "name": served_label(served_identity(serve, cache_dir)), "cache_dir": cache_dir}
-    if read_json(paths.settings) != settings:
-        write_json_atomic(paths.settings, settings)
-    return paths
-
-
 def served_runs(study: Study, views) -> dict[str, tuple[ServerPaths, list]]:
     """key -> (the server's folder, the views whose evaluation judges through it)."""
     out: dict[str, tuple[ServerPaths, list]] = {}
@@ -61,7 +50,7 @@ def served_runs(study: Study, views) -> dict[str, tuple[ServerPaths, list]]:
             continue
         key = server_key(view.run.eval.judge.serve)
         if key not in out:
-            out[key] = (write_server_settings(study, view.run), [])
+            out[key] = (write_settings(study.output_dir, view.run.eval.judge.serve, view.run.data.cache_dir), [])
         out[key][1].append(view)
     return out
 
@@ -234,14 +223,14 @@ class JudgeServerJob(submitit.helpers.Checkpointable):
 # Here, without a scheduler (--executor local / debug)
 # ---------------------------------------------------------------------------------------------
 class LocalServers:
-    """The local executors' served judges: one `python -m lorafull.judge.serve` subprocess per judge,
+    """The local executors' served judges: one server subprocess per judge (lorafull.judge.serve.local),
     started before the first evaluation that needs it and stopped after the last one (or when the
     launcher stops). A server that died is started again before the next evaluation that needs it."""
 
     def __init__(self, study: Study, views, log: Callable[[str], None] = print):
         self.groups = served_runs(study, views)
         self.left = {key: {v.name for v in served} for key, (_, served) in self.groups.items()}
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs = {key: ServerProcess(paths) for key, (paths, _) in self.groups.items()}
         self.log = log
 
     @staticmethod
@@ -250,45 +239,23 @@ class LocalServers:
         return server_key(serve) if serve is not None else None
 
     def before_eval(self, view) -> None:
-        key = self._key(view)
-        if key is None or key not in self.groups:
-            return
-        proc = self.procs.get(key)
-        if proc is not None and proc.poll() is None:
-            return
-        paths = self.groups[key][0]
-        log_path = paths.root / "server.log"
-        with open(log_path, "ab") as out:  # the child keeps its own descriptor
-            self.procs[key] = subprocess.Popen([sys.executable, "-m", "lorafull.judge.serve", str(paths.root)],
-                                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                               start_new_session=True)
-        self.log(f"== judge server {key}: python -m lorafull.judge.serve {paths.root} (log {log_path})")
+        proc = self.procs.get(self._key(view))
+        if proc is not None and not proc.running():
+            proc.start()
+            self.log(f"== judge server {proc.paths.key}: python -m lorafull.judge.serve {proc.paths.root} "
+                     f"(log {proc.log_path})")
 
     def after_eval(self, view) -> None:
         key = self._key(view)
         if key in self.left:
             self.left[key].discard(view.name)
-            if not self.left[key]:
-                self._stop(key)
+            if not self.left[key] and self.procs[key].running():
+                self.procs[key].stop()
+                self.log(f"== judge server {key} stopped")
 
     def close(self) -> None:
-        for key in list(self.procs):
-            self._stop(key)
-
-    def _stop(self, key: str) -> None:
-        proc = self.procs.pop(key, None)
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, STOP_WAIT_S), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(wait_s)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.log(f"== judge server {key} stopped")
+        for proc in self.procs.values():
+            proc.stop()
 
 
 def _ago(t) -> str:

@@ -7,6 +7,7 @@
     proxy    the one door from other nodes: bearer token, allowed paths only, request counters
     server   the process that runs both and writes the address once healthy (the command above)
     client   the eval side: wait for the server within a bound, judge through it, notice it died
+    local    the server as a subprocess here (local executors, the agreement command)
 """
 from lorafull._exports import lazy_exports
 
@@ -27,4 +28,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'served_name': 'client',
     'wait_for_server': 'client',
     'health': 'client',
+    'ServerProcess': 'local',
+    'write_settings': 'local',
 })

@@ -26,6 +26,7 @@ from lorafull.judge.serve.files import ServerPaths, read_json
 from lorafull.runs import register_secret
 
 POLL_S = 2.0
+GONE_CONFIRM_S = 15.0
 RETRY_HINT = "launch.grid --retry starts a new server and judges only what is missing"
 
 
@@ -59,18 +60,28 @@ class ServedEndpoint:
         return dataclasses.replace(cfg, base_url=self.url, model=self.name)
 
     def gone(self) -> Optional[str]:
-        """Why this server can answer no more (one line), or None while it may still answer."""
-        who = f"judge server {self.paths.key} ({self.name})"
+        """Why this server can answer no more (one line), or None while it may still answer. Asked after
+        a request failed: a health check that fails too is looked at for up to GONE_CONFIRM_S (a dying
+        server withdraws its address and records why within a second or two)."""
+        deadline = time.monotonic() + GONE_CONFIRM_S
+        while True:
+            reason = self._ended()
+            if reason:
+                return f"judge server {self.paths.key} ({self.name}) {reason}; {RETRY_HINT}"
+            problem = health(self.url)
+            if problem is None:
+                return None
+            if time.monotonic() > deadline:
+                return f"judge server {self.paths.key} ({self.name}) died during the evaluation: {problem}; {RETRY_HINT}"
+            time.sleep(1.0)
+
+    def _ended(self) -> Optional[str]:
         state = read_json(self.paths.state) or {}
         if state.get("instance") == self.instance and state.get("state") in ("stopped", "failed"):
-            why = f": {state['error']}" if state.get("error") else ""
-            return f"{who} {state['state']} during the evaluation{why}; {RETRY_HINT}"
+            return f"{state['state']} during the evaluation" + (f": {state['error']}" if state.get("error") else "")
         address = read_json(self.paths.address)
         if address is None or address.get("instance") != self.instance:
-            return f"{who} ended during the evaluation (its address was withdrawn); {RETRY_HINT}"
-        problem = health(self.url)
-        if problem and problem.startswith("nothing answers"):
-            return f"{who} died during the evaluation: {problem}; {RETRY_HINT}"
+            return "ended during the evaluation (its address was withdrawn)"
         return None
 
 
