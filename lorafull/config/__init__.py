@@ -7,6 +7,7 @@ from lorafull._exports import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'save_run_config': 'files',
     'load_run_config': 'files',
+    'load_judge_file': 'files',
     'run_signature_from_folder': 'files',
     'save_study_settings': 'files',
     'load_study_settings': 'files',
