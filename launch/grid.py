@@ -29,6 +29,7 @@ import time
 from submitit.core.utils import FailedJobError
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
+from lorafull.plan.judge import judge_lines, judge_servers
 from lorafull.runs import RunPaths, read_status, write_status
 
 from .batches import poll_judge_batches
@@ -105,6 +106,8 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     write_planned(study, est)
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
     print(plan_text(plan, est, note))
+    for line in judge_lines(judge_servers(study)):  # eval.judge.serve: the judge server's GPU-hours
+        print(line)
     if plan.conflicts:
         for v in plan.conflicts:
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)

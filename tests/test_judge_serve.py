@@ -194,8 +194,41 @@ def test_local_study_judges_through_a_served_smollm2_and_stops_it(tmp_path, tiny
     rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and {r["judge"] for r in rows} == {name}, rows
     assert name == served_label(served_identity(ServeConfig(model=str(smollm2_dir), engine="transformers")))
+    assert name in (study_dir / "report" / "table.md").read_text()  # the report names the judge of its scores
     fingerprint = json.loads((run_dir / "eval_fingerprint.json").read_text())
     assert fingerprint["settings"]["judge"]["model"]["model"].startswith("folder-sha256:")
     assert watcher.tokens and watcher.modes == {0o600}
     assert files_holding(study_dir, watcher.tokens) == []  # the token lived in address.json only
     assert not any(t in out.stdout + out.stderr for t in watcher.tokens)
+
+
+def test_the_plan_counts_the_judge_server_s_gpu_hours(tmp_path):
+    """The roofline of lorafull.plan.judge, worked by hand for a small case, and its parameter count
+    checked against transformers' own count of the same architectures."""
+    from lorafull.config import MethodConfig
+    from lorafull.models.load import count_params_meta
+    from lorafull.models.tiny import arch_config
+    from lorafull.plan.judge import ENGINE_START_S, LOAD_GBS, decoder_params, judge_lines, judge_servers
+
+    for arch in ("smollm2-135m", "llama-3-70b", "llama-7b"):
+        assert decoder_params(arch_config(arch)) == count_params_meta(arch, MethodConfig(kind="full"))["total"], arch
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"class": "math", "prompt": "x" * 40}) + "\n")
+    eval_set = tmp_path / "eval.jsonl"  # question + std_answer = 20 characters each
+    eval_set.write_text("".join(json.dumps({"question": "q" * 18, "class": "math", "std_answer": "42"}) + "\n"
+                                for _ in range(5)))
+    judge = {"kind": "openai", "prompts": str(prompts), "max_tokens": 8, "concurrency": 4,
+             "serve": {"model": "/not/here", "arch": "smollm2-135m", "engine": "vllm", "gpus": 2}}
+    (tmp_path / "s.yaml").write_text(json.dumps({
+        "study": {"name": "s", "output_dir": str(tmp_path / "out")},
+        "base": {"model": {"tokenizer": str(tmp_path)}, "eval": {"eval_set": str(eval_set), "max_new_tokens": 10,
+                                                                  "judge": judge}},
+        "runs": [{"name": "a"}, {"name": "b"}], "plan": {"mfu": 0.4, "hardware": {"preset": "A100-40GB-SXM"}}}))
+    (row,) = judge_servers(load_study(tmp_path / "s.yaml"))
+    p = 134_515_008
+    assert row["requests"] == 10 and row["prompt_tokens"] == 10 * ((20 + 40) / 4 + 10)
+    assert row["load_s"] == pytest.approx(2 * p / (LOAD_GBS * 1e9) + ENGINE_START_S)
+    assert row["prefill_s"] == pytest.approx(2 * p * 250 / (2 * 312e12 * 0.4))
+    assert row["decode_s"] == pytest.approx((10 * 8 / 4) * 2 * p / (2 * 1555e9))
+    assert row["gpu_hours"] == pytest.approx(2 * (row["load_s"] + row["prefill_s"] + row["decode_s"]) / 3600)
+    assert "GPU-hours = 2 x (" in judge_lines([row])[0]

@@ -290,6 +290,9 @@ class PlanConfig:
     # file paths to numbers; null (or no entry) = counted from data.train when the file is here (a
     # deterministic random sample of its records, with the run's tokenizer), else max_length / 2
     avg_tokens_per_sample: Union[float, dict, None] = None
+    # items each run's judge pass scores, for the judge server's GPU-hours when eval.eval_set is not
+    # readable here (null: eval.num_items, else counted from the file)
+    judge_items: Optional[int] = ranged(None, ge=1)
     mem_margin: float = ranged(0.1, ge=0, lt=1)  # fraction of slurm.gpu_mem_gb kept free (allocator fragmentation, spikes)
     overhead_gb: float = ranged(1.5, ge=0)  # per GPU: CUDA context, NCCL and DeepSpeed buffers
     hardware: HardwareConfig = field(default_factory=HardwareConfig)

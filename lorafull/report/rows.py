@@ -80,7 +80,8 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     except ConfigError as e:
         print(f"warning: {e}", file=sys.stderr)
         cfg = None
-    scores = summarize(_safe_rows(RunPaths.of(run_dir).scores)) if RunPaths.of(run_dir).scores.exists() else None
+    score_rows = _safe_rows(RunPaths.of(run_dir).scores) if RunPaths.of(run_dir).scores.exists() else []
+    scores = summarize(score_rows) if RunPaths.of(run_dir).scores.exists() else None
     row: dict = {
         "run": run_dir.name,
         "method": _method(cfg),
@@ -105,6 +106,8 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     # fingerprints are not comparable; scores from before fingerprints existed are "unknown"
     recorded = read_eval_fingerprint(run_dir) if scores else None
     row["eval_fingerprint"] = (recorded or {}).get("fingerprint", "unknown") if scores else None
+    # who gave the scores: a model name, reference:<scorer>, or a served judge by its content hash
+    row["judge"] = "; ".join(sorted({str(r["judge"]) for r in score_rows if r.get("judge")})) or None
     return row, categories
 
 
@@ -162,7 +165,7 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         planned = planned_columns(row, plan) if plan else {}
         hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting")}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
-                     "eval_fingerprint": row["eval_fingerprint"], **hidden})
+                     "eval_fingerprint": row["eval_fingerprint"], "judge": row["judge"], **hidden})
     return rows, columns
 
 
