@@ -113,7 +113,6 @@ class SlurmSubmitter:
             eval_groups.append((plan.eval_only, None))
 
         eval_ids: list[str] = []
-        eval_by_run: dict[str, str] = {}
         for runs, dependency in eval_groups:
             fns = [StageJob(self.python, "lorafull.evaluate", str(v.run_dir), "evaluate") for v in runs]
             ex = self._executor(eval_shape(slurm), f"{self.prefix}-eval", use_srun=True,
@@ -121,18 +120,13 @@ class SlurmSubmitter:
             ids = self._submit_many(ex, fns)
             for view, job_id in zip(runs, ids):
                 self.ledger.set_job(view.name, "eval", job_id)
-                eval_by_run[view.name] = job_id
             base = ids[0].split("_")[0]
             eval_ids.append(base)
             self.ledger.add_submission("eval", base, len(ids), [v.name for v in runs])
             self.ledger.save()
             self.log(f"  sbatch eval {base}: {len(ids)} task(s)" + (f", {dependency}" if dependency else ""))
 
-        # eval.judge.serve: one server job per judge, starting with the first of these evaluations
-        servers = ensure_servers(self.study, plan.to_eval, eval_by_run, self.log)
-        self.sbatch_calls += len(servers)
-        self.tasks += len(servers)
-
+        self._submit_judge_servers(plan)
         if plan.report:
             waits = sorted(set(eval_ids) | self._active_eval_jobs(plan))
             ex = self._executor(report_shape(slurm), f"{self.prefix}-report", use_srun=True,
@@ -143,6 +137,13 @@ class SlurmSubmitter:
             self.ledger.add_submission("report", job_id, 1, [])
             self.ledger.save()
             self.log(f"  sbatch report {job_id}" + (f": afterany on {len(waits)} evaluation job(s)" if waits else ""))
+
+    def _submit_judge_servers(self, plan: Plan) -> None:
+        """eval.judge.serve: one server job per judge, starting with the first of these evaluations."""
+        eval_jobs = {v.name: self.ledger.run(v.name).get("eval") for v in plan.to_eval}
+        servers = ensure_servers(self.study, plan.to_eval, {k: j for k, j in eval_jobs.items() if j}, self.log)
+        self.sbatch_calls += len(servers)
+        self.tasks += len(servers)
 
     def _active_eval_jobs(self, plan: Plan) -> set[str]:
         """Evaluations submitted earlier that have not ended: the report waits for them too."""

@@ -105,9 +105,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     t_est = time.perf_counter() - t_est
     write_planned(study, est)
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
-    print(plan_text(plan, est, note))
-    for line in judge_lines(judge_servers(study)):  # eval.judge.serve: the judge server's GPU-hours
-        print(line)
+    print("\n".join([plan_text(plan, est, note)] + judge_lines(judge_servers(study))))  # + judge servers' hours
     if plan.conflicts:
         for v in plan.conflicts:
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)

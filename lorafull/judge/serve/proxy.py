@@ -107,6 +107,47 @@ class JudgeProxy:
         finally:
             conn.close()
 
+    def _refused(self, handler) -> bool:
+        """True (and a 401 sent) unless the request carries the study's bearer token."""
+        if self.authorized(handler.headers.get("Authorization")):
+            return False
+        with self.activity.lock:
+            self.activity.refused += 1
+        handler._send(401, _error("invalid bearer token for the study's judge server", "auth"))
+        return True
+
+    def get(self, handler) -> None:
+        path = urlparse(handler.path).path.rstrip("/")
+        if path == "/health":
+            ok = self.engine_healthy()
+            return handler._send(200 if ok else 503, json.dumps({"status": "ok" if ok else "engine down"}).encode())
+        if path != "/v1/models":
+            return handler._send(404, _error("not found"))
+        if not self._refused(handler):
+            handler._send(200, json.dumps({"object": "list", "data": [
+                {"id": self.judge_name, "object": "model", "owned_by": "lorafull"}]}).encode())
+
+    def post(self, handler) -> None:
+        if urlparse(handler.path).path.rstrip("/") != "/v1/chat/completions":
+            return handler._send(404, _error("not found"))
+        if self._refused(handler):
+            return
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            return handler._send(413, _error("request too large"))
+        try:
+            body = json.loads(handler.rfile.read(length) or b"{}")
+        except ValueError:
+            return handler._send(400, _error("request body is not JSON"))
+        self.activity.begin()
+        t0 = time.monotonic()
+        try:
+            status, data, ctype = self.forward(body)
+        finally:
+            self.activity.end()
+        self.log(f"[proxy] POST /v1/chat/completions {status} {time.monotonic() - t0:.1f}s")
+        handler._send(status, data, ctype)
+
     def _handler(self):
         proxy = self
 
@@ -126,46 +167,11 @@ class JudgeProxy:
                 except OSError:
                     pass  # the client gave up (its deadline): nothing to tell it
 
-            def _refuse(self) -> bool:
-                if proxy.authorized(self.headers.get("Authorization")):
-                    return False
-                with proxy.activity.lock:
-                    proxy.activity.refused += 1
-                self._send(401, _error("invalid bearer token for the study's judge server", "auth"))
-                return True
-
             def do_GET(self):
-                path = urlparse(self.path).path.rstrip("/")
-                if path == "/health":
-                    ok = proxy.engine_healthy()
-                    return self._send(200 if ok else 503, json.dumps({"status": "ok" if ok else "engine down"}).encode())
-                if path == "/v1/models":
-                    if self._refuse():
-                        return
-                    return self._send(200, json.dumps({"object": "list", "data": [
-                        {"id": proxy.judge_name, "object": "model", "owned_by": "lorafull"}]}).encode())
-                self._send(404, _error("not found"))
+                proxy.get(self)
 
             def do_POST(self):
-                if urlparse(self.path).path.rstrip("/") != "/v1/chat/completions":
-                    return self._send(404, _error("not found"))
-                if self._refuse():
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    return self._send(413, _error("request too large"))
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    return self._send(400, _error("request body is not JSON"))
-                proxy.activity.begin()
-                t0 = time.monotonic()
-                try:
-                    status, data, ctype = proxy.forward(body)
-                finally:
-                    proxy.activity.end()
-                proxy.log(f"[proxy] POST /v1/chat/completions {status} {time.monotonic() - t0:.1f}s")
-                self._send(status, data, ctype)
+                proxy.post(self)
 
         return Handler
 
