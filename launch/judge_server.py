@@ -42,6 +42,12 @@ def server_shape(slurm: SlurmConfig, serve) -> Shape:
                  timeout_min=serve.timeout_min)
 
 
+def served_runs_settings(study: Study, views) -> dict[str, object]:
+    """key -> serve settings of every served judge the views' evaluations use (nothing written)."""
+    return {server_key(v.run.eval.judge.serve): v.run.eval.judge.serve for v in views
+            if v.run.eval.judge.serve is not None}
+
+
 def served_runs(study: Study, views) -> dict[str, tuple[ServerPaths, list]]:
     """key -> (the server's folder, the views whose evaluation judges through it)."""
     out: dict[str, tuple[ServerPaths, list]] = {}

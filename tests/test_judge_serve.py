@@ -232,3 +232,18 @@ def test_the_plan_counts_the_judge_server_s_gpu_hours(tmp_path):
     assert row["decode_s"] == pytest.approx((10 * 8 / 4) * 2 * p / (2 * 1555e9))
     assert row["gpu_hours"] == pytest.approx(2 * (row["load_s"] + row["prefill_s"] + row["decode_s"]) / 3600)
     assert "GPU-hours = 2 x (" in judge_lines([row])[0]
+
+
+def test_rendered_scripts_start_a_judge_server_with_the_first_evaluation(tmp_path):
+    from launch.render import render_study
+
+    serve = {"model": "/models/judge", "engine": "vllm", "gpus": 4, "idle_timeout_s": 300}
+    (tmp_path / "s.yaml").write_text(json.dumps({
+        "study": {"name": "s", "output_dir": str(tmp_path / "out")},
+        "base": {"model": {"tokenizer": str(tmp_path)}, "eval": {"judge": {"kind": "openai", "serve": serve}}},
+        "runs": [{"name": "a"}, {"name": "b"}], "slurm": {"partition": "gpu"}}))
+    files = render_study(load_study(tmp_path / "s.yaml"))
+    key = server_key(ServeConfig(**serve))
+    script = files[f"judge_server_{key}.sbatch"]
+    assert "#SBATCH --gres=gpu:4" in script and "lorafull.judge.serve" in script and "--idle-exit-s 300" in script
+    assert f'--dependency=after:"${{eval_0}}_0" judge_server_{key}.sbatch' in files["submit.sh"]
