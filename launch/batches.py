@@ -6,7 +6,7 @@ a batch still running leaves the run "waiting". Once every run is settled, --sta
 from __future__ import annotations
 
 from lorafull.config import Study
-from lorafull.runs import error_line, write_status
+from lorafull.runs import Stage, error_line, status as run_status
 
 
 def poll_judge_batches(study: Study) -> tuple[list[str], int]:
@@ -23,7 +23,7 @@ def poll_judge_batches(study: Study) -> tuple[list[str], int]:
         try:
             result = evaluate_run(run_dir, progress=False)
         except Exception as e:  # noqa: BLE001 -- one line per run; the others are still polled
-            write_status(run_dir, "failed", stage="evaluate", error=error_line(e))
+            run_status.failed(run_dir, Stage.EVALUATE, error=error_line(e))
             notes.append(f"{run.name}: error: {error_line(e)}")
             continue
         if result["judge"].get("waiting"):

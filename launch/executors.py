@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lorafull.config import Study, SlurmConfig
-from lorafull.runs import read_status, write_status
+from lorafull.runs import Stage, read_status, status as run_status
 
 from .jobs import Ledger, launch_dir
+from .arrays import Plan, TrainArray
 from .judge_server import LocalServers, ensure_servers
-from .planning import Plan, TrainArray
 from .resources import Shape, eval_shape, gres, python_command, report_shape, study_job_prefix
 from .state import RunView
 
@@ -88,8 +88,8 @@ class SlurmSubmitter:
         slurm = self.study.slurm
         # state "queued" before sbatch: a job that starts at once writes "running" after it, never before
         for view in plan.to_eval:
-            write_status(view.run_dir, "queued", stage="train" if view in plan.to_train else "evaluate",
-                         signature=view.signature)
+            run_status.queued(view.run_dir, Stage.TRAIN if view in plan.to_train else Stage.EVALUATE,
+                              signature=view.signature)
         eval_groups: list[tuple[list[RunView], Optional[str]]] = []  # (runs, dependency)
         for array in plan.train_arrays:
             chained = any(v.name in plan.parent_dep for v in array.runs)
@@ -195,14 +195,14 @@ class LocalRunner:
         order = [v for v in plan.views if v in plan.to_eval]  # the study's order: parents first
         for view in order:
             self.ledger.set_job(view.name, "train", None, eval=None, local_pid=os.getpid())
-            write_status(view.run_dir, "queued", stage="train" if view in plan.to_train else "evaluate",
-                         signature=view.signature)
+            run_status.queued(view.run_dir, Stage.TRAIN if view in plan.to_train else Stage.EVALUATE,
+                              signature=view.signature)
         self.ledger.save()
         servers = LocalServers(self.study, order, self.log)  # eval.judge.serve: a judge server subprocess
         try:
             for view in order:
                 if view.parent in self.failed:
-                    write_status(view.run_dir, "failed", stage="train", error=f"parent run {view.parent} failed")
+                    run_status.failed(view.run_dir, Stage.TRAIN, error=f"parent run {view.parent} failed")
                     self.failed.append(view.name)
                     continue
                 if view in plan.to_train:
@@ -219,8 +219,8 @@ class LocalRunner:
             for view in order:
                 st = read_status(view.run_dir)
                 if st.get("state") in ("queued", "running"):
-                    write_status(view.run_dir, "failed", stage=st.get("stage", "train"),
-                                 error="interrupted (Ctrl-C): resume with --retry")
+                    run_status.failed(view.run_dir, st.get("stage", "train"),
+                                      error="interrupted (Ctrl-C): resume with --retry")
             raise
         finally:
             servers.close()
@@ -231,7 +231,6 @@ class LocalRunner:
                 self.log(f"report failed (exit {rc})")
 
     def _fail(self, view: RunView, stage: str, message: str) -> None:
-        if read_status(view.run_dir).get("state") != "failed":
-            write_status(view.run_dir, "failed", stage=stage, error=message)
+        run_status.failed(view.run_dir, stage, error=message, keep_earlier=True)
         self.failed.append(view.name)
         self.log(f"   {view.name}: {stage} failed ({message})")

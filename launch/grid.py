@@ -29,15 +29,16 @@ import time
 from submitit.core.utils import FailedJobError
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
+from lorafull.plan.cache import estimates, write_planned
 from lorafull.plan.judge import judge_lines, judge_servers
-from lorafull.runs import RunPaths, read_status, write_status
+from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
 from .job_bodies import CANCEL_MARKER
 from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
+from .tables import plan_text, status_text
+from .arrays import Plan, make_plan
 from .judge_server import active_server_jobs, server_status_lines
-from .plan_table import estimates, plan_text, status_text, write_planned
-from .planning import Plan, make_plan
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
 STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "report": "lorafull.report"}
@@ -105,7 +106,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     t_est = time.perf_counter() - t_est
     write_planned(study, est)
     print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
-    print("\n".join([plan_text(plan, est, note)] + judge_lines(judge_servers(study))))  # + judge servers' hours
+    print("\n".join([plan_text(plan, est, note, study.slurm)] + judge_lines(judge_servers(study))))  # + judge servers
     if plan.conflicts:
         for v in plan.conflicts:
             print(f"error: run {v.name}: {v.detail}", file=sys.stderr)
@@ -202,8 +203,8 @@ def cancel(study: Study, executor: str) -> int:
     marked = []
     for view in study_views(study, ledger, {}):
         if view.name in hit and not view.evaluated:
-            write_status(view.run_dir, "failed", stage=read_status(view.run_dir).get("stage", "train"),
-                         error="cancelled by launch.grid --cancel (resume with --retry)")
+            run_status.failed(view.run_dir, read_status(view.run_dir).get("stage", "train"),
+                              error="cancelled by launch.grid --cancel (resume with --retry)")
             marked.append(view.name)
     print(f"cancelled {len(cancelled)} job(s): {summarize_ids(cancelled)}; {len(marked)} run(s) marked failed")
     return 0

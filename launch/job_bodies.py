@@ -67,10 +67,9 @@ def _this_job() -> Optional[str]:
 
 def _mark_failed(run_dir: str, stage: str, message: str) -> None:
     """A stage killed hard (OOM, node failure) cannot write its own failure: write it here."""
-    from lorafull.runs import read_status, write_status
+    from lorafull.runs import status as run_status
 
-    if read_status(run_dir).get("state") != "failed":
-        write_status(run_dir, "failed", stage=stage, error=message)
+    run_status.failed(run_dir, stage, error=message, keep_earlier=True)
 
 
 CANCEL_MARKER = ".cancel-requested"  # in the run folder: job ids launch.grid --cancel is about to scancel

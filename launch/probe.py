@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import load_run_config
-from lorafull.runs import error_line, write_json_atomic, write_status
+from lorafull.runs import Stage, error_line, status as run_status, write_json_atomic
 
 
 class StepTimer:
@@ -103,7 +103,7 @@ def run_probe(probe_dir: Path, warmup: int) -> Optional[dict]:
         result = {**timer.result(), "startup_s": startup_s}
         if env.is_main:
             write_json_atomic(probe_dir / "probe.json", result)
-            write_status(probe_dir, "done", stage="probe")
+            run_status.done(probe_dir, Stage.PROBE)
         return result if env.is_main else None
     finally:
         trainer.cleanup()
@@ -128,7 +128,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     except Exception as e:  # noqa: BLE001 -- one line, and the probe folder says failed
         if env.is_main:
-            write_status(probe_dir, "failed", stage="probe", error=error_line(e))
+            run_status.failed(probe_dir, Stage.PROBE, error=error_line(e))
             print(f"error: probe {probe_dir.name}: {error_line(e)}", file=sys.stderr)
         return 1
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings, study_signatures
 
 from .jobs import launch_dir
-from .planning import Plan, make_plan
+from .arrays import Plan, make_plan
 from .resources import (EXIT_REQUEUE, Shape, eval_shape, gres, python_command, report_shape,
                         sbatch_time, study_job_prefix)
 from .state import RunView, study_run_dir

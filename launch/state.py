@@ -1,14 +1,17 @@
-"""Where each run of a study stands: its run folder (config.yaml, status.json, final/) joined with
-what the scheduler says about the jobs the ledger recorded for it.
+"""Where each run of a study stands: what its run folder says (lorafull.runs.classify_folder: config.yaml,
+status.json, final/) joined with what the scheduler says about the jobs the ledger recorded for it.
 
 States shown and acted on:
-    new       never submitted (or stopped outside the launcher with a resumable checkpoint): submit
-    trained   training done, evaluation never submitted: submit the evaluation
-    queued    a job of the run waits in the queue            running   a job of the run runs
-    done      trained and evaluated                           failed    a stage failed or its job ended
-                                                                        badly: resubmitted with --retry
-    waiting   its judge batch (eval.judge.mode: batch) runs at the provider: `--status` polls it
-    conflict  the folder holds another signature: never overwritten, never submitted
+    new          never submitted (or stopped outside the launcher with a resumable checkpoint): submit
+    trained      training done, evaluation never submitted: submit the evaluation
+    queued       a job of the run waits in the queue          running   a job of the run runs
+    done         trained and evaluated                         failed    a stage failed or its job ended
+                                                                         badly: resubmitted with --retry
+    waiting      its judge batch (eval.judge.mode: batch) runs at the provider: `--status` polls it
+    interrupted  a local run stopped by Ctrl-C / SIGTERM: the same command resumes it (no --retry)
+    superseded   the folder failed under settings the study no longer gives it: --retry sets it aside
+                 (runs/.superseded/) and starts the run afresh
+    conflict     the folder holds another signature: never overwritten, never submitted
 """
 from __future__ import annotations
 
@@ -19,27 +22,12 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import ConfigError, RunConfig, Study, eval_is_current, run_signature_from_folder, study_signatures
-from lorafull.runs import RunPaths, path_inside, read_status
+from lorafull.runs import classify_folder, path_inside, read_status, status as run_status
 
 from .jobs import JobInfo, Ledger, job_state, pid_alive
 
-# status.json stage names written by `python -m lorafull.evaluate` and the stages it runs
-EVAL_STAGES = ("evaluate", "generate", "judge", "analysis")
-
-
-def train_done(run_dir: Path, status: dict) -> bool:
-    final = RunPaths.of(run_dir).final
-    # an HF folder (full), a peft adapter folder, or bottleneck adapters (lorafull.models.bottleneck)
-    complete = any((final / f).exists() for f in ("config.json", "adapter_config.json", "bottleneck_config.json"))
-    return complete and status.get("stages", {}).get("train") == "done"
-
-
-def eval_done(status: dict) -> bool:
-    stages = status.get("stages", {})
-    if "evaluate" in stages:
-        return stages["evaluate"] == "done"
-    # an evaluate that records only its sub-stages: done when the last one it ran is done
-    return status.get("stage") in EVAL_STAGES[1:] and status.get("state") == "done" and stages.get("judge") == "done"
+# the launcher's states, in the order --status counts them
+STATES = ("done", "running", "queued", "waiting", "trained", "interrupted", "new", "failed", "superseded", "conflict")
 
 
 @dataclass
@@ -70,20 +58,15 @@ class RunView:
 
 
 def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> None:
-    """Set view.state and view.detail from the folder and the scheduler."""
+    """Set view.state and view.detail from the folder (classify_folder) and the scheduler."""
     status = view.status
-    view.trained = train_done(view.run_dir, status)
-    # evaluated under the study's current eval settings; results of older ones are evaluated again
-    view.eval_stale = view.trained and eval_done(status) and not eval_is_current(view.run_dir, view.run)
-    view.evaluated = view.trained and eval_done(status) and not view.eval_stale
+    folder = classify_folder(view.run_dir, status, eval_current=lambda: eval_is_current(view.run_dir, view.run))
+    view.trained, view.evaluated, view.eval_stale = folder.trained, folder.evaluated, folder.eval_stale
     view.train_job, view.eval_job = ledger_entry.get("train"), ledger_entry.get("eval")
     view.train_info, view.eval_info = job_state(infos, view.train_job), job_state(infos, view.eval_job)
-    folder_state = status.get("state")
 
     if view.folder_signature and view.folder_signature != view.signature:
-        view.state = "conflict"
-        view.detail = (f"{view.run_dir}/config.yaml has signature {view.folder_signature}, the study now gives "
-                       f"{view.signature}: its settings changed. Give the run a new name, or move the folder away")
+        _signature_changed(view)
         return
     active = [i for i in (view.train_info, view.eval_info) if i and i.active]
     if active:
@@ -95,17 +78,12 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
             view.detail = f"preempted at step {status.get('step', '?')}, requeued{reason}"
         return
     local_pid = ledger_entry.get("local_pid")
-    if local_pid and folder_state in ("queued", "running") and pid_alive(int(local_pid)) and not view.evaluated:
-        view.state, view.detail = folder_state, f"local launcher pid {local_pid}"
+    claimed = status.get("state")
+    if local_pid and claimed in ("queued", "running") and not folder.evaluated and pid_alive(int(local_pid)):
+        view.state, view.detail = claimed, f"local launcher pid {local_pid}"
         return
-    if view.evaluated:
-        view.state = "done"
-        return
-    if folder_state == "failed":
-        view.state, view.detail = "failed", f"{status.get('stage', '?')}: {status.get('error') or 'failed'}"
-        return
-    if folder_state == "waiting" and eval_is_current(view.run_dir, view.run):  # else: evaluate anew
-        view.state, view.detail = "waiting", status.get("waiting_for") or "waiting for the judge batch"
+    if folder.state in ("done", "failed", "waiting"):
+        view.state, view.detail = folder.state, folder.detail
         return
     bad = [(j, i) for j, i in ((view.train_job, view.train_info), (view.eval_job, view.eval_info)) if i and i.bad]
     if bad:
@@ -113,18 +91,26 @@ def classify(view: RunView, ledger_entry: dict, infos: dict[str, JobInfo]) -> No
         why = " (a job it depends on failed)" if i.state == "CANCELLED" and i.start in ("", "None", "Unknown") else ""
         view.state, view.detail = "failed", f"job {j} ended {i.state}{why}"
         return
-    if folder_state == "running":
+    if folder.state == "running":
         view.state = "failed"
         view.detail = f"status.json says {status.get('stage', '?')} is running, but no job of this study runs it"
         return
-    if view.trained:
-        view.state, view.detail = "trained", ("eval settings changed since it was scored: evaluate again (the old "
-                                              "results move to eval_history/)" if view.eval_stale
-                                              else "evaluation not submitted yet")
-        return
-    view.state = "new"
-    if folder_state == "queued" and status.get("preempted"):
-        view.detail = f"stopped at step {status.get('step', '?')}: resumes from its checkpoint"
+    # a folder that says queued with no job of it left: submit again (from its checkpoint, if any)
+    view.state = "new" if folder.state == "queued" else folder.state
+    view.detail = folder.detail
+
+
+def _signature_changed(view: RunView) -> None:
+    """The folder holds another signature: a failed run with no trained model is superseded (--retry
+    sets it aside); anything else is a conflict the user resolves."""
+    changed = (f"{view.run_dir}/config.yaml has signature {view.folder_signature}, the study now gives "
+               f"{view.signature}: its settings changed")
+    if view.status.get("state") == run_status.State.FAILED and not view.trained:
+        view.state = "superseded"
+        view.detail = f"{changed}; --retry sets the failed folder aside and starts the run afresh"
+    else:
+        view.state = "conflict"
+        view.detail = f"{changed}. Give the run a new name, or move the folder away"
 
 
 def study_run_dir(study: Study, run) -> Path:
@@ -154,8 +140,7 @@ def study_views(study: Study, ledger: Ledger, infos: dict[str, JobInfo]) -> list
 
 
 def counts(views: list[RunView]) -> str:
-    order = ("done", "running", "queued", "waiting", "trained", "new", "failed", "conflict")
-    c = {s: sum(v.state == s for v in views) for s in order}
+    c = {s: sum(v.state == s for v in views) for s in STATES}
     return ", ".join(f"{n} {s}" for s, n in c.items() if n) or "no runs"
 
 
@@ -166,7 +151,7 @@ def set_aside_failed(views: list[RunView]) -> list[str]:
     A run that finished training is never moved: that conflict stays the user's to resolve."""
     moved = []
     for v in views:
-        if v.state != "conflict" or v.status.get("state") != "failed" or v.trained:
+        if v.state != "superseded":
             continue
         dest = v.run_dir.parent / ".superseded" / f"{v.name}-{v.folder_signature}"
         k = 1
@@ -174,6 +159,7 @@ def set_aside_failed(views: list[RunView]) -> list[str]:
             k += 1
             dest = dest.with_name(f"{v.name}-{v.folder_signature}-{k}")
         dest.parent.mkdir(parents=True, exist_ok=True)
+        run_status.superseded(v.run_dir, by=v.signature)
         os.replace(v.run_dir, dest)
         moved.append(f"{v.name} -> {dest}")
     return moved

@@ -6,7 +6,8 @@ import json
 import math
 import random
 
-from lorafull.train.instability import StabilityMonitor, scan_metrics, summarise
+from lorafull.analysis.instability import scan_metrics, summarise
+from lorafull.train.instability import StabilityMonitor
 from lorafull.runs import JsonlWriter
 
 

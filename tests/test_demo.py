@@ -13,8 +13,8 @@ import pytest
 
 from helpers.common import REPO
 from lorafull.config import load_study
-from lorafull.demo import make_data
-from lorafull.demo.tasks import CLASSES
+from lorafull.examples.demo import make_data
+from lorafull.examples.demo.tasks import CLASSES
 
 
 def test_demo_data_is_deterministic_held_out_and_in_the_agreed_formats(tmp_path):

@@ -20,10 +20,10 @@ from helpers.grid import (EVAL_ITEMS, dry_run_counts, grid, make_data, status, s
 
 from launch import grid as grid_cli
 from launch.jobs import JobInfo, Ledger
-from launch.planning import make_plan
+from launch.arrays import make_plan
 from launch.state import study_views
 from lorafull.config import load_study, save_run_config, study_signatures
-from lorafull.runs import write_status
+from lorafull.runs import Stage, status as run_status
 
 
 @pytest.fixture()
@@ -39,9 +39,9 @@ def _finish(run_dir: Path, signature: str, evaluated: bool = True) -> None:
     """A run folder as training (and evaluation) leave it."""
     (run_dir / "final").mkdir(parents=True, exist_ok=True)
     (run_dir / "final" / "adapter_config.json").write_text("{}")
-    write_status(run_dir, "done", stage="train", signature=signature)
+    run_status.done(run_dir, Stage.TRAIN, signature=signature)
     if evaluated:
-        write_status(run_dir, "done", stage="evaluate")
+        run_status.done(run_dir, Stage.EVALUATE)
 
 
 def test_plan_groups_training_arrays_by_depth_and_shape(tmp_path, files):
@@ -69,8 +69,8 @@ def test_plan_skips_done_queued_running_and_retries_failed(tmp_path, files):
     d = lambda name: study.run_dir(study.run(name))  # noqa: E731
     _finish(d("done"), sigs["done"])
     _finish(d("trained"), sigs["trained"], evaluated=False)
-    write_status(d("failed"), "failed", stage="train", error="data.jsonl:3: malformed JSON line")
-    write_status(d("running"), "running", stage="train")
+    run_status.failed(d("failed"), Stage.TRAIN, error="data.jsonl:3: malformed JSON line")
+    run_status.started(d("running"), Stage.TRAIN)
     ledger = Ledger(study.output_dir)
     ledger.set_job("running", "train", "41_2", eval="42_2")
     infos = {"41_2": JobInfo("RUNNING"), "42_2": JobInfo("PENDING", "Dependency")}
@@ -95,7 +95,7 @@ def test_a_job_that_ended_badly_makes_its_run_failed(tmp_path, files):
     cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[{"name": "x"}, {"name": "y"}]))
     study = load_study(cfg)
     for name in ("x", "y"):
-        write_status(study.run_dir(study.run(name)), "queued", stage="train")
+        run_status.queued(study.run_dir(study.run(name)), Stage.TRAIN)
     ledger = Ledger(study.output_dir)
     ledger.set_job("x", "train", "7_0", eval="8_0")
     ledger.set_job("y", "train", "7_1", eval="8_1")

@@ -141,7 +141,7 @@ def test_the_papers_grid_plans_in_under_5_seconds(capsys):
 def test_a_scratch_model_is_planned_with_its_tokenizers_vocabulary(tmp_path):
     """The demo's tokenizer (1024 entries) is larger than tiny-llama's vocabulary (512): training grows
     the embeddings, and the plan counts the model that trains, not the arch file."""
-    from lorafull.demo import make_data
+    from lorafull.examples.demo import make_data
     from lorafull.models.tiny import build_tiny_model
 
     data = make_data(tmp_path / "data")
@@ -361,7 +361,7 @@ def test_report_columns_hold_measured_against_planned(tmp_path):
 
 
 def test_status_shows_the_eta_of_a_running_training_from_its_metrics(tmp_path):
-    from launch.plan_table import status_text, training_eta
+    from launch.tables import status_text, training_eta
     from launch.state import RunView
     from lorafull.config import RunConfig
 

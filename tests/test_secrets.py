@@ -9,7 +9,7 @@ import pytest
 
 from helpers.eval_runs import judge_cli, make_judge_run, scores_by_id
 from helpers.openai_server import FakeJudgeServer
-from lorafull.runs import error_detail, error_line, read_status, redact, write_status
+from lorafull.runs import error_detail, error_line, read_status, redact, status as run_status
 
 
 def files_holding(root: Path, secret: str) -> list[Path]:
@@ -59,6 +59,6 @@ def test_environment_secrets_are_redacted_from_error_lines_and_status(tmp_path, 
     for text in (line, detail):
         assert token not in text and password not in text and harmless in text and "***" in text
     (tmp_path / "config.yaml").write_text("{}")
-    write_status(tmp_path, "failed", error=f"boom {token}", note={"why": [password]})
+    run_status.failed(tmp_path, "train", error=f"boom {token}", note={"why": [password]})
     assert files_holding(tmp_path, token) == [] and files_holding(tmp_path, password) == []
     assert redact("no secret here") == "no secret here"

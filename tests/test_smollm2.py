@@ -13,7 +13,7 @@ import pytest
 
 from helpers.common import REPO
 from lorafull.config import load_study
-from lorafull.smollm2 import data, make_data
+from lorafull.examples.smollm2 import data, make_data
 
 CONFIG = REPO / "configs" / "smollm2.yaml"
 

@@ -45,7 +45,7 @@ def only_mlflow_run(study_dir):
 
 def test_every_tracker_holds_the_metrics_settings_and_eval_scores(make_run):
     from lorafull.judge.summary import summarize
-    from lorafull.train.tracking import log_eval_scores
+    from lorafull.tracking import log_eval_scores
 
     run_dir = make_run("tracked", **{"train.report_to": ALL, "method.kind": "lora"})
     assert train.main([str(run_dir)]) == 0

@@ -5,7 +5,7 @@ change, training instability, learning-rate and data-size sensitivity.
     python -m lorafull.analysis tasks RUN_DIR          # everything the study's analysis section asks
     python -m lorafull.analysis instability RUN_DIR
 
-Entry points for the other stages: run_analyses(run_dir) (lorafull.evaluate) and
+Entry points for the other stages: run_analyses(run_dir) (analysis/stage.py, called by lorafull.evaluate) and
 extend_report(study_dir, rows, report_dir) (lorafull.report). Imports are deferred so that
 `import lorafull.analysis` stays cheap for the report.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 
 def run_analyses(run_dir):
-    from lorafull.analysis.forgetting import run_analyses as _run
+    from lorafull.analysis.stage import run_analyses as _run
 
     return _run(run_dir)
 

@@ -34,13 +34,13 @@ def main(argv=None) -> int:
             print(f"{out}: {summary['modules']} matrices, median rank90 {summary.get('median_rank90')} "
                   f"(random baseline {summary.get('median_baseline_rank90')})")
         elif args.command == "tasks":
-            from lorafull.analysis.forgetting import run_analyses
+            from lorafull.analysis.stage import run_analyses
 
             print(run_analyses(args.run_dir))
         else:
             from lorafull.config import load_study_settings, study_dir_of_run
             from lorafull.runs import RunPaths, write_json_atomic
-            from lorafull.train.instability import scan_metrics, summarise
+            from lorafull.analysis.instability import scan_metrics, summarise
 
             factor = load_study_settings(study_dir_of_run(args.run_dir)).analysis.spike_factor
             if not RunPaths.of(args.run_dir).metrics.exists():

@@ -67,14 +67,16 @@ def trainable_state(ckpt: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str):
     """The model as it was at checkpoint `ckpt` (LoRA merged), in `dtype`, in eval mode."""
     from lorafull.models.load import apply_method, load_base, torch_dtype
-    from lorafull.models.methods import MERGEABLE_KINDS, load_trained_folder
+    from lorafull.models.method_table import method_of
+    from lorafull.models.methods import load_trained_folder
 
     folder = _hf_folder(ckpt)
     if folder is not None:
         return load_trained_folder(folder, torch_dtype(dtype), merge=True).eval()
     state = trainable_state(ckpt)
     model = load_base(cfg.model, run_dir, seed=cfg.train.seed, dtype="fp32")
-    if cfg.method.kind != "full":
+    method = method_of(cfg)
+    if method.frozen_base:
         model = apply_method(model, cfg.method, seed=cfg.train.seed)
     own = dict(model.named_parameters())
     unknown = [k for k in state if k not in own]
@@ -84,6 +86,6 @@ def load_checkpoint_model(run_dir: Path, ckpt: Path, cfg: RunConfig, dtype: str)
     if missing:
         raise KeyError(f"{ckpt}: lacks {len(missing)} trainable tensors (e.g. {missing[0]})")
     model.load_state_dict(state, strict=False)
-    if cfg.method.kind in MERGEABLE_KINDS:
+    if method.frozen_base and method.mergeable:
         model = model.merge_and_unload()
     return model.to(torch_dtype(dtype)).eval()

@@ -1,7 +1,7 @@
 """Learning vs forgetting (Biderman et al. 2024): how much a run gained on its target domain and
 how much it lost on source tasks, both measured against the model it started from.
 
-    python -m lorafull.analysis tasks RUN_DIR       # what `python -m lorafull.evaluate` calls last
+Library module (no command): lorafull.analysis.stage runs it (python -m lorafull.analysis tasks RUN_DIR).
 
 learning   = mean over target tasks of (run score - base score)
 forgetting = mean source score of the base - mean source score of the run (positive = forgot)
@@ -15,7 +15,6 @@ import contextlib
 import gc
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from statistics import mean
@@ -23,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from lorafull.config import AnalysisConfig, RunConfig, load_run_config, load_study_settings, study_dir_of_run, to_dict
+from lorafull.config import AnalysisConfig, RunConfig, load_run_config, study_dir_of_run, to_dict
 from lorafull.runs import RunPaths, write_json_atomic
 from lorafull.analysis.weights import base_folder_of_run
 from lorafull.stats import estimate, paired_differences
@@ -176,27 +175,6 @@ def evaluate_base(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, token
         tasks = _evaluate_model(_load_folder(base, dtype), tokenizer, cfg, analysis, None)
         write_json_atomic(cache, {"base": str(base), "tokenizer": tokenizer_src, "tasks": tasks})
         return tasks
-
-
-def run_analyses(run_dir: str | os.PathLike) -> Path:
-    """Every analysis the study's `analysis` section asks for, on one finished run:
-    tasks (+ base, + checkpoints) -> RUN_DIR/analysis/tasks.json; spectrum -> spectrum.json;
-    instability -> instability.json (always: it only reads metrics.jsonl). Returns the analysis folder."""
-    run_dir = Path(run_dir).resolve()
-    settings = load_study_settings(study_dir_of_run(run_dir))
-    analysis = settings.analysis
-    paths = RunPaths.of(run_dir)
-    from lorafull.train.instability import run_instability
-
-    write_json_atomic(paths.analysis / "instability.json", run_instability(run_dir, analysis.spike_factor))
-    specs = analysis.target_tasks + analysis.source_tasks
-    if specs:
-        write_json_atomic(paths.analysis / "tasks.json", evaluate_run_tasks(run_dir, analysis))
-    if analysis.spectrum:
-        from lorafull.analysis.spectrum import analyse_run
-
-        analyse_run(run_dir)
-    return paths.analysis
 
 
 def evaluate_run_tasks(run_dir: Path, analysis: AnalysisConfig) -> dict:

@@ -17,7 +17,7 @@ from typing import Optional
 from lorafull.config import ConfigError, load_run_config, load_study_settings
 from lorafull.runs import RunPaths, write_json_atomic
 from lorafull.analysis.forgetting import paired_strata, plot_learning_forgetting
-from lorafull.train.instability import run_instability
+from lorafull.analysis.instability import run_instability
 from lorafull.analysis.sensitivity import sensitivity
 from lorafull.analysis.spectrum import plot_spectrum
 

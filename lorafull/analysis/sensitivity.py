@@ -16,10 +16,11 @@ from typing import Optional
 import numpy as np
 
 from lorafull.config import RunConfig
+from lorafull.models.method_table import method_of
 
 
 def method_label(cfg: RunConfig) -> str:
-    return "full" if cfg.method.kind == "full" else f"lora r={cfg.method.r}"
+    return method_of(cfg).label(cfg.method)
 
 
 def _count_lines(path: Optional[str]) -> Optional[int]:

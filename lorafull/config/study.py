@@ -319,12 +319,17 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prep
     return study
 
 
+# example modules that moved under lorafull.examples: study files naming the old place still work
+MOVED_PREPARE = {"lorafull.demo": "lorafull.examples.demo", "lorafull.smollm2": "lorafull.examples.smollm2"}
+
+
 def prepare_study(study: Study) -> None:
     """Call study.prepare ("module:function") with the study: it makes the input files that are missing
     (the demo's data). The module is the user's, named in the study file, so it is imported by name."""
     if not study.study.prepare:
         return
     module, _, func = study.study.prepare.partition(":")
+    module = MOVED_PREPARE.get(module, module)
     try:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lorafull.config import RunConfig, load_run_config, refresh_eval_results
-from lorafull.runs import (JsonlWriter, RunPaths, iter_json_lines, read_jsonl, repair_jsonl_tail, run_stage_cli,
-                           stage_lock, write_status)
+from lorafull.models.method_table import method_of
+from lorafull.runs import (JsonlWriter, RunPaths, Stage, iter_json_lines, read_jsonl, repair_jsonl_tail,
+                           run_stage_cli, stage_lock, status as run_status)
 
 GREEDY_BELOW = 0.01  # temperatures at or below this decode greedily
 REQUIRED_FIELDS = ("question", "class")
@@ -293,9 +294,10 @@ def _generate_locked(run_dir: Path, cfg: RunConfig, items: list[dict], progress:
 
     todo = pending_items(run_dir, items)
     backend = choose_backend(cfg.eval.backend)
-    if backend == "vllm" and cfg.method.kind not in ("full", "lora") and cfg.eval.backend == "auto":
+    method = method_of(cfg)
+    if backend == "vllm" and method.frozen_base and not method.vllm_adapter and cfg.eval.backend == "auto":
         backend = "hf"  # vLLM serves plain LoRA adapters only: DoRA, IA3, prompts, bottlenecks go through HF
-    write_status(run_dir, "running", stage="generate")
+    run_status.started(run_dir, Stage.GENERATE)
     stats = {"items": len(items), "generated": 0, "backend": backend, "new_tokens": 0, "seconds": 0.0}
     if todo:
         t0 = time.perf_counter()
@@ -312,7 +314,7 @@ def _generate_locked(run_dir: Path, cfg: RunConfig, items: list[dict], progress:
             (run_vllm if backend == "vllm" else run_hf)(run_dir, cfg, todo, emit)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         stats["tokens_per_s"] = round(stats["new_tokens"] / max(stats["seconds"], 1e-9), 2)
-    write_status(run_dir, "done", stage="generate", generate=stats)
+    run_status.done(run_dir, Stage.GENERATE, generate=stats)
     return stats
 
 

@@ -6,7 +6,6 @@ from lorafull._exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'SUMMARY_FILE': 'stage',
-    'BackgroundJsonlWriter': 'stage',
     'default_cache_path': 'stage',
     'load_responses': 'stage',
     'resume_scores': 'stage',

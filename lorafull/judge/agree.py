@@ -29,10 +29,9 @@ from lorafull.config import ConfigError, JudgeConfig, load_judge_file, load_stud
 from lorafull.judge.agreement import STATISTICS, agreement, same_order
 from lorafull.judge.cache import JudgeCache
 from lorafull.judge.prompts import normalize_class
-from lorafull.judge.stage import (BackgroundJsonlWriter, check_judge_setup, judge_openai, judge_reference,
-                                  load_responses, resume_scores)
+from lorafull.judge.stage import check_judge_setup, judge_openai, judge_reference, load_responses, resume_scores
 from lorafull.judge.summary import summarize
-from lorafull.runs import RunPaths, error_line, read_jsonl, write_json_atomic
+from lorafull.runs import BackgroundJsonlWriter, RunPaths, error_line, read_jsonl, write_json_atomic
 
 OUT_DIR = "agreement"
 

@@ -16,11 +16,8 @@ time (runs.stage_lock): a second one waits for the first, then finds its items d
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import queue
 import sys
-import threading
 from pathlib import Path
 
 from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results, study_dir_of_run
@@ -29,58 +26,10 @@ from lorafull.judge.cache import JudgeCache
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
 from lorafull.judge.summary import summarize
-from lorafull.runs import (JsonlWriter, RunPaths, read_jsonl, redact, repair_jsonl_tail, run_stage_cli,
-                           stage_lock, write_json_atomic, write_status)
+from lorafull.runs import (BackgroundJsonlWriter, JsonlWriter, RunPaths, Stage, read_jsonl, redact, repair_jsonl_tail,
+                           run_stage_cli, stage_lock, status as run_status, write_json_atomic)
 
 SUMMARY_FILE = "judge_summary.json"
-
-
-class BackgroundJsonlWriter:
-    """JsonlWriter semantics (whole lines, flushed and fsynced) from a thread of its own: an fsync in
-    the event loop would stall every request in flight. Lines that queue up while one fsync runs are
-    written together and share the next (group commit), so the file keeps pace with the judge."""
-
-    def __init__(self, path: Path):
-        self._f = open(path, "a", encoding="utf-8")
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.error: OSError | None = None
-        self._thread = threading.Thread(target=self._drain, name="scores-writer", daemon=True)
-        self._thread.start()
-
-    def write(self, obj: dict) -> None:
-        self._queue.put(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-
-    def _drain(self) -> None:
-        while True:
-            lines = [self._queue.get()]
-            while True:
-                try:
-                    lines.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            done = lines[-1] is None
-            if self.error is None:
-                try:
-                    self._f.write("".join(line for line in lines if line is not None))
-                    self._f.flush()
-                    os.fsync(self._f.fileno())
-                except OSError as e:  # disk full...: reported by close(); the cache keeps the replies
-                    self.error = e
-            if done:
-                return
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._f.close()
-        if self.error is not None:
-            raise self.error
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def default_cache_path(run_dir: Path) -> Path:
@@ -251,7 +200,7 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
     paths = RunPaths.of(run_dir)
     done = resume_scores(paths.scores)
     todo = [r for r in responses if str(r["id"]) not in done]
-    write_status(run_dir, "running", stage="judge")
+    run_status.started(run_dir, Stage.JUDGE)
     counters: dict = {}
     with BackgroundJsonlWriter(paths.scores) as writer, tqdm(total=len(todo), desc=f"judge {run_dir.name}",
                                                       disable=not progress, unit="item") as bar:
@@ -264,7 +213,7 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
                     try:
                         counters = _judge_by_batch(run_dir, todo, cfg, cache, writer, bar)
                     except BatchPending as e:  # not failed, not done: the next call polls again
-                        write_status(run_dir, "waiting", stage="judge", waiting_for=str(e))
+                        run_status.waiting(run_dir, Stage.JUDGE, waiting_for=str(e))
                         return {**summarize(read_jsonl(paths.scores)), "judge": cfg.model, "waiting": str(e)}
                 else:
                     counters = _judge_online(run_dir, todo, cfg, cache, writer, bar, cache_dir)
@@ -272,7 +221,7 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
                 cache.close()
     summary = {**summarize(read_jsonl(paths.scores)), "judge": _judge_name(cfg, cache_dir), "this_process": counters}
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    write_status(run_dir, "done", stage="judge", judge={k: summary[k] for k in ("average", "unscored", "cost", "tokens")})
+    run_status.done(run_dir, Stage.JUDGE, judge={k: summary[k] for k in ("average", "unscored", "cost", "tokens")})
     return summary
 
 

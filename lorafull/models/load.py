@@ -19,6 +19,7 @@ import torch
 
 from lorafull.config import MethodConfig, ModelConfig, RunConfig, load_run_config
 from lorafull.models.targets import TARGET_KEYWORDS, linear_module_names, resolve_target_modules  # noqa: F401 (the loader's API)
+from lorafull.models.method_table import final_format, method_of
 from lorafull.runs import RunPaths
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -40,11 +41,12 @@ def resolve_run_reference(name_or_path: str, run_dir: Path) -> str:
         return name_or_path
     parent_dir = Path(run_dir).parent / name_or_path[len("run:"):]
     paths = RunPaths.of(parent_dir)
-    if (paths.final / "adapter_config.json").exists() or (paths.final / "bottleneck_config.json").exists():
-        if not (paths.merged / "config.json").exists():  # merge_run says which methods cannot merge
+    fmt = final_format(paths.final)
+    if fmt not in (None, "hf"):  # adapters: the parent's merged model (merge_run says which cannot merge)
+        if final_format(paths.merged) != "hf":
             merge_run(parent_dir)
         return str(paths.merged)
-    if not (paths.final / "config.json").exists():
+    if fmt is None:
         raise FileNotFoundError(f"{name_or_path}: {paths.final} holds no finished model (has the parent run finished?)")
     return str(paths.final)
 
@@ -192,18 +194,17 @@ def count_params_meta(name_or_arch: str, method_cfg: MethodConfig) -> dict:
 
 def merge_run(run_dir: str | os.PathLike) -> Path:
     """RUN_DIR/merged/ (built once, atomically); final/ itself for a full fine-tune."""
-    from lorafull.config import load_run_config
-    from lorafull.models.bottleneck import is_adapter_folder
-
     paths = RunPaths.of(run_dir)
-    if (paths.final / "config.json").exists() and not (paths.final / "adapter_config.json").exists():
+    fmt = final_format(paths.final)
+    if fmt == "hf":
         return paths.final
-    if is_adapter_folder(paths.final) or load_run_config(run_dir).method.kind in ("prompt", "prefix"):
-        raise ValueError(f"{paths.final}: method.kind {load_run_config(run_dir).method.kind} adds layers or "
+    kind = load_run_config(run_dir).method.kind
+    if fmt == "bottleneck" or not method_of(kind).mergeable:
+        raise ValueError(f"{paths.final}: method.kind {kind} adds layers or "
                          "inputs that cannot be folded into the base weights: no merged model to build")
-    if not (paths.final / "adapter_config.json").exists():
+    if fmt is None:
         raise FileNotFoundError(f"{paths.final}: no finished adapter (run python -m lorafull.train {run_dir} first)")
-    if (paths.merged / "config.json").exists():
+    if final_format(paths.merged) == "hf":
         return paths.merged
     # the base in its own dtype (half the memory of fp32 for a 13B merge on a login node); peft adds
     # the fp32 adapter product into it, one rounding as when the merged weights are saved

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import RunConfig, Study
+from lorafull.models.method_table import method_of
 from lorafull.plan.memory import world_size
 
 ARCH_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -33,7 +34,8 @@ def calibration_path(study: Study) -> Path:
 
 def shape_of(run: RunConfig, study: Study, arch: dict) -> dict:
     m, t = run.method, run.train
-    method = {"kind": m.kind} if m.kind == "full" else {"kind": m.kind, "r": m.r, "target_modules": m.target_modules}
+    # what the time of a step depends on: the method's shaping settings but LoRA's scale and dropout rate
+    method = {k: v for k, v in method_of(run).setting_values(m).items() if k not in ("alpha", "dropout")}
     return {"arch": {k: arch.get(k) for k in ARCH_KEYS}, "method": method, "dtype": run.model.dtype,
             "zero_stage": t.zero_stage if t.deepspeed else None, "offload": bool(t.offload and t.deepspeed),
             "gradient_checkpointing": t.gradient_checkpointing, "micro_batch_size": t.micro_batch_size,

@@ -29,11 +29,13 @@ from lorafull.plan.params import arch_dict, count_params, grow_vocab, resolve_ar
 from lorafull.plan.steptime import grad_accumulation, step_time
 from lorafull.plan.judge import judge_lines, judge_servers
 from lorafull.plan.table import format_plan
+from lorafull.models.method_table import method_of
 from lorafull.plan.tokens import token_estimate
 
 
 def _blank_row(run: RunConfig, study: Study) -> dict:
-    return {"run": run.name, "method": run.method.kind, "dtype": run.model.dtype, "zero_stage": run.train.zero_stage,
+    return {"run": run.name, "method": run.method.kind, "method_label": method_of(run).label(run.method, sep=""),
+            "dtype": run.model.dtype, "zero_stage": run.train.zero_stage,
             "world_size": world_size(run, study), "trainable_params": None, "total_params": None,
             "added_params": None, "mem_per_gpu_gb": None, "mem_parts_gb": None, "fits": None,
             "gpu_mem_gb": study.slurm.gpu_mem_gb, "tokens": None, "gpu_hours": None, "hours_per_epoch": None,

@@ -17,6 +17,7 @@ from typing import Optional
 
 from lorafull.config import resources
 from lorafull.config import RunConfig, Study
+from lorafull.models.method_table import method_of
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 GB = 1024 ** 3
@@ -63,7 +64,7 @@ def memory_gb(run: RunConfig, study: Study, arch: dict, counts: dict, micro_batc
     tokens = micro_batch * run.data.max_length
     act_scale = b / 2  # the 20h + 8i bytes/token/layer figure is for 16-bit activations
     per_layer = tokens * (20 * h + 8 * i) * act_scale
-    if run.method.kind == "lora" and run.method.dropout > 0:  # dropout output + mask per adapted input
+    if method_of(run).dropout_memory and run.method.dropout > 0:  # dropout output + mask per adapted input
         per_layer += tokens * _adapted_inputs(run, h, i) * (b + 1)
     if checkpointing:
         activations = L * tokens * h * b + per_layer

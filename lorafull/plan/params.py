@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorafull.config import RunConfig, Study
+from lorafull.models.method_table import method_of
 
 
 def root_run(run: RunConfig, study: Study) -> RunConfig:
@@ -60,8 +61,7 @@ def _count(arch: str, method_key: str) -> dict:
 
 def count_params(arch: str, run: RunConfig) -> dict:
     """{"total", "trainable", "added"}, cached: a grid shares a handful of (arch, method) pairs."""
-    m = run.method
-    key = {"kind": m.kind} if m.kind == "full" else dict(vars(m))  # every setting of an adapting method
+    key = method_of(run).setting_values(run.method)  # the kind and each setting that shapes it
     return _count(arch, json.dumps(key, sort_keys=True))
 
 
@@ -77,7 +77,7 @@ def grow_vocab(run: RunConfig, study: Study, arch_name: str, arch: dict, counts:
         return arch, counts
     grown = extra * arch["hidden_size"] * (1 if arch.get("tie_word_embeddings") else 2)
     counts = {**counts, "total": counts["total"] + grown}
-    if run.method.kind == "full":
+    if not method_of(run).frozen_base:
         counts["trainable"] += grown
     return {**arch, "vocab_size": arch["vocab_size"] + extra}, counts
 

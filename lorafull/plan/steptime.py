@@ -26,6 +26,7 @@ Library module (no command): lorafull.plan.estimate uses it.
 from __future__ import annotations
 
 from lorafull.config import RunConfig, Study
+from lorafull.models.method_table import method_of
 from lorafull.plan.hardware import Hardware
 from lorafull.plan.memory import DTYPE_BYTES, world_size
 
@@ -41,9 +42,10 @@ TORCH_CPU_ADAMW_BYTES = 80
 
 def flops_per_token(run: RunConfig, arch: dict, counts: dict, tokens_per_sample: float) -> float:
     h, L, V = arch["hidden_size"], arch["num_hidden_layers"], arch["vocab_size"]
-    n_matmul = counts["total"] - counts["trainable"] - V * h if run.method.kind != "full" else counts["total"] - V * h
+    frozen_base = method_of(run).frozen_base
+    n_matmul = counts["total"] - counts["trainable"] - V * h if frozen_base else counts["total"] - V * h
     attention = 4 * L * h * tokens_per_sample  # forward: QK^T and attention x V
-    if run.method.kind == "full":
+    if not frozen_base:
         flops = 6 * n_matmul + 3 * attention
     else:
         flops = 4 * n_matmul + 6 * counts["trainable"] + 3 * attention

@@ -9,8 +9,10 @@ a row's interval covers the items and, when it has several seeds, the seeds too.
 from __future__ import annotations
 
 from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Optional
 
+from lorafull.models.method_table import METHODS, method_of
 from lorafull.stats import Estimate, estimate, order, overlap
 
 MAX_DIFFERENCES = 3  # compare two rows when their settings differ in this many keys at most (method.* counts once)
@@ -66,17 +68,27 @@ def _differences(a: Optional[dict], b: Optional[dict]) -> Optional[list[str]]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def _method_settings(setting: dict) -> SimpleNamespace:
+    return SimpleNamespace(**{k.split(".", 1)[1]: v for k, v in setting.items() if k.startswith("method.")})
+
+
+def _label_setting(kind) -> Optional[str]:
+    return METHODS[kind].label_setting if kind in METHODS else None
+
+
 def _method(setting: dict) -> str:
-    kind = setting.get("method.kind")
-    return f"lora r={setting.get('method.r')}" if kind == "lora" else str(kind)
+    try:
+        return method_of(setting.get("method.kind")).label(_method_settings(setting))
+    except (ValueError, AttributeError):  # a kind this version does not know, or a setting missing
+        return str(setting.get("method.kind"))
 
 
 def _describe(diff: list[str], a: dict, b: dict) -> str:
     """What differs, the method's keys said as one: "method: full / lora r=64; train.lr: 5e-05 / 0.0005"."""
     parts = [f"method: {_method(a)} / {_method(b)}"] if any(k.startswith("method.") for k in diff) else []
-    extra = [k for k in diff if k.startswith("method.") and k not in ("method.kind", "method.r")]
-    if a.get("method.kind") == b.get("method.kind") == "lora":  # LoRA vs LoRA: alpha, dropout, modules too
-        parts += [f"{k}: {a.get(k)} / {b.get(k)}" for k in extra]
+    if a.get("method.kind") == b.get("method.kind"):  # one method: its other settings too (LoRA's alpha...)
+        shown = {"method.kind", f"method.{_label_setting(a.get('method.kind'))}"}
+        parts += [f"{k}: {a.get(k)} / {b.get(k)}" for k in diff if k.startswith("method.") and k not in shown]
     return "; ".join(parts + [f"{k}: {a.get(k)} / {b.get(k)}" for k in diff if not k.startswith("method.")])
 
 

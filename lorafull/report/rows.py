@@ -14,6 +14,7 @@ from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
 from lorafull.config.signatures import _NOT_IN_SIGNATURE
 from lorafull.config.typed import to_dict
 from lorafull.judge.summary import column_strata, summarize
+from lorafull.models.method_table import method_of
 from lorafull.report.planned import planned_columns, read_plan
 from lorafull.stats import Estimate
 from lorafull.runs import RunPaths, read_jsonl, read_status
@@ -68,9 +69,7 @@ def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
 def _method(cfg) -> Optional[str]:
     if cfg is None:
         return None
-    if cfg.method.kind in ("lora", "dora", "loha"):
-        return f"{cfg.method.kind} r={cfg.method.r}"
-    return cfg.method.kind
+    return method_of(cfg).label(cfg.method)
 
 
 def run_row(run_dir: Path) -> tuple[dict, dict]:
@@ -130,9 +129,9 @@ def comparable_setting(cfg) -> dict:
                 flat[key] = str(v) if isinstance(v, list) else v
 
     walk(to_dict(cfg), "")
-    if cfg.method.kind == "full":  # LoRA's own settings do nothing to a full fine-tuning run
-        for key in ("method.r", "method.alpha", "method.dropout", "method.target_modules"):
-            flat.pop(key, None)
+    shaping = {f"method.{k}" for k in ("kind", *method_of(cfg).settings)}
+    for key in [k for k in flat if k.startswith("method.") and k not in shaping]:
+        flat.pop(key)  # another method's settings do nothing to this run (LoRA's rank to a full fine-tune)
     if cfg.parent is not None:
         flat["model.name_or_path"] = "run:" + _SEED_SUFFIX.sub("", cfg.parent)
     return flat

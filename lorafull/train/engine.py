@@ -18,6 +18,7 @@ import torch
 from lorafull.train import distributed as dist
 from lorafull.train.checkpoint import safe_checkpoint_engine
 from lorafull.models.load import torch_dtype
+from lorafull.models.method_table import method_of
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, kind: str, min_ratio: float = 0.0):
@@ -144,7 +145,7 @@ class DeepSpeedEngine:
     def __init__(self, model, run, total_steps: int, grad_accum: int, world_size: int):
         import deepspeed
 
-        self.stage, self.lora = run.train.zero_stage, run.method.kind != "full"  # lora: any frozen-base method
+        self.stage, self.lora = run.train.zero_stage, method_of(run).frozen_base  # lora: any frozen-base method
         config = dist.ds_config(run.train, run.model.dtype, world_size, grad_accum)
         cpu_adam = run.train.offload and torch.cuda.is_available() and run.train.optimizer == "adamw"
         optimizer = build_optimizer(model, run.train, cpu_adam=cpu_adam)

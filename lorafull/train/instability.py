@@ -1,10 +1,9 @@
-"""Training instability: loss spikes, non-finite values, divergence and gradient-norm explosions.
+"""The instability monitor of a training run: loss spikes, non-finite values, divergence and
+gradient-norm explosions, flagged as they happen.
 
-    python -m lorafull.analysis instability RUN_DIR      # events recorded in metrics.jsonl, or recomputed
-
-The training loop feeds StabilityMonitor.update(step, loss, grad_norm) each logged step and writes
-every returned event as a metrics.jsonl line {"event": ..., "step": ..., ...}; `scan_metrics` gives
-the same events for a metrics.jsonl written without them (older runs, other trainers). He 2024 saw
+Library module (no command): the training loop feeds StabilityMonitor.update(step, loss, grad_norm) each
+logged step and writes every returned event as a metrics.jsonl line {"event": ..., "step": ..., ...};
+lorafull.analysis.instability reads them back (or recomputes them for a metrics.jsonl written without). He 2024 saw
 LoRA and adapters at high learning rates spike and diverge where full fine-tuning does not: the
 report counts these events per run.
 
@@ -14,13 +13,9 @@ is still measured against the healthy level.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections import deque
-from pathlib import Path
 from typing import Optional
-
-from lorafull.runs import read_jsonl
 
 EVENTS = ("loss_spike", "nonfinite", "grad_explosion", "divergence")
 
@@ -109,45 +104,3 @@ def _json_number(x):
     if x is None or _finite(x):
         return x
     return str(x)
-
-
-def _as_float(x):
-    if isinstance(x, str):
-        try:
-            return float(x)  # "nan" / "inf" as written by _json_number
-        except ValueError:
-            return None
-    return x
-
-
-def scan_metrics(path: str | os.PathLike, spike_factor: float = 3.0, window: int = 20,
-                 recompute: bool = False) -> list[dict]:
-    """Instability events of a metrics.jsonl: the recorded {"event"} lines, or, when it has none
-    (or recompute=True), events recomputed from its step lines with a fresh StabilityMonitor."""
-    lines = list(read_jsonl(path))
-    recorded = [l for l in lines if "event" in l and l.get("event") in EVENTS]
-    if recorded and not recompute:
-        return recorded
-    monitor = StabilityMonitor(spike_factor=spike_factor, window=window)
-    events = []
-    for line in lines:
-        if "event" in line or line.get("summary") or "loss" not in line:
-            continue
-        events += monitor.update(line.get("step"), _as_float(line["loss"]), _as_float(line.get("grad_norm")))
-    return events
-
-
-def summarise(events: list[dict]) -> dict:
-    """{"unstable": bool, "events": total, <event>: count}. A run is unstable when its loss went
-    non-finite, diverged or spiked; gradient-norm explosions alone are counted, not judged (they are
-    common and harmless right after warm-up with clipping on)."""
-    counts = {e: sum(1 for ev in events if ev.get("event") == e) for e in EVENTS}
-    unstable = bool(counts["nonfinite"] or counts["divergence"] or counts["loss_spike"])
-    return {"unstable": unstable, "events": sum(counts.values()), **counts,
-            "first_step": min((ev["step"] for ev in events if ev.get("step") is not None), default=None)}
-
-
-def run_instability(run_dir: str | os.PathLike, spike_factor: float = 3.0) -> dict:
-    metrics = Path(run_dir) / "metrics.jsonl"
-    events = scan_metrics(metrics, spike_factor=spike_factor) if metrics.exists() else []
-    return {"summary": summarise(events), "events": events}

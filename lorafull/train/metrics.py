@@ -41,7 +41,7 @@ def device_name(device: torch.device) -> str:
 
 
 class MetricsLog:
-    """Rank 0 writes; other ranks hold a MetricsLog that writes nothing. A tracker (lorafull.train.tracking)
+    """Rank 0 writes; other ranks hold a MetricsLog that writes nothing. A tracker (lorafull.tracking)
     gets every line written here."""
 
     def __init__(self, path: Path, enabled: bool, resume_step: int, spike_factor: float = 3.0, tracker=None):

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from lorafull.models.load import torch_dtype
+from lorafull.models.method_table import method_of
 
 
 def adapter_dtype(run, deepspeed: bool) -> Optional[torch.dtype]:
@@ -19,7 +20,7 @@ def adapter_dtype(run, deepspeed: bool) -> Optional[torch.dtype]:
     holds the adapters in the compute dtype (its ZeRO optimizer keeps the fp32 master copy); plain torch
     keeps them in fp32 -- they are the master weights the optimizer updates -- and autocast computes
     them in model.dtype, so in both the adapted layer's input is no longer copied up to fp32."""
-    if run.method.kind != "lora" or run.train.adapter_dtype != "compute":
+    if not method_of(run).compute_dtype_adapters or run.train.adapter_dtype != "compute":
         return None
     return torch_dtype(run.model.dtype) if deepspeed else torch.float32
 

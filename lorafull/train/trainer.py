@@ -26,7 +26,8 @@ import torch
 from lorafull.train import distributed as dist
 from lorafull.train.checkpoint import Checkpoints, load_rng, read_state, save_rng
 from lorafull.config import RunConfig, load_run_config, load_study_settings, run_signature_from_folder, study_dir_of_run
-from lorafull.runs import RunPaths, error_detail, error_line, read_status, write_status
+from lorafull.models.method_table import method_of
+from lorafull.runs import RunPaths, Stage, error_detail, error_line, read_status, status as run_status
 from lorafull.train.metrics import peak_mem_gb
 from lorafull.train.order import BatchOrder, seed_everything
 from lorafull.plan.auto import settle_auto
@@ -57,8 +58,8 @@ class Trainer:
             raise ValueError(f"train.deepspeed: false trains in one process, but {env.world_size} were started "
                              "(set train.nproc: 1, or deepspeed: true)")
         if self.is_main:
-            write_status(self.run_dir, "running", signature=run_signature_from_folder(self.run_dir), preempted=False,
-                         world_size=env.world_size)
+            run_status.started(self.run_dir, Stage.TRAIN, signature=run_signature_from_folder(self.run_dir),
+                               preempted=False, world_size=env.world_size)
         self.device = dist.device_for(env)  # before the process group: NCCL binds to the current GPU
         if self.use_ds:
             dist.init_deepspeed_distributed()
@@ -130,7 +131,7 @@ class Trainer:
 
             self._hf_ds_config = HfDeepSpeedConfig(dist.ds_config(tc, run.model.dtype, env.world_size, self.grad_accum))
         # plain torch trains full weights in fp32 under autocast; DeepSpeed keeps its own fp32 master
-        load_dtype = "fp32" if (not self.use_ds and run.method.kind == "full") else run.model.dtype
+        load_dtype = "fp32" if (not self.use_ds and not method_of(run).frozen_base) else run.model.dtype
         model = load_base(run.model, self.run_dir, seed=tc.seed, dtype=load_dtype)
         speed.prepare_base_model(model, tc)
         model = apply_method(model, run.method, seed=tc.seed, adapter_dtype=speed.adapter_dtype(run, self.use_ds))
@@ -168,15 +169,15 @@ class Trainer:
             self.resumed_from = self.step
         self.last_saved = self.step if latest is not None else -1
         spike = load_study_settings(study_dir_of_run(self.run_dir)).analysis.spike_factor
-        from lorafull.train.tracking import Tracker  # TensorBoard / W&B / MLflow, rank 0 only
+        from lorafull.tracking import Tracker  # TensorBoard / W&B / MLflow, rank 0 only
 
         tracker = Tracker(self.run_dir, self.run, self.step) if self.is_main else None
         self.metrics = MetricsLog(self.paths.metrics, self.is_main, self.step, spike, tracker)
         self.metrics.settings(self.step, self.batch_settings)
         if self.is_main:
-            write_status(self.run_dir, "running", signature=run_signature_from_folder(self.run_dir),
-                         preempted=False, step=self.step, total_steps=self.total_steps, resumed_from=self.resumed_from,
-                         world_size=self.env.world_size)
+            run_status.started(self.run_dir, Stage.TRAIN, signature=run_signature_from_folder(self.run_dir),
+                               preempted=False, step=self.step, total_steps=self.total_steps,
+                               resumed_from=self.resumed_from, world_size=self.env.world_size)
 
     # ---- train -------------------------------------------------------------------------------
     def _batch(self, indices: np.ndarray) -> dict:
@@ -245,24 +246,16 @@ class Trainer:
     def save_final(self) -> None:
         from lorafull.models.load import torch_dtype
 
-        adapted = self.run.method.kind != "full"  # a frozen base: only the added weights are saved
+        method = method_of(self.run)
+        adapted = method.frozen_base  # only the added weights are saved
         # adapters stay fp32 (small, and merging adds them to the base exactly); full weights in model.dtype
         dtype = torch.float32 if adapted else torch_dtype(self.run.model.dtype)
         state = self.engine.export_state_dict(trainable_only=adapted, dtype=dtype)
         if self.is_main:
             final, tmp = self.paths.final, self.run_dir / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            model = self.engine.model  # PeftModel (saves only the adapter), HF model (+ bottleneck adapters)
-            if self.run.method.kind == "adapter":
-                from lorafull.models.bottleneck import save_adapters
-
-                save_adapters(tmp, state, self.run.method.adapter_size, self.base_path)
-            else:
-                if adapted:
-                    model.peft_config["default"].base_model_name_or_path = self.base_path
-                else:
-                    model.config.dtype = dtype
-                model.save_pretrained(str(tmp), state_dict=state)  # gathered weights: ZeRO-3 shards are empty
+            # PeftModel (saves only the adapter), HF model (+ bottleneck adapters): the method's save format
+            method.save(self.engine.model, tmp, state, self.run.method, self.base_path, dtype)
             self.tokenizer.save_pretrained(str(tmp))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -303,7 +296,7 @@ class Trainer:
         self.save_checkpoint()
         if not finished:
             if self.is_main:
-                write_status(self.run_dir, "queued", preempted=True, step=self.step)
+                run_status.preempted(self.run_dir, step=self.step)
                 print(f"preempted: checkpoint at step {self.step} saved; exit {EXIT_PREEMPTED} to be requeued",
                       file=sys.stderr)
             return EXIT_PREEMPTED
@@ -311,7 +304,8 @@ class Trainer:
         if self.is_main:
             summary = self.summary()
             self.metrics.summary(summary)
-            write_status(self.run_dir, "done", preempted=False, step=self.step, wall_time_s=summary["wall_time_s"])
+            run_status.done(self.run_dir, Stage.TRAIN, preempted=False, step=self.step,
+                            wall_time_s=summary["wall_time_s"])
         return 0
 
 
@@ -319,7 +313,7 @@ class Trainer:
 # Entry point
 # ---------------------------------------------------------------------------------------------
 def is_done(run_dir: Path) -> bool:
-    return read_status(run_dir).get("state") == "done" and (RunPaths.of(run_dir).final).is_dir()
+    return run_status.train_done(run_dir, read_status(run_dir))
 
 
 def _fail(run_dir: Path, exc: BaseException, env: dist.DistEnv) -> int:
@@ -329,7 +323,7 @@ def _fail(run_dir: Path, exc: BaseException, env: dist.DistEnv) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         (logs / f"train-error-rank{env.rank}.log").write_text(error_detail(exc))
         if env.is_main:
-            write_status(run_dir, "failed", error=line)
+            run_status.failed(run_dir, Stage.TRAIN, error=line)
     except OSError:
         pass
     if env.is_main:
@@ -370,9 +364,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             status = read_status(run_dir)
             if status.get("state") == "queued" and status.get("preempted"):
                 return EXIT_PREEMPTED
-            if rc != 0 and status.get("state") != "failed":
-                write_status(run_dir, "failed", error=f"torchrun exited with code {rc}")
             if rc != 0:
+                run_status.failed(run_dir, Stage.TRAIN, error=f"torchrun exited with code {rc}", keep_earlier=True)
                 print(f"error: {read_status(run_dir).get('error')}", file=sys.stderr)
             return 0 if rc == 0 else 1
         return Trainer(run_dir, run, env).run_to_end()

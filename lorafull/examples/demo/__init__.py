@@ -1,7 +1,7 @@
 """The demo study's data, made offline and deterministically (configs/demo.yaml calls it):
 
-    study.prepare: "lorafull.demo:prepare"      # launch.grid calls prepare(study) before planning
-    python -m lorafull.demo STUDY_DIR            # or make the files by hand
+    study.prepare: "lorafull.examples.demo:prepare"      # launch.grid calls prepare(study) before planning
+    python -m lorafull.examples.demo STUDY_DIR            # or make the files by hand
 
 writes, under STUDY_DIR/data/:
 
@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from lorafull.demo import tasks, world
+from lorafull.examples.demo import tasks, world
 from lorafull.generated import already_made, write_files
 
 VERSION = 4  # bump when the generators change, so existing demo data is remade
@@ -80,7 +80,7 @@ def prepare(study) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m lorafull.demo STUDY_DIR", file=sys.stderr)
+        print("usage: python -m lorafull.examples.demo STUDY_DIR", file=sys.stderr)
         return 2
     out = make_data(Path(argv[0]) / "data")
     print(json.dumps(json.loads((out / "manifest.json").read_text())["files"], indent=1))

@@ -1,6 +1,0 @@
-"""python -m lorafull.smollm2 STUDY_DIR: write the SmolLM2 miniature's data and model folder into STUDY_DIR/data/."""
-import sys
-
-from lorafull.smollm2 import main
-
-sys.exit(main())
