@@ -122,3 +122,11 @@ def test_the_command_compares_the_offline_scorers_with_an_api_judge(make_run, tm
     for stat in result["overall"].values():
         if isinstance(stat, dict) and stat["value"] is not None:
             assert math.isfinite(stat["value"])
+
+
+def test_a_subset_takes_the_first_answers_of_every_class():
+    from lorafull.judge.agree import first_per_class
+
+    ordered = sorted(ANSWERS, key=lambda a: a["class"])  # an eval set ordered by class, as the demo's
+    assert [a["id"] for a in first_per_class(ordered, 2)] == ["m1", "m2", "w1", "w2"]
+    assert first_per_class(ordered, None) == ordered

@@ -6,8 +6,8 @@ STUDY is a study folder (or its YAML file). A judge is `study` (the scores each 
 scores.jsonl), `reference` (the offline scorers, eval.judge.kind: reference) or a YAML file of eval.judge
 keys, e.g. an API model ({kind: openai, model: gpt-4o-mini}) or an open model the study serves
 ({kind: openai, serve: {model: /models/judge, engine: vllm, gpus: 4}}: started here as a subprocess and
-stopped at the end). --items N judges only the first N answers of every run: validate an open judge
-against a GPT judge on a subset before trusting it for the whole study.
+stopped at the end). --items N judges only the first N answers of each class in every run: validate an
+open judge against a GPT judge on a subset before trusting it for the whole study.
 
 Each judge's scores go to STUDY_DIR/agreement/judges/<judge>/<run>.jsonl (resumable; replies cached in
 the study's judge cache, so nothing is paid twice), the comparison to
@@ -96,7 +96,7 @@ def scores_of(judge: Judge, study_dir: Path, runs: list[Path], items: Optional[i
         return out
     folder = study_dir / OUT_DIR / "judges" / judge.label
     folder.mkdir(parents=True, exist_ok=True)
-    answers = {run.name: load_responses(run)[:items] if items else load_responses(run) for run in runs}
+    answers = {run.name: first_per_class(load_responses(run), items) for run in runs}
     check_judge_setup(judge.cfg, {a["class"] for rows in answers.values() for a in rows})
     with _served(judge.cfg, study_dir) as endpoint:
         for run in runs:
@@ -107,6 +107,20 @@ def scores_of(judge: Judge, study_dir: Path, runs: list[Path], items: Optional[i
                 _judge_into(path, todo, judge.cfg, study_dir, endpoint, progress)
             wanted = {str(a["id"]) for a in answers[run.name]}
             out[run.name] = {str(r["id"]): r for r in read_jsonl(path) if str(r["id"]) in wanted}
+    return out
+
+
+def first_per_class(answers: list[dict], n: Optional[int]) -> list[dict]:
+    """The first n answers of each class (every class represented, whatever the file's order); all for None."""
+    if not n:
+        return answers
+    seen: dict[str, int] = {}
+    out = []
+    for a in answers:
+        cls = normalize_class(a["class"])
+        seen[cls] = seen.get(cls, 0) + 1
+        if seen[cls] <= n:
+            out.append(a)
     return out
 
 
@@ -183,7 +197,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("study", help="study folder (or its YAML file)")
     p.add_argument("--judge", action="append", required=True, help="study | reference | JUDGE.yaml (give two)")
     p.add_argument("--runs", default=None, help="comma-separated run names (default: every run with answers)")
-    p.add_argument("--items", type=int, default=None, help="only the first N answers of each run")
+    p.add_argument("--items", type=int, default=None, help="only the first N answers of each class in every run")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if len(args.judge) != 2:
