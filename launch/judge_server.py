@@ -1,22 +1,26 @@
 """The study's judge servers (eval.judge.serve) on Slurm: one server job per study and judge, in step
 with the evaluations that need it.
 
-- launch.grid, after submitting evaluation jobs, appends their ids to the server's `clients` file and
-  makes sure a server job will be there for them: none queued or running -> submit one whose dependency
-  is `after:` any of those eval jobs (it starts once the first evaluation starts: it loads while that
-  job generates its answers); one queued -> cancelled and submitted anew with the new jobs among its
-  starters; one running -> nothing more.
+- launch.grid, before it submits evaluation jobs, makes sure a server job will be there for them: none
+  queued or running -> one is submitted (held until the eval jobs exist) whose dependency is `afterok:`
+  any of those evaluations' trainings (`?`: the first that ends well), or none when an evaluation can
+  start now: it becomes eligible when the first evaluation does and, submitted before them, is scheduled
+  first, so the evaluations never take the resources it needs while they wait for it. One queued ->
+  cancelled and submitted anew with the new evaluations among its starters; one running -> nothing.
+  Then the eval jobs are recorded in the server's `clients` file (`<eval job> <its training job or ->`)
+  and the held server job is released.
 - The server job (JudgeServerJob) runs `python -m lorafull.judge.serve SERVER_DIR` and asks Slurm every
   serve.poll_s whether its clients still need it. It ends (COMPLETED) once every client eval job has
-  ended. When no client is running and no request came for serve.idle_timeout_s (evaluations waiting
-  for their trainings, hours away), it hands over: it submits its successor, `after:` the waiting
-  evaluations, records it in job.json and ends -- so it never holds GPUs for nothing.
+  ended. When no request came for serve.idle_timeout_s and every remaining evaluation still waits for
+  its training (hours away, maybe), it hands over: it submits its successor, `afterok:` those
+  trainings, records it in job.json and ends -- so it never holds GPUs for nothing.
 - A time-limit or preemption signal requeues it (submitit), SIGTERM (scancel, --cancel) stops it.
 """
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -68,7 +72,7 @@ def current_job(paths: ServerPaths) -> Optional[str]:
 
 
 def submit_server_job(study_dir: Path, study_name: str, paths: ServerPaths, slurm: SlurmConfig,
-                      dependency: Optional[str]) -> str:
+                      dependency: Optional[str], hold: bool = False) -> str:
     """One sbatch of the server job; job.json names it. Callable from inside a job (a hand-over):
     submitit.helpers.clean_env keeps this job's SLURM_* settings out of the new one."""
     from .executors import _slurm_params
@@ -78,55 +82,90 @@ def submit_server_job(study_dir: Path, study_name: str, paths: ServerPaths, slur
     ex = submitit.SlurmExecutor(folder=launch_dir(study_dir) / "slurm" / "%j", max_num_timeout=slurm.max_requeues,
                                 python=python)
     ex.update_parameters(**_slurm_params(slurm, server_shape(slurm, serve), f"{study_job_prefix(study_name)}-judge",
-                                         use_srun=False, extra={"dependency": dependency} if dependency else None))
+                                         use_srun=False, extra={**({"dependency": dependency} if dependency else {}),
+                                                                **({"hold": True} if hold else {})}))
     with submitit.helpers.clean_env():
         job = ex.submit(JudgeServerJob(str(study_dir), paths.key, python))
     write_json_atomic(paths.job, {"job": job.job_id, "submitted": time.time(), "dependency": dependency})
     return job.job_id
 
 
-def _starts_after(clients: list[str], infos: dict) -> Optional[str]:
-    """`after:` any client still pending (OR); None when one runs already (start now)."""
-    states = [job_state(infos, c) for c in clients]
-    if any(s is not None and s.state == "RUNNING" for s in states):
-        return None
-    pending = [c for c, s in zip(clients, states) if s is None or s.active]
-    return "?".join(f"after:{c}" for c in pending) or None
+Client = tuple  # (eval job id or None while not submitted yet, its training job id or None)
 
 
-def _prune_clients(paths: ServerPaths) -> list[str]:
+def read_client_pairs(paths: ServerPaths) -> list[Client]:
+    pairs = []
+    for line in read_clients(paths, whole_lines=True):
+        eval_job, _, train_job = line.partition(" ")
+        pairs.append((eval_job, None if train_job.strip() in ("", "-") else train_job.strip()))
+    return pairs
+
+
+def start_condition(clients: list[Client], infos: dict) -> tuple[bool, Optional[str]]:
+    """(needed, dependency) of a server for these clients: not needed when every eval job has ended; no
+    dependency (start now) when one runs or can start (its training done or none); else `afterok:` any
+    of their trainings."""
+    terms, needed = [], False
+    for eval_job, train_job in clients:
+        info = job_state(infos, eval_job) if eval_job else None
+        if eval_job and (info is None or not info.active):
+            continue  # ended (or forgotten by Slurm)
+        needed = True
+        train = job_state(infos, train_job) if train_job else None
+        if (info is not None and info.state == "RUNNING") or train is None or not train.active:
+            return True, None
+        terms.append(f"afterok:{train_job}")
+    return needed, "?".join(terms) or None
+
+
+def _client_infos(clients: list[Client]) -> dict:
+    return query_jobs([j for pair in clients for j in pair if j])
+
+
+def _live_clients(paths: ServerPaths) -> list[Client]:
     """The clients file without eval jobs that have ended (or that Slurm no longer knows)."""
-    clients = read_clients(paths)
-    infos = query_jobs(clients)
-    keep = [c for c in clients if (i := job_state(infos, c)) is not None and i.active]
-    paths.clients.write_text("".join(f"{c}\n" for c in keep))
+    clients = read_client_pairs(paths)
+    infos = _client_infos(clients)
+    keep = [c for c in clients if (i := job_state(infos, c[0])) is not None and i.active]
+    paths.clients.write_text("".join(f"{e} {t or '-'}\n" for e, t in keep))
     return keep
 
 
-def ensure_servers(study: Study, views, eval_jobs: dict[str, str], log: Callable[[str], None] = print) -> list[str]:
-    """After eval jobs were submitted: each served judge they need has a server job coming. Returns the
-    server job ids submitted."""
-    submitted = []
+def prepare_servers(study: Study, views, train_jobs: dict[str, Optional[str]],
+                    log: Callable[[str], None] = print) -> list[tuple[ServerPaths, str]]:
+    """Before the eval jobs are submitted: a (held) server job for each served judge they need unless
+    one runs. train_jobs: run -> the training task its evaluation waits for (None: it can start now).
+    Returns the held server jobs, for release_servers."""
+    held = []
     for key, (paths, served) in served_runs(study, views).items():
-        new = [eval_jobs[v.name] for v in served if v.name in eval_jobs]
-        if not new:
-            continue
         with server_lock(paths):
-            with open(paths.clients, "a") as f:
-                f.write("".join(f"{j}\n" for j in new))
             job = current_job(paths)
             info = job_state(query_jobs([job]), job) if job else None
             if info is not None and info.state == "RUNNING":
-                log(f"  judge server {key}: job {job} runs; {len(new)} more eval job(s) will judge through it")
+                log(f"  judge server {key}: job {job} runs; {len(served)} more evaluation(s) will judge through it")
                 continue
             if info is not None and info.active:  # queued for other evaluations: wait for these too
                 cancel_jobs([job])
-            clients = _prune_clients(paths)
-            dependency = _starts_after(clients, query_jobs(clients))
-            job = submit_server_job(study.output_dir, study.study.name, paths, study.slurm, dependency)
-            submitted.append(job)
-            log(f"  sbatch judge server {job} ({key}): starts with the first of {len(clients)} eval job(s)")
-    return submitted
+            clients = _live_clients(paths) + [(None, train_jobs.get(v.name)) for v in served]
+            _, dependency = start_condition(clients, _client_infos(clients))
+            job = submit_server_job(study.output_dir, study.study.name, paths, study.slurm, dependency, hold=True)
+            held.append((paths, job))
+            log(f"  sbatch judge server {job} ({key}): " + (f"{dependency.count('?') + 1} training(s) it may start "
+                                                            f"after" if dependency else "starts now"))
+    return held
+
+
+def record_clients(study: Study, views, eval_jobs: dict[str, str], train_jobs: dict[str, Optional[str]]) -> None:
+    """After the eval jobs were submitted: each served judge's clients file gets them."""
+    for key, (paths, served) in served_runs(study, views).items():
+        lines = [f"{eval_jobs[v.name]} {train_jobs.get(v.name) or '-'}\n" for v in served if eval_jobs.get(v.name)]
+        with server_lock(paths), open(paths.clients, "a") as f:
+            f.write("".join(lines))
+
+
+def release_servers(held: list[tuple[ServerPaths, str]]) -> None:
+    for _, job in held:
+        subprocess.run(["scontrol", "release", job], check=False, capture_output=True)
 
 
 def active_server_jobs(study_dir: Path) -> list[str]:
@@ -147,7 +186,7 @@ class JudgeServerJob(submitit.helpers.Checkpointable):
         paths = ServerPaths.of(self.study_dir, self.key)
         serve = load_settings(paths)[0]
         signal.signal(signal.SIGTERM, self._on_term)  # scancel: stop the server cleanly (submitit would ignore it)
-        if not self._active_clients(paths)[0]:
+        if not start_condition(read_client_pairs(paths), _client_infos(read_client_pairs(paths)))[0]:
             print(f"[judge-server] {self.key}: no evaluation needs it any more", flush=True)
             return {"key": self.key, "ended": "not needed"}
         cmd = [*self.python.split(), "-m", "lorafull.judge.serve", str(paths.root)]
@@ -161,14 +200,6 @@ class JudgeServerJob(submitit.helpers.Checkpointable):
             raise RuntimeError(f"judge server {self.key} failed: {(read_json(paths.state) or {}).get('error')}")
         print(f"[judge-server] {self.key}: {ended}", flush=True)
         return {"key": self.key, "ended": ended}
-
-    def _active_clients(self, paths: ServerPaths) -> tuple[list[str], list[str]]:
-        """(client eval jobs not ended, those of them running)."""
-        clients = read_clients(paths)
-        infos = query_jobs(clients)
-        states = {c: job_state(infos, c) for c in clients}
-        active = [c for c, s in states.items() if s is not None and s.active]
-        return active, [c for c in active if states[c].state == "RUNNING"]
 
     def _watch(self, paths: ServerPaths, serve) -> str:
         next_check = time.monotonic() + serve.poll_s
@@ -186,21 +217,23 @@ class JudgeServerJob(submitit.helpers.Checkpointable):
 
     def _decide(self, paths: ServerPaths, serve) -> Optional[str]:
         """Under the server's lock, so that launch.grid adding eval jobs meanwhile is never missed: end
-        when no client needs the server; hand over when idle with none running; else None."""
+        when no client needs the server; hand over when idle with every client waiting for its training;
+        else None."""
         state = read_json(paths.state) or {}
         idle_s = time.time() - float(state.get("last_request") or time.time())
         idle = state.get("state") == "serving" and not state.get("in_flight") and idle_s >= serve.idle_timeout_s
         with server_lock(paths):
-            active, running = self._active_clients(paths)
-            if not active:
+            clients = read_client_pairs(paths)
+            needed, dependency = start_condition(clients, _client_infos(clients))
+            if not needed:
                 write_json_atomic(paths.job, {"job": os.environ.get("SLURM_JOB_ID"), "ended": time.time()})
                 return "stopped: every eval job that needed it has ended"
-            if not idle or running:
+            if not idle or dependency is None:
                 return None
             settings = load_study_settings(self.study_dir)
-            job = submit_server_job(Path(self.study_dir), settings.study.name, paths, settings.slurm,
-                                    "?".join(f"after:{c}" for c in active))
-        return f"idle for {idle_s:.0f} s with no eval job running: server job {job} starts with the next evaluation"
+            job = submit_server_job(Path(self.study_dir), settings.study.name, paths, settings.slurm, dependency)
+        return (f"idle for {idle_s:.0f} s with every evaluation waiting for its training: server job {job} "
+                "starts when the first of them can")
 
     def _on_term(self, *_args) -> None:
         self._stop_asked = True

@@ -103,8 +103,8 @@ def test_server_job_serves_dies_and_retry_judges_only_the_rest(tmp_path, tiny_to
 
 
 def test_an_idle_server_hands_over_to_a_successor_that_starts_with_the_waiting_evaluations(tmp_path):
-    """No eval job running and no request for idle_timeout_s: the server job submits its successor,
-    `after:` the evaluations still waiting, and ends; once no eval job needs it, it ends for good."""
+    """No request for idle_timeout_s and every evaluation still waiting for its training: the server job
+    submits its successor, `afterok:` those trainings, and ends; once no eval job needs it, it ends for good."""
     import sys
     import time
 
@@ -122,22 +122,29 @@ def test_an_idle_server_hands_over_to_a_successor_that_starts_with_the_waiting_e
     serve = ServeConfig(model=str(tmp_path), engine="transformers", gpus=0, cpus=1, mem_gb=1, idle_timeout_s=1,
                         timeout_min=5)
     paths = write_settings(study_dir, serve, None)
-    waiting = subprocess.run(["sbatch", "--parsable", "--hold", "-p", "debug", "-c1", "--mem=100M", "-J", "lf-handover-eval",
-                              "--wrap", "true"], capture_output=True, text=True, check=True).stdout.strip()
+
+    def held(name: str, *extra: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "--hold", "-p", "debug", "-c1", "--mem=100M", "-J", name, *extra,
+                               "--wrap", "true"], capture_output=True, text=True, check=True).stdout.strip()
+
+    training = held("lf-handover-train")  # a training that has not run yet, and its evaluation after it
+    evaluation = held("lf-handover-eval", f"--dependency=afterok:{training}")
     successor = None
     try:
-        paths.clients.write_text(f"{waiting}\n")
+        paths.clients.write_text(f"{evaluation} {training}\n")
         write_state(paths, "serving", last_request=time.time() - 60, in_flight=0)
         job = JudgeServerJob(str(study_dir), paths.key, sys.executable)
         assert "idle for" in job._decide(paths, serve)
         successor = json.loads(paths.job.read_text())["job"]
         dependency = subprocess.run(["squeue", "-h", "-j", successor, "-o", "%E"], capture_output=True,
                                     text=True).stdout
-        assert f"after:{waiting}" in dependency, dependency
-        subprocess.run(["scancel", waiting], check=True)
-        wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", waiting], capture_output=True,
-                                              text=True).stdout.strip(), 60, what="the eval job's end")
+        assert f"afterok:{training}" in dependency, dependency
+        write_state(paths, "serving", last_request=time.time())  # busy again: it stays
+        assert job._decide(paths, serve) is None
+        subprocess.run(["scancel", evaluation, training], check=True)
+        wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", f"{evaluation},{training}"], capture_output=True,
+                                              text=True).stdout.strip(), 60, what="the jobs' end")
         assert "every eval job" in job._decide(paths, serve)
         assert json.loads(paths.job.read_text())["ended"]
     finally:
-        subprocess.run(["scancel", waiting] + ([successor] if successor else []), check=False)
+        subprocess.run(["scancel", evaluation, training] + ([successor] if successor else []), check=False)

@@ -7,7 +7,8 @@
     state.json     {"state": starting|serving|stopped|failed, "instance", "job", "host", "pid", "engine_pid",
                    "url", "requests", "in_flight", "last_request", "error", ...}: no secret; --status reads it
     job.json       {"job": the current server job} (Slurm): launch.grid and a server handing over write it
-    clients        the eval jobs that need this server, one id per line (Slurm): launch.grid appends
+    clients        the eval jobs that need this server, `<eval job> <its training job or ->` per line
+                   (Slurm): launch.grid appends
     .lock          taken while job.json and clients change together
 
 Library module (no command).
@@ -92,11 +93,13 @@ def write_state(paths: ServerPaths, state: str, **fields) -> dict:
     return current
 
 
-def read_clients(paths: ServerPaths) -> list[str]:
+def read_clients(paths: ServerPaths, whole_lines: bool = False) -> list[str]:
+    """The eval job ids of the clients file (its lines' first words), or its whole lines."""
     try:
-        return [line.strip() for line in paths.clients.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in paths.clients.read_text().splitlines() if line.strip()]
     except OSError:
         return []
+    return lines if whole_lines else [line.split()[0] for line in lines]
 
 
 @contextlib.contextmanager
