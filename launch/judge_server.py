@@ -2,13 +2,13 @@
 with the evaluations that need it.
 
 - launch.grid, before it submits evaluation jobs, makes sure a server job will be there for them: none
-  queued or running -> one is submitted (held until the eval jobs exist) whose dependency is `afterok:`
-  any of those evaluations' trainings (`?`: the first that ends well), or none when an evaluation can
-  start now: it becomes eligible when the first evaluation does and, submitted before them, is scheduled
-  first, so the evaluations never take the resources it needs while they wait for it. One queued ->
-  cancelled and submitted anew with the new evaluations among its starters; one running -> nothing.
-  Then the eval jobs are recorded in the server's `clients` file (`<eval job> <its training job or ->`)
-  and the held server job is released.
+  queued or running -> one is submitted whose dependency is `afterok:` any of those evaluations'
+  trainings (`?`: the first that ends well), or none when an evaluation can start now: it becomes
+  eligible when the first evaluation does and, submitted before them, has the higher priority, so the
+  evaluations do not take the resources it needs while they wait for it. One queued -> cancelled and
+  submitted anew with the new evaluations among its starters; one running -> nothing. The server's
+  `clients` file (`<eval job> <its training job or ->` per line) holds a placeholder for them until the
+  eval jobs exist.
 - The server job (JudgeServerJob) runs `python -m lorafull.judge.serve SERVER_DIR` and asks Slurm every
   serve.poll_s whether its clients still need it. It ends (COMPLETED) once every client eval job has
   ended. When no request came for serve.idle_timeout_s and every remaining evaluation still waits for
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,7 +27,8 @@ from typing import Callable, Optional
 import submitit
 
 from lorafull.config import SlurmConfig, Study, load_study_settings, server_key
-from lorafull.judge.serve.files import ServerPaths, all_servers, read_clients, read_json, server_lock
+from lorafull.judge.serve.files import (ServerPaths, all_servers, read_clients, read_json, server_lock,
+                                       write_text_atomic)
 from lorafull.judge.serve.local import ServerProcess, write_settings
 from lorafull.judge.serve.server import load_settings
 from lorafull.runs import write_json_atomic
@@ -72,7 +72,7 @@ def current_job(paths: ServerPaths) -> Optional[str]:
 
 
 def submit_server_job(study_dir: Path, study_name: str, paths: ServerPaths, slurm: SlurmConfig,
-                      dependency: Optional[str], hold: bool = False) -> str:
+                      dependency: Optional[str]) -> str:
     """One sbatch of the server job; job.json names it. Callable from inside a job (a hand-over):
     submitit.helpers.clean_env keeps this job's SLURM_* settings out of the new one."""
     from .executors import _slurm_params
@@ -82,15 +82,16 @@ def submit_server_job(study_dir: Path, study_name: str, paths: ServerPaths, slur
     ex = submitit.SlurmExecutor(folder=launch_dir(study_dir) / "slurm" / "%j", max_num_timeout=slurm.max_requeues,
                                 python=python)
     ex.update_parameters(**_slurm_params(slurm, server_shape(slurm, serve), f"{study_job_prefix(study_name)}-judge",
-                                         use_srun=False, extra={**({"dependency": dependency} if dependency else {}),
-                                                                **({"hold": True} if hold else {})}))
+                                         use_srun=False, extra={"dependency": dependency} if dependency else None))
     with submitit.helpers.clean_env():
         job = ex.submit(JudgeServerJob(str(study_dir), paths.key, python))
     write_json_atomic(paths.job, {"job": job.job_id, "submitted": time.time(), "dependency": dependency})
     return job.job_id
 
 
-Client = tuple  # (eval job id or None while not submitted yet, its training job id or None)
+Client = tuple  # (eval job id, or PLACEHOLDER<time> while it is being submitted; its training job id or None)
+PLACEHOLDER = "submitting@"
+PLACEHOLDER_TTL_S = 600.0
 
 
 def read_client_pairs(paths: ServerPaths) -> list[Client]:
@@ -101,15 +102,24 @@ def read_client_pairs(paths: ServerPaths) -> list[Client]:
     return pairs
 
 
+def _placeholder_alive(eval_job: str) -> bool:
+    return time.time() - float(eval_job[len(PLACEHOLDER):] or 0) <= PLACEHOLDER_TTL_S
+
+
 def start_condition(clients: list[Client], infos: dict) -> tuple[bool, Optional[str]]:
     """(needed, dependency) of a server for these clients: not needed when every eval job has ended; no
     dependency (start now) when one runs or can start (its training done or none); else `afterok:` any
     of their trainings."""
     terms, needed = [], False
     for eval_job, train_job in clients:
-        info = job_state(infos, eval_job) if eval_job else None
-        if eval_job and (info is None or not info.active):
-            continue  # ended (or forgotten by Slurm)
+        if eval_job.startswith(PLACEHOLDER):  # being submitted: counts, unless launch.grid died meanwhile
+            if not _placeholder_alive(eval_job):
+                continue
+            info = None
+        else:
+            info = job_state(infos, eval_job)
+            if info is None or not info.active:
+                continue  # ended (or forgotten by Slurm)
         needed = True
         train = job_state(infos, train_job) if train_job else None
         if (info is not None and info.state == "RUNNING") or train is None or not train.active:
@@ -119,26 +129,33 @@ def start_condition(clients: list[Client], infos: dict) -> tuple[bool, Optional[
 
 
 def _client_infos(clients: list[Client]) -> dict:
-    return query_jobs([j for pair in clients for j in pair if j])
+    return query_jobs([j for pair in clients for j in pair if j and not j.startswith(PLACEHOLDER)])
+
+
+def _write_clients(paths: ServerPaths, clients: list[Client]) -> None:
+    write_text_atomic(paths.clients, "".join(f"{e} {t or '-'}\n" for e, t in clients))
 
 
 def _live_clients(paths: ServerPaths) -> list[Client]:
-    """The clients file without eval jobs that have ended (or that Slurm no longer knows)."""
+    """The clients file's eval jobs that have not ended (those Slurm no longer knows are left out)."""
     clients = read_client_pairs(paths)
     infos = _client_infos(clients)
-    keep = [c for c in clients if (i := job_state(infos, c[0])) is not None and i.active]
-    paths.clients.write_text("".join(f"{e} {t or '-'}\n" for e, t in keep))
-    return keep
+    return [c for c in clients if _placeholder_alive(c[0]) if c[0].startswith(PLACEHOLDER)] + \
+        [c for c in clients if not c[0].startswith(PLACEHOLDER) and (i := job_state(infos, c[0])) is not None
+         and i.active]
 
 
 def prepare_servers(study: Study, views, train_jobs: dict[str, Optional[str]],
-                    log: Callable[[str], None] = print) -> list[tuple[ServerPaths, str]]:
-    """Before the eval jobs are submitted: a (held) server job for each served judge they need unless
-    one runs. train_jobs: run -> the training task its evaluation waits for (None: it can start now).
-    Returns the held server jobs, for release_servers."""
-    held = []
+                    log: Callable[[str], None] = print) -> list[str]:
+    """Before the eval jobs are submitted: a server job for each served judge they need unless one runs.
+    train_jobs: run -> the training task its evaluation waits for (None: it can start now). Its clients
+    get a placeholder (`submitting@<time> <training>`) until record_clients names the eval jobs, so a
+    server that starts at once counts them. Returns the server jobs submitted."""
+    submitted = []
     for key, (paths, served) in served_runs(study, views).items():
         with server_lock(paths):
+            _write_clients(paths, _live_clients(paths) + [(PLACEHOLDER + f"{time.time():.0f}", train_jobs.get(v.name))
+                                                          for v in served])
             job = current_job(paths)
             info = job_state(query_jobs([job]), job) if job else None
             if info is not None and info.state == "RUNNING":
@@ -146,26 +163,21 @@ def prepare_servers(study: Study, views, train_jobs: dict[str, Optional[str]],
                 continue
             if info is not None and info.active:  # queued for other evaluations: wait for these too
                 cancel_jobs([job])
-            clients = _live_clients(paths) + [(None, train_jobs.get(v.name)) for v in served]
+            clients = read_client_pairs(paths)
             _, dependency = start_condition(clients, _client_infos(clients))
-            job = submit_server_job(study.output_dir, study.study.name, paths, study.slurm, dependency, hold=True)
-            held.append((paths, job))
-            log(f"  sbatch judge server {job} ({key}): " + (f"{dependency.count('?') + 1} training(s) it may start "
-                                                            f"after" if dependency else "starts now"))
-    return held
+            job = submit_server_job(study.output_dir, study.study.name, paths, study.slurm, dependency)
+            submitted.append(job)
+            log(f"  sbatch judge server {job} ({key}): " + (f"starts after the first of {dependency.count('?') + 1} "
+                                                            "training(s)" if dependency else "starts now"))
+    return submitted
 
 
 def record_clients(study: Study, views, eval_jobs: dict[str, str], train_jobs: dict[str, Optional[str]]) -> None:
-    """After the eval jobs were submitted: each served judge's clients file gets them."""
+    """After the eval jobs were submitted: each served judge's clients file names them (placeholders out)."""
     for key, (paths, served) in served_runs(study, views).items():
-        lines = [f"{eval_jobs[v.name]} {train_jobs.get(v.name) or '-'}\n" for v in served if eval_jobs.get(v.name)]
-        with server_lock(paths), open(paths.clients, "a") as f:
-            f.write("".join(lines))
-
-
-def release_servers(held: list[tuple[ServerPaths, str]]) -> None:
-    for _, job in held:
-        subprocess.run(["scontrol", "release", job], check=False, capture_output=True)
+        new = [(eval_jobs[v.name], train_jobs.get(v.name)) for v in served if eval_jobs.get(v.name)]
+        with server_lock(paths):
+            _write_clients(paths, [c for c in read_client_pairs(paths) if not c[0].startswith(PLACEHOLDER)] + new)
 
 
 def active_server_jobs(study_dir: Path) -> list[str]:

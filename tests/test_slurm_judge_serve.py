@@ -51,6 +51,12 @@ def test_server_job_serves_dies_and_retry_judges_only_the_rest(tmp_path, tiny_to
         assert "sbatch judge server" in first.stdout, first.stdout
         server = wait_until(lambda: server_dirs(study_dir), 60, what="the server's folder")[0]
         first_job = _server_job(server)
+        evals = [e["eval"] for e in ledger(study_dir)["runs"].values()]
+        priority = dict(line.split() for line in subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i %Q", "-j", ",".join({first_job, *(e.split("_")[0] for e in evals)})],
+            capture_output=True, text=True).stdout.splitlines())
+        # submitted ahead of its evaluations: the scheduler starts it first when both can start
+        assert all(int(priority[first_job]) > int(priority[e]) for e in evals if e in priority), priority
         runs = sorted((study_dir / "runs").iterdir())
         # the server dies once the first answer is judged, while the rest are in flight
         wait_until(lambda: any(_scored_rows(r) for r in runs), 1500, what="a first judged item")

@@ -93,6 +93,13 @@ def write_state(paths: ServerPaths, state: str, **fields) -> dict:
     return current
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """A temporary name, then a rename: a server job reading the clients file never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def read_clients(paths: ServerPaths, whole_lines: bool = False) -> list[str]:
     """The eval job ids of the clients file (its lines' first words), or its whole lines."""
     try:
