@@ -164,13 +164,20 @@ def test_an_eval_job_waits_within_its_bound_and_stops_at_once_on_a_failed_server
 
     def fail_soon():
         time.sleep(1.0)
-        write_state(paths, "failed", started=time.time(), error="the transformers engine was killed by SIGKILL")
+        write_state(paths, "failed", error="the transformers engine was killed by SIGKILL")
 
     threading.Thread(target=fail_soon).start()
     t0 = time.monotonic()
     with pytest.raises(RuntimeError) as e:
         wait_for_server(tmp_path, cfg, None, log=lambda line: None)
     assert "killed by SIGKILL" in str(e.value) and "--retry" in str(e.value) and time.monotonic() - t0 < 30
+    # an earlier server job's failure, while a new server job is queued: wait for the new one
+    write_state(paths, "failed", job="998")
+    paths.job.write_text(json.dumps({"job": "999"}))
+    cfg.serve.wait_s = 1.5
+    with pytest.raises(RuntimeError) as e:
+        wait_for_server(tmp_path, cfg, None, log=lambda line: None)
+    assert "wait_s=1.5" in str(e.value) and "server job 999" in str(e.value)
 
 
 @pytest.mark.slow

@@ -137,9 +137,10 @@ class _served:
         from lorafull.judge.serve.local import ServerProcess, write_settings
 
         cache_dir = str(self.study_dir / "cache" / "tokenized")
-        self.proc = ServerProcess(write_settings(self.study_dir, self.cfg.serve, cache_dir))
+        root = self.study_dir / OUT_DIR  # a server of its own, never the one the study's evaluations use
+        self.proc = ServerProcess(write_settings(root, self.cfg.serve, cache_dir))
         self.proc.start()
-        return wait_for_server(self.study_dir, self.cfg, cache_dir)
+        return wait_for_server(root, self.cfg, cache_dir)
 
     def __exit__(self, *exc):
         if self.proc is not None:

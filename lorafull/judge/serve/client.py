@@ -90,13 +90,13 @@ def _current_job(paths: ServerPaths) -> Optional[str]:
     return None if record.get("ended") else record.get("job")
 
 
-def _failed_for_good(paths: ServerPaths, state: dict, since: float) -> bool:
-    """The server this job waits for has failed: the Slurm job that is the study's current server, or a
-    server that started after the wait began (the local executor's), failed."""
+def _failed_for_good(paths: ServerPaths, state: dict) -> bool:
+    """The server this job waits for has failed: the study's current server job, or (no Slurm job coming:
+    the local executors, the agreement command) the server process itself."""
     if state.get("state") != "failed":
         return False
     job = _current_job(paths)
-    return (job is not None and str(state.get("job")) == str(job)) or float(state.get("started") or 0) >= since
+    return job is None or str(state.get("job")) == str(job)
 
 
 def _waiting_for(paths: ServerPaths, state: dict) -> str:
@@ -109,11 +109,10 @@ def _waiting_for(paths: ServerPaths, state: dict) -> str:
 
 def wait_for_server(study_dir: str | Path, cfg: JudgeConfig, cache_dir: Optional[str],
                     log: Callable[[str], None] = print) -> ServedEndpoint:
-    """The study's server for this run's judge, once it answers; RuntimeError (one line) after
-    eval.judge.serve.wait_s, or at once when it failed."""
+    """The study's server for this run's judge (under STUDY_DIR/judge_server/), once it answers;
+    RuntimeError (one line) after eval.judge.serve.wait_s, or at once when it failed."""
     paths = ServerPaths.of(study_dir, server_key(cfg.serve))
     name = served_name(cfg, cache_dir)
-    since = time.time()
     deadline = time.monotonic() + cfg.serve.wait_s
     told = False
     while True:
@@ -125,7 +124,7 @@ def wait_for_server(study_dir: str | Path, cfg: JudgeConfig, cache_dir: Optional
             if health(address["url"]) is None:
                 register_secret(address["token"])  # never in an error line, a status or a log
                 return ServedEndpoint(paths, address["url"], address["token"], name, address.get("instance", ""))
-        if _failed_for_good(paths, state, since):
+        if _failed_for_good(paths, state):
             raise RuntimeError(f"judge server {paths.key} failed: {state.get('error')}; {RETRY_HINT}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"no judge server answered within eval.judge.serve.wait_s={cfg.serve.wait_s:g} s "
