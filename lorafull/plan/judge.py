@@ -138,9 +138,10 @@ def judge_lines(rows: list[dict]) -> list[str]:
         if r["hours"] is None:
             lines.append(f"{what}, {r['requests'] or '?'} request(s): hours unknown")
         else:
-            gpu = f"{r['gpu_hours']:.3g} GPU-hours" if r["gpus"] else "no GPU (a CPU job)"
-            lines.append(f"{what}, {r['requests']:,} requests, {r['params'] / 1e9:.3g}B parameters: {gpu} = "
-                         f"{max(1, r['gpus'])} x ({r['load_s'] / 3600:.2g} h loading + {r['prefill_s'] / 3600:.2g} h "
-                         f"prefill + {r['decode_s'] / 3600:.2g} h decoding)")
+            parts = (f"{r['load_s'] / 3600:.2g} h loading + {r['prefill_s'] / 3600:.2g} h prefill + "
+                     f"{r['decode_s'] / 3600:.2g} h decoding")
+            cost = f"{r['gpu_hours']:.3g} GPU-hours = {r['gpus']} x ({parts})" if r["gpus"] else \
+                f"no GPU-hours (a CPU job; the GPU roofline says {parts})"
+            lines.append(f"{what}, {r['requests']:,} requests, {r['params'] / 1e9:.3g}B parameters: {cost}")
         lines += [f"  {r['model']}: {n}" for n in dict.fromkeys(r["notes"])]
     return lines
