@@ -154,3 +154,26 @@ def test_an_idle_server_hands_over_to_a_successor_that_starts_with_the_waiting_e
         assert json.loads(paths.job.read_text())["ended"]
     finally:
         subprocess.run(["scancel", evaluation, training] + ([successor] if successor else []), check=False)
+
+
+def test_cancel_stops_the_study_s_judge_server_job(tmp_path, tiny_tokenizer_dir):
+    from launch.judge_server import submit_server_job
+    from lorafull.config import load_study
+    from lorafull.judge.serve.local import write_settings
+
+    files = make_data(tmp_path, tiny_tokenizer_dir)
+    cfg = write_study(tmp_path / "c.yaml", served_study(tmp_path, files, tmp_path, "cancelled"))
+    study = load_study(cfg)
+    run = study.runs[0]
+    paths = write_settings(study.output_dir, run.eval.judge.serve, run.data.cache_dir)
+    training = subprocess.run(["sbatch", "--parsable", "--hold", "-p", "debug", "-c1", "--mem=100M", "--wrap", "true"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        job = submit_server_job(study.output_dir, "cancelled", paths, study.slurm, f"afterok:{training}")
+        status_text = grid(cfg, "--status").stdout
+        assert f"judge server {paths.key}: pending" in status_text and f"job {job} PENDING" in status_text, status_text
+        out = grid(cfg, "--cancel")
+        assert job in out.stdout, out.stdout
+        wait_for_jobs([job], timeout_s=60)
+    finally:
+        subprocess.run(["scancel", training], check=False)
