@@ -30,7 +30,8 @@ class ServeConfig:
     engine_args: list[str] = field(default_factory=list)  # more arguments for the engine, e.g. [--dtype, bfloat16]
     startup_timeout_s: float = ranged(1800.0, gt=0)  # the engine must answer its health check within this
     wait_s: float = ranged(7200.0, gt=0)  # an eval job waits this long for the server's address, then fails
-    idle_timeout_s: float = ranged(900.0, gt=0)  # no request this long and no eval job running: the server ends
+    # no request this long and every remaining evaluation waiting for its training: the server job hands over
+    idle_timeout_s: float = ranged(900.0, gt=0)
     poll_s: float = ranged(30.0, ge=1)  # how often the server job asks Slurm whether its eval jobs still need it
     cpus: int = ranged(8, ge=1)  # CPUs of the server job
     mem_gb: int = ranged(64, ge=1)  # memory of the server job
