@@ -128,7 +128,7 @@ def start_condition(clients: list[Client], infos: dict) -> tuple[bool, Optional[
         terms.append(f"afterok:{train_job}")
     # Slurm takes a long OR list (1,000 terms tested), but not an unbounded one: array tasks mostly end in
     # index order, so the first trainings stand for the rest (an evaluation waits at most serve.wait_s)
-    return needed, "?".join(dict.fromkeys(terms[:MAX_TERMS])) or None
+    return needed, "?".join(list(dict.fromkeys(terms))[:MAX_TERMS]) or None
 
 
 def _client_infos(clients: list[Client]) -> dict:
