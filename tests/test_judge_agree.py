@@ -76,6 +76,7 @@ def test_runs_ranked_alike_or_not():
     swapped = same_order({"r1": 0.2, "r2": 0.5, "r3": 0.9}, {"r1": 0.1, "r2": 0.6, "r3": 0.4})
     assert not swapped["same_order"] and swapped["swapped"] == ["r2 / r3"]
     assert swapped["kendall"] == pytest.approx(1 / 3)  # 2 concordant, 1 discordant of 3 pairs
+    assert same_order({"r1": 0.2}, {"r1": 0.4, "r2": 0.1})["same_order"] is None  # one run in common: no order
 
 
 ANSWERS = [

@@ -98,15 +98,17 @@ def scores_of(judge: Judge, study_dir: Path, runs: list[Path], items: Optional[i
     folder.mkdir(parents=True, exist_ok=True)
     answers = {run.name: first_per_class(load_responses(run), items) for run in runs}
     check_judge_setup(judge.cfg, {a["class"] for rows in answers.values() for a in rows})
-    with _served(judge.cfg, study_dir) as endpoint:
+    todo = {}
+    for run in runs:  # what earlier calls left to judge (a served judge starts only when there is some)
+        done = resume_scores(folder / f"{run.name}.jsonl")
+        todo[run.name] = [a for a in answers[run.name] if str(a["id"]) not in done]
+    with _served(judge.cfg if any(todo.values()) else None, study_dir) as endpoint:
         for run in runs:
             path = folder / f"{run.name}.jsonl"
-            done = resume_scores(path)
-            todo = [a for a in answers[run.name] if str(a["id"]) not in done]
-            if todo:
-                _judge_into(path, todo, judge.cfg, study_dir, endpoint, progress)
+            if todo[run.name]:
+                _judge_into(path, todo[run.name], judge.cfg, study_dir, endpoint, progress)
             wanted = {str(a["id"]) for a in answers[run.name]}
-            out[run.name] = {str(r["id"]): r for r in read_jsonl(path) if str(r["id"]) in wanted}
+            out[run.name] = {str(r["id"]): r for r in read_jsonl(path) if str(r["id"]) in wanted} if path.exists() else {}
     return out
 
 
@@ -127,11 +129,11 @@ def first_per_class(answers: list[dict], n: Optional[int]) -> list[dict]:
 class _served:
     """A served judge's server (lorafull.judge.serve.local) for the time of the judging; nothing otherwise."""
 
-    def __init__(self, cfg: JudgeConfig, study_dir: Path):
+    def __init__(self, cfg: Optional[JudgeConfig], study_dir: Path):
         self.cfg, self.study_dir, self.proc = cfg, study_dir, None
 
     def __enter__(self):
-        if self.cfg.serve is None:
+        if self.cfg is None or self.cfg.serve is None:
             return None
         from lorafull.judge.serve.client import wait_for_server
         from lorafull.judge.serve.local import ServerProcess, write_settings
@@ -184,7 +186,8 @@ def table_text(a: str, b: str, result: dict) -> str:
     lines = [f"judge A: {a}   judge B: {b}   (95 % bootstrap intervals; kappa on fifths of the 0..1 scale)"]
     lines += ["  ".join(x[i].ljust(widths[i]) for i in range(len(head))) for x in [head] + rows]
     runs = result["runs"]
-    order = "yes" if runs["same_order"] else f"no (swapped: {'; '.join(runs['swapped'])})"
+    order = {True: "yes", None: "- (fewer than 2 runs scored by both)"}.get(
+        runs["same_order"], f"no (swapped: {'; '.join(runs['swapped'])})")
     tau = "-" if runs["kendall"] is None else f"{runs['kendall']:.3f}"
     lines.append(f"runs ranked the same way: {order}; Kendall tau-b over {runs['runs']} runs' averages: {tau}")
     if result["unpaired_items"]:

@@ -126,10 +126,12 @@ def agreement(a: Sequence[float], b: Sequence[float], classes: Sequence[str], re
 
 def same_order(a_means: dict[str, float], b_means: dict[str, float]) -> dict:
     """Whether two judges rank the runs alike: Kendall's tau-b over the runs' average scores, and the
-    pairs of runs the judges order differently (a tie under one judge and not the other counts)."""
+    pairs of runs the judges order differently (a tie under one judge and not the other counts); None
+    with fewer than two runs that both judges scored."""
     runs = sorted(set(a_means) & set(b_means))
     swapped = [f"{x} / {y}" for i, x in enumerate(runs) for y in runs[i + 1:]
                if np.sign(a_means[x] - a_means[y]) != np.sign(b_means[x] - b_means[y])]
     tau = _kendall_tau_b(JointTable([a_means[r] for r in runs], [b_means[r] for r in runs]).counts()) \
         if len(runs) > 1 else None
-    return {"runs": len(runs), "same_order": not swapped, "kendall": tau, "swapped": swapped}
+    return {"runs": len(runs), "same_order": (not swapped) if len(runs) > 1 else None, "kendall": tau,
+            "swapped": swapped}
