@@ -34,6 +34,7 @@ from lorafull.plan.judge import judge_lines, judge_servers
 from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
+from .inputs import missing_inputs
 from .job_bodies import CANCEL_MARKER
 from .jobs import Ledger, cancel_jobs, job_state, launch_dir, query_jobs, slurm_available, study_lock, summarize_ids
 from .tables import plan_text, status_text
@@ -46,12 +47,15 @@ STAGE_MODULES = {"train": "lorafull.train", "evaluate": "lorafull.evaluate", "re
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m launch.grid", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n" + __doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="study YAML file")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value (e.g. train.lr=2e-4, slurm.partition=gpu)")
+    p.add_argument("config", metavar="CONFIG", help="study YAML file")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                   help="settings put over the file's (e.g. slurm.partition=gpu train.micro_batch_size=2)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
-                      help="print the plan; submit nothing, write no run folder (only the estimates' cache)")
+                      help="check the inputs and print the plan; submit nothing, write no run folder (only the "
+                           "plan's files under STUDY_DIR/launch/ and the content hashes' cache)")
     mode.add_argument("--status", action="store_true", help="show each run's state")
     mode.add_argument("--retry", action="store_true", help="submit as usual and resubmit failed runs")
     mode.add_argument("--cancel", action="store_true", help="cancel the study's queued and running jobs")
@@ -60,6 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "and print the plan from it")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default=None,
                    help="default: slurm when sbatch is on PATH, else local")
+    p.add_argument("--inputs-on-cluster", action="store_true",
+                   help="the runs' input files exist only where the jobs run: do not check them here")
     return p.parse_intermixed_args(argv)
 
 
@@ -233,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     if executor == "slurm" and not have_slurm and not args.dry_run:
         why = "no Slurm controller answers (scontrol ping)" if shutil.which("sbatch") else "sbatch is not on PATH"
         print(f"error: --executor slurm but {why} (use --executor local, or --dry-run)", file=sys.stderr)
+        return 2
+    missing = [] if args.status or args.cancel or args.inputs_on_cluster else missing_inputs(study)
+    if missing:  # before any plan or job: a missing data file is not found hours later, in a job
+        for line in missing[:10]:
+            print(f"error: input missing: {line}", file=sys.stderr)
+        print(f"{len(missing)} input(s) missing, nothing planned or submitted (where they exist only on the cluster: "
+              "--inputs-on-cluster)", file=sys.stderr)
         return 2
     try:
         command = " ".join(["python -m launch.grid", shlex.quote(args.config), *map(shlex.quote, args.overrides)])

@@ -216,5 +216,16 @@ class StageJob(submitit.helpers.Checkpointable):
         return {k: v for k, v in self.__dict__.items() if k != "_child"} | {"_child": None}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """Not a command: the job bodies are pickled by launch.grid and run by submitit inside the jobs."""
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m launch.job_bodies", "What runs inside a Slurm job (not a command of its own).",
+                            "python -m launch.grid configs/demo.yaml    # submits these job bodies")
+    parser.parse_args(sys.argv[1:] if argv is None else argv)
     print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,8 @@ project's own Trainer and times every step after plan.probe_warmup_steps:
     optimizer_s  the optimizer step alone (device synchronised before and after): the engine's
                  optimizer_step, plus DeepSpeed's engine.step() calls (where ZeRO reduces, clips and steps)
     fwd_bwd_s    (step_s - optimizer_s) / micro batches per step: everything but the optimizer, per micro batch
-and writes PROBE_DIR/probe.json with those, startup_s (set-up before the first step), the mean tokens
+and writes PROBE_DIR/probe.json with those, startup_s (set-up before the first step), first_step_s (the
+first step, warm-up included: lorafull.plan.startup takes its excess over step_s), the mean tokens
 per sample it trained on, tokens/s and the peak memory of rank 0.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ class StepTimer:
         self.trainer, self.warmup = trainer, warmup
         self.sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
         self.steps, self.last_end = 0, None
+        self.created, self.first_step_s = time.perf_counter(), None  # set-up's end to the first step's end
         self.step_s: list[float] = []
         self.optimizer_s: list[float] = []
         self.tokens_at_warmup = 0
@@ -61,6 +63,8 @@ class StepTimer:
         self.sync()
         end = time.perf_counter()
         self.steps += 1
+        if self.steps == 1:
+            self.first_step_s = end - self.created
         if self.steps > self.warmup and self.last_end is not None:
             self.step_s.append(end - self.last_end)
             self.optimizer_s.append(end - start + self._in_step_s)
@@ -84,7 +88,7 @@ class StepTimer:
         return {"step_s": step, "optimizer_s": opt, "fwd_bwd_s": (step - opt) / t.grad_accum,
                 "grad_accum": t.grad_accum, "tokens_per_sample": timed_tokens / samples,
                 "tokens_per_s": timed_tokens / sum(self.step_s), "peak_mem_gb": peak_mem_gb(t.device),
-                "steps_timed": len(self.step_s), "device": device_name(t.device), "world_size": t.env.world_size,
+                "steps_timed": len(self.step_s), "first_step_s": self.first_step_s, "device": device_name(t.device), "world_size": t.env.world_size,
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -110,14 +114,21 @@ def run_probe(probe_dir: Path, warmup: int) -> Optional[dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (1, 2):
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+    from lorafull.runs import command_parser, not_a_run_folder
+
+    parser = command_parser("python -m launch.probe", __doc__,
+                            "python -m launch.probe studies/demo/launch/probes/full-h64l2-fp32-z2-0123456789 5")
+    parser.add_argument("probe_dir", metavar="PROBE_DIR", help="a probe folder written by launch.grid --calibrate")
+    parser.add_argument("warmup", type=int, nargs="?", default=5, metavar="WARMUP",
+                        help="untimed first steps (default 5)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    refusal = not_a_run_folder(args.probe_dir)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     from lorafull.train import distributed as dist
 
-    probe_dir = Path(argv[0]).resolve()
-    warmup = int(argv[1]) if len(argv) == 2 else 5
+    probe_dir, warmup = Path(args.probe_dir).resolve(), args.warmup
     env = dist.detect_env()
     try:
         run = load_run_config(probe_dir)

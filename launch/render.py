@@ -187,10 +187,13 @@ def prepare_folders(study: Study) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.render", description=__doc__.split("\n\n")[0])
-    p.add_argument("config")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("overrides", nargs="*", help="dotted.key=value")
+    p = argparse.ArgumentParser(prog="python -m launch.render", description=__doc__.split("\n\n")[0].split("\n")[0],
+                                epilog="example:\n  python -m launch.render configs/demo.yaml sbatch/\n"
+                                       "  bash sbatch/submit.sh\n\n" + __doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", metavar="CONFIG", help="study YAML file")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="where the scripts go (made if missing)")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
     p.add_argument("--render-only", action="store_true", help="write OUT_DIR only, not the study's run folders")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:

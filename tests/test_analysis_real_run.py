@@ -73,8 +73,7 @@ def test_analyses_of_real_full_and_lora_runs(tmp_path, tiny_tokenizer_dir):
     assert {r["unstable"] for r in rows} == {"no"}
     assert rows[0]["rank90"] == spec["full"]["summary"]["median_rank90"]
     assert rows[1]["learning"] == pytest.approx(round(res["lora"]["learning"], 4))
-    for png in ("learning_forgetting.png", "spectrum_full_vs_lora.png"):
-        assert (study.output_dir / "report" / png).exists()
+    assert (study.output_dir / "report" / "spectrum_full_vs_lora.png").exists()
 
     # the report stage calls extend_report itself: the columns reach table.csv
     import csv
@@ -88,6 +87,12 @@ def test_analyses_of_real_full_and_lora_runs(tmp_path, tiny_tokenizer_dir):
     assert by_run["lora"]["unstable"] == "no"
     assert int(by_run["full"]["rank90"]) == spec["full"]["summary"]["median_rank90"]
     assert float(by_run["full"]["learning"]) == pytest.approx(res["full"]["learning"], abs=1e-4)
+    # the trade-off: one curve per method, the final model and its checkpoint as points
+    trade = json.loads((report / "tradeoff.json").read_text())
+    assert (report / "tradeoff.png").exists()
+    # (the curves differ in train.lr too, so their names carry it: "full, lr=0.001")
+    assert sorted((c["name"].split(",")[0], sorted(p["step"] or 20 for p in c["points"])) for c in trade["curves"]) \
+        == [("full", [10, 20]), ("lora r=4", [10, 20])]
 
 
 @pytest.mark.slow

@@ -215,7 +215,7 @@ def test_the_plan_counts_the_judge_server_s_gpu_hours(tmp_path):
     from lorafull.config import MethodConfig
     from lorafull.models.load import count_params_meta
     from lorafull.models.tiny import arch_config
-    from lorafull.plan.judge import ENGINE_START_S, LOAD_GBS, decoder_params, judge_lines, judge_servers
+    from lorafull.plan.judge import ENGINE_START_S, decoder_params, judge_lines, judge_servers
 
     for arch in ("smollm2-135m", "llama-3-70b", "llama-7b"):
         assert decoder_params(arch_config(arch)) == count_params_meta(arch, MethodConfig(kind="full"))["total"], arch
@@ -234,7 +234,7 @@ def test_the_plan_counts_the_judge_server_s_gpu_hours(tmp_path):
     (row,) = judge_servers(load_study(tmp_path / "s.yaml"))
     p = 134_515_008
     assert row["requests"] == 10 and row["prompt_tokens"] == 10 * ((20 + 40) / 4 + 10)
-    assert row["load_s"] == pytest.approx(2 * p / (LOAD_GBS * 1e9) + ENGINE_START_S)
+    assert row["load_s"] == pytest.approx(2 * p / (2.0 * 1e9) + ENGINE_START_S)  # the A100 preset's load_gbs
     assert row["prefill_s"] == pytest.approx(2 * p * 250 / (2 * 312e12 * 0.4))
     assert row["decode_s"] == pytest.approx((10 * 8 / 4) * 2 * p / (2 * 1555e9))
     assert row["gpu_hours"] == pytest.approx(2 * (row["load_s"] + row["prefill_s"] + row["decode_s"]) / 3600)

@@ -105,7 +105,8 @@ def test_gpu_hours_follow_the_stated_formula(tmp_path):
     assert compute_gpu_hours == pytest.approx(row["tokens"] * flops / (0.5 * 100e12) / 3600)
     parts = row["step_parts_s"]
     assert parts["total"] == pytest.approx(sum(parts[p] for p in ("compute", "optimizer", "communication", "offload")))
-    assert row["gpu_hours"] == pytest.approx(row["steps"] * parts["total"] * 8 / 3600)
+    # wall = steps x step + the run's start-up once (lorafull.plan.startup)
+    assert row["gpu_hours"] == pytest.approx((row["steps"] * parts["total"] + row["startup_s"]) * 8 / 3600)
     assert row["gpu_hours"] > compute_gpu_hours
     assert row["hours_per_epoch"] == pytest.approx(row["gpu_hours"] / 2 / 8) and row["basis"] == "modelled"
 
@@ -351,13 +352,38 @@ def test_report_columns_hold_measured_against_planned(tmp_path):
                 {"step": 1, "loss": 1.0, "peak_mem_gb": 3.0},
                 {"summary": True, "wall_time_s": wall, "hours_per_epoch": wall / 3600 / 2, "world_size": 1}])
     (study / "launch").mkdir()
-    (study / "launch" / "plan.json").write_text(json.dumps({
-        "a": {"hours_per_epoch": 0.8, "mem_per_gpu_gb": 4.0, "basis": "modelled"},
-        "b": {"hours_per_epoch": 2.0, "mem_per_gpu_gb": 1.0, "basis": "measured"}}))
+    plan = {"a": {"hours_per_epoch": 0.8, "mem_per_gpu_gb": 4.0, "basis": "modelled", "startup_s": 12.0},
+            "b": {"hours_per_epoch": 2.0, "mem_per_gpu_gb": 1.0, "basis": "measured", "startup_s": 3.0}}
+    (study / "launch" / "plan.json").write_text(json.dumps(plan))
     rows, _ = collect_rows(study)
     a, b = rows
     assert a["h_per_epoch_ratio"] == pytest.approx(1.0 / 0.8) and a["mem_ratio"] == pytest.approx(3.0 / 4.0)
     assert a["plan_basis"] == "modelled" and b["planned_h_per_epoch"] == 2.0 and b["h_per_epoch_ratio"] is None
+    # a plan from before the start-up term: its hours, but no ratio against a run's whole wall time
+    del plan["a"]["startup_s"]
+    (study / "launch" / "plan.json").write_text(json.dumps(plan))
+    a, _ = collect_rows(study)[0]
+    assert a["planned_h_per_epoch"] == 0.8 and a["h_per_epoch_ratio"] is None and a["mem_ratio"] is not None
+
+
+def test_the_plan_has_a_start_up_term_modelled_or_measured(tmp_path):
+    """Set-up, model load, tokenization and the first step, once per run, in its wall time; from a
+    calibration probe where one ran."""
+    from lorafull.plan.hardware import PRESETS
+    from lorafull.plan.startup import TOKENIZE_TOKENS_PER_S, measured_startup
+
+    base = {"model": LLAMA_7B, "method": LORA_R8, "data": {"num_samples": 1000, "max_length": 1024},
+            "train": {"micro_batch_size": 4, "zero_stage": 2, "epochs": 1}}
+    study = load_study(study_file(tmp_path, base, [{"name": "r"}]))
+    row = estimate_run(study.runs[0], study)
+    parts, hw = row["startup_parts_s"], PRESETS["A100-40GB-SXM"]
+    assert parts["setup"] == hw.startup_s and parts["first_step"] == row["step_s"]
+    assert parts["load"] == pytest.approx(row["total_params"] * 2 / (hw.load_gbs * 1e9))  # bf16 weights
+    assert parts["tokenize"] == pytest.approx(1000 * row["tokens_per_sample"] / TOKENIZE_TOKENS_PER_S)
+    assert row["wall_hours"] * 3600 == pytest.approx(row["steps"] * row["step_s"] + row["startup_s"])
+    # a calibrated shape: what its probe measured (set-up, and the first step beyond a steady one)
+    measured = measured_startup({"startup_s": 20.0, "first_step_s": 5.0, "step_s": 1.5}, step_s=1.5)
+    assert measured["total"] == pytest.approx(23.5) and measured["load"] == 0
 
 
 def test_status_shows_the_eta_of_a_running_training_from_its_metrics(tmp_path):
@@ -383,7 +409,8 @@ def test_dry_run_of_the_papers_rows_prints_their_hours_the_breakdown_and_the_ass
     from launch.grid import main as grid_main
 
     config = REPO / "configs" / "belle_comparative.yaml"
-    assert grid_main([str(config), f"study.output_dir={tmp_path}", "--dry-run", "--executor", "local"]) == 0
+    assert grid_main([str(config), f"study.output_dir={tmp_path}", "--dry-run", "--executor", "local",
+                      "--inputs-on-cluster"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("run "))
     assert "ref h/epoch" in header and "h/epoch" in header and "basis" in header

@@ -1,5 +1,5 @@
 """Confidence intervals: the bootstrap against hand computations and scipy, seeds expanded into runs and
-pooled in the report, and the "within noise" mark exactly when two intervals overlap."""
+pooled in the report, and its comparison paired seed by seed (tests/test_paired.py: paired differences)."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,7 @@ from lorafull.analysis.forgetting import paired_strata
 from lorafull.config import RunConfig, load_study, save_run_config
 from lorafull.judge.summary import summarize
 from lorafull.report.build import build_report
-from lorafull.report.groups import comparisons
-from lorafull.stats import Estimate, estimate, overlap, percentile_interval
+from lorafull.stats import estimate, paired_difference, percentile_interval
 
 
 def test_percentile_rank_rule_by_hand():
@@ -57,20 +56,6 @@ def test_interval_matches_scipys_percentile_bootstrap():
     ref = stats.bootstrap((x,), np.mean, method="percentile", n_resamples=20000, random_state=0).confidence_interval
     # two random resamplings of the same distribution: the bounds agree to about a resolution step (1/120)
     assert ours.low == pytest.approx(ref.low, abs=0.015) and ours.high == pytest.approx(ref.high, abs=0.015)
-
-
-def test_within_noise_exactly_when_intervals_overlap():
-    a = Estimate(0.6, 0.5, 0.7)
-    cases = [(Estimate(0.3, 0.2, 0.4), False), (Estimate(0.45, 0.4, 0.5), True),  # touching counts as overlap
-             (Estimate(0.45, 0.3, 0.49), False), (Estimate(0.65, 0.55, 0.8), True), (Estimate(0.8, 0.71, 0.9), False)]
-    for b, expected in cases:
-        assert overlap(a, b) is expected and overlap(b, a) is expected
-        rows = [{"run": "full", "score": a, "_setting": {"method.kind": "full", "data.n": 1}},
-                {"run": "lora", "score": b, "_setting": {"method.kind": "lora", "data.n": 1}}]
-        [line] = comparisons(rows)
-        assert line.startswith("- `full` vs `lora` (method: full / lora r=None): score")
-        assert ("within noise" in line) is expected, line
-        assert (">" in line) is (float(a) > float(b))
 
 
 def test_judge_summary_and_paired_task_intervals():
@@ -133,6 +118,9 @@ def test_report_pools_seeds_into_one_row(tmp_path):
         assert sorted(r["run"] for r in csv.DictReader(f)) == ["full-seed1", "full-seed2", "lora-seed1", "lora-seed2"]
     md = (report / "table.md").read_text(encoding="utf-8")
     assert f"| full | 2 | full |" in md and full.text(3) in md
-    lora = estimate([{"qa": items[("lora", 1)]}, {"qa": items[("lora", 2)]}])
+    # the comparison is the paired difference: seed k of full against seed k of lora, on the same items
+    paired = paired_difference([(s, {"qa": items[("full", s)]}) for s in (1, 2)],
+                               [(s, {"qa": items[("lora", s)]}) for s in (1, 2)])
     [line] = [ln for ln in md.splitlines() if ln.startswith("- `full` vs `lora`")]
-    assert line.endswith("within noise (the intervals overlap)") is overlap(full, lora)
+    assert f"difference {float(paired):+.3f} ({paired.interval_text()}, paired over 4 items, 2 seeds paired" in line
+    assert line.endswith("within noise (the paired interval contains 0)") is paired.within_noise

@@ -8,23 +8,30 @@ On failure: exit 1 with one line on stderr naming the file or key at fault.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.analysis", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from lorafull.runs import command_parser, not_a_run_folder
+
+    run = "studies/demo/runs/lora-num_samples600-seed1-ff88b81b"
+    parser = command_parser("python -m lorafull.analysis", __doc__, f"python -m lorafull.analysis spectrum {run}",
+                            f"python -m lorafull.analysis tasks {run}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{spectrum,tasks,instability}")
     p_spec = sub.add_parser("spectrum", help="singular values / rank90 of the weight change")
-    p_spec.add_argument("run_dir")
-    p_spec.add_argument("--device", default=None)
+    p_spec.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder")
+    p_spec.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p_tasks = sub.add_parser("tasks", help="every analysis the study's analysis section asks for")
-    p_tasks.add_argument("run_dir")
+    p_tasks.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder")
     p_inst = sub.add_parser("instability", help="loss spikes, NaNs, divergence, grad-norm explosions")
-    p_inst.add_argument("run_dir")
+    p_inst.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with a metrics.jsonl")
     p_inst.add_argument("--recompute", action="store_true", help="ignore events recorded during training")
     args = parser.parse_args(argv)
+    refusal = not_a_run_folder(args.run_dir)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     try:
         if args.command == "spectrum":
             from lorafull.analysis.spectrum import analyse_run

@@ -73,17 +73,6 @@ def with_intervals(result: dict) -> dict:
     return result
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated when learning is maximised and forgetting minimised,
-    sorted by forgetting (the order to draw the frontier in)."""
-    front = []
-    for i, (li, fi) in enumerate(points):
-        dominated = any((lj >= li and fj <= fi) and (lj > li or fj < fi) for j, (lj, fj) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][1], points[i][0]))
-
-
 # ---------------------------------------------------------------------------------------------
 # Base-model cache
 # ---------------------------------------------------------------------------------------------
@@ -227,53 +216,3 @@ def _evaluate_checkpoints(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfi
         scores = {k: v["score"] for k, v in ck.items()}
         out.append({"step": step, "tasks": ck, **learning_forgetting(scores, base_scores, target, source)})
     return out
-
-
-def _error_bars(ax, points: list[dict], color: str) -> None:
-    """The 95 % intervals of learning (vertical) and forgetting (horizontal), where a point has them."""
-    for p in points:
-        li, fi = p.get("learning_interval"), p.get("forgetting_interval")
-        if li and fi and None not in li + fi:
-            ax.errorbar(p["forgetting"], p["learning"], xerr=[[p["forgetting"] - fi[0]], [fi[1] - p["forgetting"]]],
-                        yerr=[[p["learning"] - li[0]], [li[1] - p["learning"]]], fmt="none", ecolor=color,
-                        elinewidth=0.8, capsize=2)
-
-
-def plot_learning_forgetting(points: list[dict], out_png: Path) -> Optional[Path]:
-    """One point per run (or checkpoint): x = forgetting, y = learning, with 95 % interval bars; full FT
-    as circles, LoRA as triangles; the Pareto frontier (most learning for the least forgetting) as a dashed line."""
-    pts = [p for p in points if p.get("learning") is not None and p.get("forgetting") is not None]
-    if not pts:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    from lorafull.figures import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.5))
-    marks = {"full": ("o", "tab:blue"), "lora": ("^", "tab:orange")}
-    for method in sorted({p["method"] for p in pts}):
-        mine = [p for p in pts if p["method"] == method]
-        marker, color = marks.get(method, ("s", "tab:green"))
-        finals = [p for p in mine if p.get("step") is None]
-        ckpts = [p for p in mine if p.get("step") is not None]
-        if finals:
-            ax.scatter([p["forgetting"] for p in finals], [p["learning"] for p in finals], marker=marker, s=48,
-                       color=color, label=f"{method} (final)")
-        if ckpts:
-            ax.scatter([p["forgetting"] for p in ckpts], [p["learning"] for p in ckpts], marker=marker, s=18,
-                       facecolors="none", edgecolors=color, label=f"{method} (checkpoints)")
-        _error_bars(ax, finals, color)
-        for p in finals:
-            ax.annotate(p["label"], (p["forgetting"], p["learning"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
-    front = pareto_front([(p["learning"], p["forgetting"]) for p in pts])
-    ax.plot([pts[i]["forgetting"] for i in front], [pts[i]["learning"] for i in front], "k--", lw=1,
-            drawstyle="steps-post", label="Pareto frontier")
-    ax.axvline(0, color="grey", lw=0.5)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("forgetting (source-task drop from base)")
-    ax.set_ylabel("learning (target-task gain over base)")
-    ax.legend(fontsize=7)
-    return save_figure(fig, out_png, dpi=110)

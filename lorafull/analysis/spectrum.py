@@ -150,41 +150,50 @@ def analyse_run(run_dir: str | os.PathLike, device: Optional[str] = None, progre
 
 
 def plot_spectrum(results: list[dict], out_png: Path) -> Path:
-    """rank90 by layer, one panel per module type; one line per run (full FT solid circles, LoRA
-    dashed triangles) and the random baseline dotted grey."""
+    """rank90 by layer, one panel per module type; one colour per run (the seeds of one setting share it
+    and one legend entry), full FT solid circles, adapters dashed triangles; the random baseline dotted
+    grey; the legend right of the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from lorafull.figures import colors_for, plt, short_label
 
     types = sorted({m["type"] for r in results for m in r["modules"]})
     if not types:
         return out_png
     cols = min(4, len(types))
     rows = (len(types) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharex=True)
+    names = [short_label(r["run"]) for r in results]
+    colors = colors_for(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols + 2.2, 2.6 * rows + 0.3), squeeze=False, sharex=True)
+    legend: dict = {}
     for ax, t in zip(axes.flat, types):
         baseline_drawn = False
-        for r in results:
+        for r, name in zip(results, names):
             ms = sorted((m for m in r["modules"] if m["type"] == t), key=lambda m: m["layer"] or 0)
             if not ms:
                 continue
             layers = [m["layer"] for m in ms]
             style = dict(marker="o", linestyle="-") if r["kind"] == "full" else dict(marker="^", linestyle="--")
-            ax.plot(layers, [m["rank90"] for m in ms], label=r["run"], markersize=3, **style)
+            line, = ax.plot(layers, [m["rank90"] for m in ms], color=colors[name], markersize=3, **style)
+            legend.setdefault(name, line)
             if not baseline_drawn:
-                ax.plot(layers, [m["baseline_rank90"] for m in ms], color="grey", linestyle=":", label="random")
+                legend.setdefault("random", ax.plot(layers, [m["baseline_rank90"] for m in ms], color="grey",
+                                                     linestyle=":")[0])
                 baseline_drawn = True
-        ax.set_title(t)
+        ax.set_title(t, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("layer")
-        ax.set_ylabel("rank explaining 90%")
+        ax.set_xlabel("layer", fontsize=8)
+        ax.set_ylabel("rank for 90 %", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(types):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    right = 1 - 2.0 / fig.get_figwidth()  # room for the legend, right of the panels
+    fig.legend(list(legend.values()), list(legend), loc="upper left", bbox_to_anchor=(right + 0.01, 0.98),
+               fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, right, 1))
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     plt.close(fig)

@@ -95,6 +95,23 @@ def score_generation(model, tokenizer, items: list[dict], scorer: str, template:
             "items": per_item}
 
 
+def reference_losses(model, tokenizer, items: list[dict], kind: str, template: str,
+                     batch_size: int = 8) -> list[Optional[float]]:
+    """Per item, its validation loss: the mean negative log-likelihood per token of the right answer (a
+    generation item's std_answer after its question laid out as in training, a choice item's right option
+    after its context), tokenized and scored as the choice tasks are (lorafull.analysis.choice)."""
+    from lorafull.analysis.choice import encode_pair, pairs_of
+    from lorafull.data.template import format_prompt
+
+    if kind == "choice":
+        pairs = [pairs_of(it)[it["answer"]] for it in items]
+    else:
+        pairs = [(format_prompt(it["question"], tokenizer, template), it["std_answer"]) for it in items]
+    loglik = option_loglikelihoods(model, tokenizer, pairs, batch_size)
+    counts = [len(encode_pair(tokenizer, c, o)[1]) for c, o in pairs]
+    return [-ll / n if n else None for ll, n in zip(loglik, counts)]
+
+
 def _item_scores(per_item: list[dict], spec: TaskSpec) -> list[Optional[float]]:
     if spec.kind == "choice":
         key = "pred_norm" if spec.metric == "acc_norm" else "pred"
@@ -105,7 +122,8 @@ def _item_scores(per_item: list[dict], spec: TaskSpec) -> list[Optional[float]]:
 def evaluate_tasks(model, tokenizer, specs: list[TaskSpec], template: str, default_max_new_tokens: int,
                    items_dir: Optional[str | os.PathLike] = None, batch_size: int = 8,
                    progress: bool = True) -> dict[str, dict]:
-    """{task name: {"kind", "metric", "score", "n", "item_scores", "interval": [low, high], ...}}; per-item details go to items_dir/<task>.jsonl."""
+    """{task name: {"kind", "metric", "score", "n", "item_scores", "item_losses", "interval": [low, high], ...}};
+    per-item details go to items_dir/<task>.jsonl. item_losses: reference_losses (a sweep may select on them)."""
     results = {}
     harness = [s for s in specs if s.kind == "lm_eval"]
     if harness:  # the harness's own tasks, on this model as it is in memory
@@ -124,6 +142,7 @@ def evaluate_tasks(model, tokenizer, specs: list[TaskSpec], template: str, defau
         per_item = r.pop("items")
         # per-item scores in file order: what the intervals (and learning's paired differences) resample
         r["item_scores"] = _item_scores(per_item, spec)
+        r["item_losses"] = reference_losses(model, tokenizer, items, spec.kind, template, batch_size)
         est = estimate([{spec.name: r["item_scores"]}])
         r["interval"] = None if est is None else [est.low, est.high]
         if items_dir is not None:

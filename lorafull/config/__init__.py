@@ -25,6 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'PlanConfig': 'schema',
     'TaskSpec': 'schema',
     'AnalysisConfig': 'schema',
+    'SelectConfig': 'selection',
     'Study': 'schema',
     'StudySettings': 'schema',
     'ConfigError': 'typed',

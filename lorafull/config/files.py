@@ -32,6 +32,7 @@ import yaml
 
 from lorafull.config.schema import (AnalysisConfig, JudgeConfig, PlanConfig, RunConfig, SlurmConfig, Study,
                                     StudySection, StudySettings)
+from lorafull.config.selection import SelectConfig
 from lorafull.config.serve import serve_problems
 from lorafull.config.signatures import study_signatures
 from lorafull.config.study import check_run, load_study
@@ -106,14 +107,16 @@ def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------
 # Study-level settings beside the runs (STUDY_DIR/study.yaml), for stages that run on one folder
 # ---------------------------------------------------------------------------------------------
-_STUDY_SETTINGS = {"study": StudySection, "slurm": SlurmConfig, "plan": PlanConfig, "analysis": AnalysisConfig}
+_STUDY_SETTINGS = {"study": StudySection, "slurm": SlurmConfig, "plan": PlanConfig, "analysis": AnalysisConfig,
+                   "select": SelectConfig}
 
 
 def save_study_settings(study: Study) -> Path:
     """Write the resolved study-level sections to STUDY_DIR/study.yaml (launch.grid does this)."""
     out = study.output_dir / "study.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS}}
+    body = {"source": str(Path(study.path).resolve()), **{k: to_dict(getattr(study, k)) for k in _STUDY_SETTINGS},
+            "runs": [r.name for r in study.runs]}  # the study's order: the report's rows follow it
     tmp = out.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     os.replace(tmp, out)
@@ -137,12 +140,15 @@ def study_dir_of_run(run_dir: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(__doc__.strip().splitlines()[0])
-        return 2
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m lorafull.config", __doc__, "python -m lorafull.config configs/demo.yaml",
+                            "python -m lorafull.config configs/demo.yaml train.lr=2e-4")
+    parser.add_argument("config", metavar="CONFIG", help="a study file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
-        study = load_study(argv[0], argv[1:], prepare=True)
+        study = load_study(args.config, args.overrides, prepare=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

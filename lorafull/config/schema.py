@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union, get_args
 
+from lorafull.config.selection import SelectConfig
 from lorafull.config.serve import ServeConfig, serve_problems
 from lorafull.config.typed import ConfigError, named, ranged
 
@@ -279,6 +280,8 @@ class HardwareConfig:
     pcie_gbs: Optional[float] = None  # host <-> device per device, GB/s one way (offload traffic)
     host_mem_bw_gbs: Optional[float] = None  # per node: CPU memory bandwidth (CPU Adam under offload)
     devices_per_node: Optional[int] = None  # devices sharing the node's network and CPU memory
+    startup_s: Optional[float] = None  # a training job's fixed set-up before its first step, seconds
+    load_gbs: Optional[float] = None  # read bandwidth of the storage holding the base model's weights, GB/s
 
 
 @dataclass
@@ -356,6 +359,7 @@ class Study:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     @property
     def output_dir(self) -> Path:
@@ -378,3 +382,4 @@ class StudySettings:
     slurm: SlurmConfig
     plan: PlanConfig
     analysis: AnalysisConfig
+    select: SelectConfig = field(default_factory=SelectConfig)

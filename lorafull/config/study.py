@@ -16,6 +16,8 @@ from typing import Any, Optional
 import yaml
 
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
+from lorafull.config.overrides import check_overrides
+from lorafull.config.selection import SelectConfig
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
 
@@ -99,7 +101,7 @@ def _name_keys(grid: dict) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # Loading a study
 # ---------------------------------------------------------------------------------------------
-_TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis")
+_TOP_KEYS = ("study", "base", "grid", "runs", "slurm", "plan", "analysis", "select")
 
 
 def _resolve_paths(run: RunConfig, study_dir: Path) -> None:
@@ -233,7 +235,7 @@ def _study_sections(raw: dict, where: _Where) -> dict:
         if k not in _TOP_KEYS:
             close = difflib.get_close_matches(str(k), _TOP_KEYS, n=1)
             raise ConfigError(f"{where.at(k)}: unknown section" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    for k in ("study", "base", "slurm", "plan", "analysis"):
+    for k in ("study", "base", "slurm", "plan", "analysis", "select"):
         if raw.get(k) is not None and not isinstance(raw[k], dict):
             raise ConfigError(f"{where.at(k)}: expected a mapping, got {raw[k]!r}")
     section = _build(StudySection, raw.get("study") or {}, where, "study")
@@ -246,7 +248,14 @@ def _study_sections(raw: dict, where: _Where) -> dict:
             task.path = str(Path(task.path.replace("{study_dir}", section.output_dir)).expanduser().resolve())
     return {"study": section, "slurm": _build(SlurmConfig, raw.get("slurm") or {}, where, "slurm"),
             "plan": _build(PlanConfig, raw.get("plan") or {}, where, "plan"), "analysis": analysis,
-            "base": _build(RunConfig, raw.get("base") or {}, where, "base")}
+            "base": _build(RunConfig, raw.get("base") or {}, where, "base"), "select": _select(raw, where)}
+
+
+def _select(raw: dict, where: _Where) -> SelectConfig:
+    select = _build(SelectConfig, raw.get("select") or {}, where, "select")
+    for key, why in select.problems(RunConfig):
+        raise ConfigError(f"{where.at(key)}: {why}")
+    return select
 
 
 def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, dict[str, str]]:
@@ -280,6 +289,7 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     runs: list[RunConfig] = []
     grid_names = set()
     points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
+    check_overrides(where.cli, points)
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
@@ -334,7 +344,14 @@ def prepare_study(study: Study) -> None:
         fn = getattr(importlib.import_module(module), func or "prepare")
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"{study.path}: study.prepare: cannot load {study.study.prepare!r}: {e}") from None
-    fn(study)
+    try:
+        fn(study)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a missing package or file of the hook: one line, no traceback
+        from lorafull.runs import error_line
+
+        raise ConfigError(f"{study.path}: study.prepare ({study.study.prepare}): {error_line(e)}") from None
 
 
 def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:

@@ -182,15 +182,19 @@ def collate(batch: list[dict], pad_id: Optional[int], pad_to_multiple_of: Option
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    import argparse
-
     from lorafull.config import load_run_config
+    from lorafull.runs import command_parser, not_a_run_folder
     from lorafull.models.load import load_tokenizer, resolve_run_reference
 
-    parser = argparse.ArgumentParser(prog="python -m lorafull.data", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--show", type=int, default=0, help="print the first N items, masked tokens in [brackets]")
+    parser = command_parser("python -m lorafull.data", __doc__, "python -m lorafull.data studies/demo/runs/pretrain --show 2")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: its data section is tokenized (or the cache mapped)")
+    parser.add_argument("--show", type=int, default=0, metavar="N",
+                        help="print the first N items, masked tokens in [brackets]")
     args = parser.parse_args(argv)
+    refusal = not_a_run_folder(args.run_dir)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     try:
         run = load_run_config(args.run_dir)
         tokenizer = load_tokenizer(resolve_run_reference(run.model.tokenizer or run.model.name_or_path, Path(args.run_dir)))

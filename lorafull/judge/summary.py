@@ -45,13 +45,26 @@ def _one_per_id(rows: Iterable[dict]) -> list[dict]:
     return list(by_id.values()) + loose
 
 
-def column_strata(by_class: dict[str, list[float]]) -> dict[str, list[float]]:
-    """The paper's columns as item lists: every class but math and code, and those two pooled as "others"."""
+def column_strata(by_class: dict) -> dict:
+    """The paper's columns as item lists: every class but math and code, and those two pooled as "others".
+    Classes given as {item id: score} mappings (keyed_by_class) pool into one mapping (ids are unique)."""
     columns = {c: v for c, v in by_class.items() if c not in OTHERS}
-    pooled = [v for c in OTHERS for v in by_class.get(c, [])]
-    if pooled:
-        columns["others"] = pooled
+    present = [by_class[c] for c in OTHERS if by_class.get(c)]
+    if present:
+        columns["others"] = ({k: v for d in present for k, v in d.items()} if isinstance(present[0], dict)
+                             else [v for lst in present for v in lst])
     return columns
+
+
+def keyed_by_class(rows: Iterable[dict]) -> dict[str, dict]:
+    """{class: {item id: score or None}} over every item (unscored ones as None, so the item set is the
+    eval set's): what pairs one run's items with another's (lorafull.stats) and what the selection's
+    held-out split is drawn from. Rows without an id are keyed by their position."""
+    out: dict[str, dict] = defaultdict(dict)
+    for n, row in enumerate(_one_per_id(rows)):
+        key = str(row["id"]) if "id" in row else f"#{n}"
+        out[normalize_class(row.get("class", ""))][key] = None if row.get("score") is None else float(row["score"])
+    return dict(out)
 
 
 def _interval(strata: dict[str, list[float]]) -> Optional[list]:

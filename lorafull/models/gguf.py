@@ -20,6 +20,17 @@ from typing import Optional
 # what a gguf: reference names is settled in config (run signatures and judge identities use it too)
 from lorafull.config.content import KNOWN, PREFIX, gguf_file, is_gguf_reference, known_gguf_file  # noqa: F401
 
+def require_gguf(reference: str) -> Path:
+    """The .gguf file of a reference, checked together with what converting it needs (the gguf package):
+    a missing piece is one line, raised before a caller writes anything."""
+    import importlib.util
+
+    path = gguf_file(reference)
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"{reference}: reading a GGUF file needs the gguf package (pip install gguf)")
+    return path
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LORAFULL_MODEL_CACHE") or Path.home() / ".cache" / "lorafull" / "models")
 

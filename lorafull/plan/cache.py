@@ -15,9 +15,9 @@ from typing import Optional
 from lorafull.config import RunConfig, Study, to_dict
 from lorafull.runs import write_json_atomic
 
-PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s")
+PLANNED_KEYS = ("hours_per_epoch", "wall_hours", "mem_per_gpu_gb", "basis", "step_s", "startup_s")
 ESTIMATE_KEYS = ("trainable_params", "total_params", "added_params", "mem_per_gpu_gb", "fits", "gpu_hours", "tokens",
-                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "basis", "shape_key", "tokens_source",
+                 "hours_per_epoch", "wall_hours", "step_s", "step_parts_s", "startup_s", "startup_parts_s", "basis", "shape_key", "tokens_source",
                  "reference_hours_per_epoch", "notes")
 
 

@@ -13,7 +13,9 @@ For every run (launch.grid --dry-run prints the same table):
 - the time of an optimizer step as compute + optimizer + communication + offload on plan.hardware
   (lorafull.plan.steptime), or from a measured probe of the run's shape (lorafull.plan.calibration:
   the row's basis is then "measured", else "modelled");
-- hours per epoch = steps per epoch x step time (wall clock), GPU-hours = wall hours x ranks.
+- the start-up of the run, once: set-up, model load, tokenization and the first step (lorafull.plan.startup;
+  measured by a calibration probe where one ran);
+- hours per epoch = (steps x step time + start-up) / epochs (wall clock), GPU-hours = wall hours x ranks.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from lorafull.plan.calibration import load_calibration, measured_step, shape_key
 from lorafull.plan.hardware import resolve_hardware
 from lorafull.plan.memory import memory_gb, world_size
 from lorafull.plan.params import arch_dict, count_params, grow_vocab, resolve_arch
+from lorafull.plan.startup import measured_startup, modelled_startup
 from lorafull.plan.steptime import grad_accumulation, step_time
 from lorafull.plan.judge import judge_lines, judge_servers
 from lorafull.plan.table import format_plan
@@ -40,7 +43,8 @@ def _blank_row(run: RunConfig, study: Study) -> dict:
             "added_params": None, "mem_per_gpu_gb": None, "mem_parts_gb": None, "fits": None,
             "gpu_mem_gb": study.slurm.gpu_mem_gb, "tokens": None, "gpu_hours": None, "hours_per_epoch": None,
             "wall_hours": None,
-            "flops_per_token": None, "step_s": None, "step_parts_s": None, "basis": None, "shape": None,
+            "flops_per_token": None, "step_s": None, "step_parts_s": None, "startup_s": None, "startup_parts_s": None,
+            "basis": None, "shape": None,
             "shape_key": None, "reference_hours_per_epoch": study.plan.reference_hours_per_epoch.get(run.name),
             "notes": []}
 
@@ -73,9 +77,13 @@ def _timing(row: dict, run: RunConfig, study: Study, arch: dict, counts: dict, m
     if run.train.max_steps is not None:
         steps = min(steps, run.train.max_steps)
     row["steps"] = steps
-    # a measured shape knows its set-up time (model load, engine): part of a run's wall time too
-    startup = (measured or {}).get("startup_s") or 0.0
-    wall = steps * parts["total"] + startup
+    # once per run, beside its steps: set-up, model load, tokenization, the first step (lorafull.plan.startup)
+    if measured is not None:
+        start = measured_startup(measured, parts["total"])
+    else:
+        start = modelled_startup(run, counts, row["samples"], row["tokens_per_sample"], parts["total"], hw)
+    row["startup_s"], row["startup_parts_s"] = start["total"], start
+    wall = steps * parts["total"] + start["total"]
     row["wall_hours"] = wall / 3600
     row["hours_per_epoch"] = wall / 3600 / row["epochs"] if row["epochs"] else None
     row["gpu_hours"] = wall / 3600 * row["world_size"]
@@ -146,13 +154,16 @@ def estimate_study(study: Study) -> tuple[list[dict], dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip().splitlines()[3])
-        return 2
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m lorafull.plan", __doc__, "python -m lorafull.plan configs/demo.yaml",
+                            "python -m lorafull.plan configs/belle_comparative.yaml slurm.nodes=2")
+    parser.add_argument("config", metavar="CONFIG", help="a study file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="settings put over the file's")
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        study = load_study(argv[0], argv[1:], prepare=True)
+        study = load_study(args.config, args.overrides, prepare=True)
         rows, totals = estimate_study(study)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,6 +12,8 @@ and every bandwidth is one direction, in GB/s (1e9 bytes/s):
     pcie_gbs         host <-> device bandwidth (PCIe), one direction: ZeRO offload's traffic
     host_mem_bw_gbs  per node: CPU memory bandwidth, shared by the node's ranks: CPU Adam's traffic
     devices_per_node the node the inter-node and host figures describe
+    startup_s        a training job's fixed set-up before its first step (seconds; lorafull.plan.startup)
+    load_gbs         the read bandwidth of the storage the base model's weights come from
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class Hardware:
     pcie_gbs: float
     host_mem_bw_gbs: float
     devices_per_node: int = 8
+    # start-up (lorafull.plan.startup): fixed set-up seconds of a training job, storage read GB/s
+    startup_s: float = 30.0
+    load_gbs: float = 2.0
 
     def peak(self, dtype: str) -> float:
         return self.peak_tflops[dtype]
@@ -52,6 +57,13 @@ class Hardware:
 #   FMA pipes, 64 FP32 FLOP per cycle; at a 2.6 GHz clock 0.166 TFLOP/s; no bf16/fp16 matmul units
 #   torch uses for training, so the 16-bit figures are the FP32 one); one DDR5-6000 channel 48 GB/s as
 #   its memory bandwidth; no devices to talk to over PCIe or a network.
+# Start-up (not on a data sheet). GPUs: startup_s 30 s and load_gbs 2 GB/s are assumptions, not
+# measurements (NCCL and DeepSpeed initialisation; weights read from a parallel file system); a
+# calibration (launch.grid --calibrate) measures the real figure of a study's own cluster. CPU: the
+# set-up of the demo's training (Trainer.setup: model, cached data, DeepSpeed ZeRO-2 engine on one
+# core) took 12.0 s (full) and 12.3 s (LoRA) of CPU time here, as the wall time of an idle core; see
+# lorafull/plan/startup.py.
+CPU_STARTUP_S = 12.0
 _A100_PCIE_HOST = dict(pcie_gbs=32.0, host_mem_bw_gbs=410.0, inter_node_gbs=200.0)
 _H_HOST = dict(pcie_gbs=64.0, host_mem_bw_gbs=614.0, inter_node_gbs=400.0)
 PRESETS = {
@@ -61,9 +73,9 @@ PRESETS = {
     "H100-SXM": Hardware("H100-SXM", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}, 3350.0, 450.0, **_H_HOST),
     "H200": Hardware("H200", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}, 4800.0, 450.0, **_H_HOST),
     "CPU": Hardware("CPU", {"bf16": 0.166, "fp16": 0.166, "fp32": 0.166}, 48.0, 48.0, 12.5, 48.0, 48.0,
-                    devices_per_node=1),
+                    devices_per_node=1, startup_s=CPU_STARTUP_S, load_gbs=1.0),
 }
-FIGURES = ("mem_bw_gbs", "intra_node_gbs", "inter_node_gbs", "pcie_gbs", "host_mem_bw_gbs")
+FIGURES = ("mem_bw_gbs", "intra_node_gbs", "inter_node_gbs", "pcie_gbs", "host_mem_bw_gbs", "startup_s", "load_gbs")
 
 
 def resolve_hardware(settings, where: str = "plan.hardware", gpu_tflops: Optional[float] = None) -> Hardware:

@@ -10,7 +10,7 @@ The model (a roofline, as the training's step time; every assumption is named in
   plus eval.max_new_tokens for the answer; reply tokens = eval.judge.max_tokens (both upper-ish bounds);
 - parameters P from the judge's config.json (its folder, or serve.arch): a Llama-style decoder
   (attention with grouped KV heads, a gated MLP, embeddings, untied or tied output);
-- loading: 2 bytes per parameter from storage at LOAD_GBS, plus ENGINE_START_S;
+- loading: 2 bytes per parameter from storage at plan.hardware.load_gbs, plus ENGINE_START_S;
 - prefill: 2 P FLOPs per prompt token on serve.gpus devices at plan.hardware's peak x plan.mfu;
 - decoding: each step reads the weights once from device memory (plan.hardware's bandwidth x gpus) and
   advances eval.judge.concurrency requests together (one evaluation judging at a time).
@@ -24,7 +24,6 @@ from typing import Optional
 
 from lorafull.config import ServeConfig, Study, server_key
 
-LOAD_GBS = 2.0  # assumed: reading the weights from a cluster's shared file system
 ENGINE_START_S = 60.0  # assumed: engine start-up beside the weights (CUDA graphs, workers)
 CHARS_PER_TOKEN = 4.0
 BYTES_PER_PARAM = 2  # bf16 / fp16 weights, as vLLM serves them by default
@@ -109,7 +108,7 @@ def _server_row(serve: ServeConfig, runs: list, study: Study) -> dict:
     hw = resolve_hardware(study.plan.hardware, gpu_tflops=study.plan.gpu_tflops)
     devices = max(1, serve.gpus)
     weights = params * BYTES_PER_PARAM
-    load_s = weights / (LOAD_GBS * 1e9) + ENGINE_START_S
+    load_s = weights / (hw.load_gbs * 1e9) + ENGINE_START_S
     prefill_s = 2 * params * prompt_tokens / (devices * hw.peak("bf16") * 1e12 * study.plan.mfu)
     steps = requests * judge.max_tokens / max(1, judge.concurrency)
     decode_s = steps * weights / (devices * hw.mem_bw_gbs * 1e9)

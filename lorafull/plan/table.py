@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-FORMULA = ("h/epoch = steps/epoch x step time; step = compute (tokens x FLOPs/token / (ranks x peak x mfu)) + "
+from lorafull.plan.startup import describe as describe_startup
+
+FORMULA = ("h/epoch = (steps x step time + start-up) / epochs; step = compute (tokens x FLOPs/token / (ranks x peak x mfu)) + "
            "optimizer (Adam bytes / memory bandwidth) + communication (ZeRO collectives / link bandwidth) + "
            "offload (PCIe); 'measured' rows use STUDY_DIR/launch/calibration.json")
 PARTS = ("compute", "optimizer", "communication", "offload", "hidden")
@@ -85,7 +87,8 @@ def breakdown(row: dict) -> str:
     if not parts:
         return ""
     shares = " + ".join(f"{p} {parts[p]:.3g}" for p in PARTS if parts.get(p)).replace("+ hidden -", "- hidden ")
-    return f"step {parts['total']:.3g} s = {shares or '0'} ({row['basis']})"
+    start = describe_startup(row.get("startup_parts_s"), row["basis"])
+    return f"step {parts['total']:.3g} s = {shares or '0'} ({row['basis']})" + (f"; {start}" if start else "")
 
 
 def plan_lines(names: list[str], rows: dict[str, dict], columns: list[str],

@@ -2,31 +2,35 @@
 
     python -m lorafull.report STUDY_DIR
 
-One row per run (per group of seeds when study.seeds lists several: runs.md has each seed's row): settings (method, model, data size), the average score (macro: mean over the
-paper's categories -- math and code pooled into "others" -- of the mean over scored items), every
-category, and the cost columns the paper puts beside the score: added parameters, training hours per
-epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s, peak memory, judge cost, and
-the number of unscored items; beside them the planned hours per epoch and peak memory (from
-STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned). lorafull.analysis.extend_report
-may add columns and figures. Runs not
-trained, generated or judged yet appear with empty cells: the report can be built at any time.
-Every score is shown as mean ± half-width of its 95 % bootstrap interval (lorafull.stats; table.csv
-has the bounds as <column>_low / _high), and table.md ends with the comparisons between rows that
-differ in a few settings, each marked "within noise" when the two intervals overlap.
+One row per run (per group of seeds when study.seeds lists several: runs.md has each seed's row), in
+the study's order (the untuned base first, then the grid's order). table.md is for people: the columns
+that answer the study's question (lorafull.report.columns: method, size, score, learning, forgetting,
+cost), what they mean, and the comparisons between rows. table.csv has every column: settings, the
+average score (macro: mean over the paper's categories -- math and code pooled into "others" -- of the
+mean over scored items), every category, and the cost columns the paper puts beside the score: added
+parameters, training hours per epoch, GPU-hours (CPU-hours on a CPU: wall time x processes), tokens/s,
+peak memory, judge cost, and the number of unscored items; beside them the planned hours per epoch and
+peak memory (from STUDY_DIR/launch/plan.json) and measured / planned (lorafull.report.planned).
+lorafull.analysis.extend_report may add columns and figures. Runs not trained, generated or judged yet
+appear with empty cells: the report can be built at any time. Every score is shown as mean ±
+half-width of its 95 % bootstrap interval (lorafull.stats; table.csv has the bounds as <column>_low /
+_high), and table.md ends with the sweep's selection and the paired comparisons (lorafull.report.findings:
+also comparisons.json, tradeoff.json, tradeoff.png).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
 
 from lorafull.report.html import write_html
 from lorafull.report.plots import plot_categories, plot_losses, plot_score_vs_cost, plot_scores
-from lorafull.report.groups import comparisons, group_rows
+from lorafull.report.columns import DEFINITIONS, INTERVALS, key_columns
+from lorafull.report.findings import findings_markdown, study_findings
+from lorafull.report.groups import group_rows
 from lorafull.report.rows import cell_text, collect_rows, fingerprint_note, loss_curve
-from lorafull.stats import PROCEDURE, Estimate
-from lorafull.runs import error_line
+from lorafull.stats import Estimate
+from lorafull.runs import command_parser, error_line
 
 def columns_of(rows: list[dict]) -> list[str]:
     """Union of the rows' keys in first-seen order (every key becomes a column, but the hidden "_" ones)."""
@@ -76,13 +80,15 @@ def write_csv(rows: list[dict], cols: list[str], path: Path) -> Path:
     return path
 
 
-def _notes(rows: list[dict]) -> list[str]:
-    """What the ± means, and the comparisons between rows that differ in a few settings."""
-    lines = ["", f"Scores are mean ± half-width of the 95 % interval ({PROCEDURE})."]
-    found = comparisons(rows)
-    if found:
-        lines += ["", "## Comparisons", ""] + found
-    return lines
+def _notes(rows: list[dict], cols: list[str], findings: dict) -> list[str]:
+    """What the columns and the ± mean, which eval the scores come from, then the sweep, the comparisons
+    and the trade-off's statements."""
+    lines = ["", "Columns: " + "; ".join(f"`{c}` {DEFINITIONS[c]}" for c in cols if c in DEFINITIONS) + ".",
+             "", INTERVALS, "", "Every other column (per class, cost, plan, instability) is in table.csv."]
+    prints = sorted({str(r["eval_fingerprint"]) for r in rows if r.get("eval_fingerprint")})
+    if len(prints) == 1 and prints[0] != "unknown":
+        lines += ["", f"Scored under eval fingerprint {prints[0]} (eval_fingerprint.json in each run folder)."]
+    return lines + findings_markdown(findings)
 
 
 def _extend(study_dir: Path, rows: list[dict], report_dir: Path) -> None:
@@ -101,32 +107,39 @@ def build_report(study_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{study_dir}: no runs/ folder (is this a STUDY_DIR? launch.grid creates it)")
     report_dir = study_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
+    for stale in report_dir.glob("*.png"):  # every figure is drawn anew: none left from an earlier study state
+        stale.unlink()
     per_run, categories = collect_rows(study_dir)
     _extend(study_dir, per_run, report_dir)
     rows = group_rows(per_run)
+    findings = study_findings(study_dir, rows, report_dir)  # marks the selected rows: before the columns
     if "seeds" in rows[0] if rows else False:  # each seed's own row, beside the pooled table
         singles = group_rows([{**r, "_group": None} for r in per_run])
-        write_markdown(singles, columns_of(singles), report_dir / "runs.md")
+        write_markdown(singles, key_columns(singles), report_dir / "runs.md")
         write_csv(singles, columns_of(singles), report_dir / "runs.csv")
-    cols = columns_of(rows)
+    cols, key = columns_of(rows), key_columns(rows)
     note = fingerprint_note(per_run)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    write_markdown(rows, cols, report_dir / "table.md", (["", note] if note else []) + _notes(rows))
+    write_markdown(rows, key, report_dir / "table.md", (["", note] if note else []) + _notes(rows, key, findings))
     write_csv(rows, cols, report_dir / "table.csv")
     plot_scores(rows, report_dir / "score_per_run.png")
     plot_score_vs_cost(rows, report_dir / "score_vs_cost.png")
-    plot_categories(rows, [c for c in categories if c not in ("math", "code")], report_dir / "category_scores.png")
+    plot_categories(rows, [c for c in categories if c not in ("math", "code") or "others" not in cols],
+                    report_dir / "category_scores.png")
     runs_dir = study_dir / "runs"
-    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run}, {r["run"]: r.get("method") for r in per_run},
-                report_dir / "loss_curves.png")
-    write_html(study_dir, rows, cols, report_dir)  # last: it inlines every figure written above
+    plot_losses({r["run"]: loss_curve(runs_dir / r["run"]) for r in per_run},
+                {r["run"]: r.get("_group") or r["run"] for r in per_run}, report_dir / "loss_curves.png",
+                methods={r["run"]: r.get("method") for r in per_run})
+    # last: the page inlines every figure written above
+    write_html(study_dir, rows, per_run, report_dir, findings, notes=[note] if note else [])
     return report_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.report", description=__doc__.splitlines()[0])
-    parser.add_argument("study_dir", type=Path)
+    parser = command_parser("python -m lorafull.report", __doc__, "python -m lorafull.report studies/demo")
+    parser.add_argument("study_dir", type=Path, metavar="STUDY_DIR",
+                        help="a study folder (study.output_dir: the one holding runs/); writes STUDY_DIR/report/")
     args = parser.parse_args(argv)
     try:
         out = build_report(args.study_dir)

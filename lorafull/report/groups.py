@@ -1,10 +1,13 @@
 """Rows with uncertainty: a study's seeds pooled into one row per group, every score turned into a mean
-with its 95 % bootstrap interval (lorafull.stats), and the comparisons the report states.
+with its 95 % bootstrap interval (lorafull.stats), and the comparisons the report states, each a paired
+difference: the two rows' runs on the same items (and seeds), its bootstrap interval and effect size;
+"within noise" when that interval contains 0.
 
 Each per-run row carries, under "_samples", the item scores behind its score columns ({column:
-{stratum: [item scores]}}) and, under "_setting", the settings that change what the run learns (seed
-left out). group_rows pools the runs of one group (study.seeds) and computes every interval there, so
-a row's interval covers the items and, when it has several seeds, the seeds too.
+{stratum: {item id: score}}}), under "_seed" its training seed and, under "_setting", the settings that
+change what the run learns (seed left out). group_rows pools the runs of one group (study.seeds) and
+computes every interval there, so a row's interval covers the items and, when it has several seeds,
+the seeds too; the pooled row keeps its runs' rows under "_members" for the paired comparisons.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from lorafull.models.method_table import METHODS, method_of
-from lorafull.stats import Estimate, estimate, order, overlap
+from lorafull.stats import Estimate, estimate, paired_difference
 
 MAX_DIFFERENCES = 3  # compare two rows when their settings differ in this many keys at most (method.* counts once)
 COMPARED = ("score", "learning", "forgetting")
@@ -34,7 +37,7 @@ def _pool_plain(values: list):
 def _pooled_row(name: str, members: list[dict]) -> dict:
     out: dict = {}
     for key in dict.fromkeys(k for r in members for k in r):
-        if key in ("run", "_samples", "_setting", "_group"):
+        if key == "run" or key.startswith("_"):  # hidden keys: kept apart, below
             continue
         out[key] = _pool_plain([r.get(key) for r in members])
     out["run"] = name
@@ -43,7 +46,7 @@ def _pooled_row(name: str, members: list[dict]) -> dict:
         est = estimate(per_seed) if per_seed else None
         if est is not None:
             out[column] = est
-    out["_setting"] = members[0].get("_setting")
+    out["_setting"], out["_duration"], out["_members"] = members[0].get("_setting"), members[0].get("_duration"), members
     return out
 
 
@@ -92,22 +95,45 @@ def _describe(diff: list[str], a: dict, b: dict) -> str:
     return "; ".join(parts + [f"{k}: {a.get(k)} / {b.get(k)}" for k in diff if not k.startswith("method.")])
 
 
-def comparisons(rows: list[dict]) -> list[str]:
-    """Markdown lines, one per pair of rows whose settings differ in 1..MAX_DIFFERENCES settings and per
-    compared column both have: `a` vs `b` (what differs): column a_est > b_est, with `(within noise)`
-    when the two 95 % intervals overlap."""
-    lines = []
+def seeded(row: dict, column: str) -> list:
+    """(training seed, item strata) of each run the row pools, for a column: one side of a paired comparison."""
+    members = row.get("_members") or [row]
+    return [(m.get("_seed"), m["_samples"][column]) for m in members if (m.get("_samples") or {}).get(column)]
+
+
+def _paired_text(a: dict, b: dict, what: str, column: str, diff) -> str:
+    effect = f"; d_z {diff.effect_size:.2f}" if diff.effect_size is not None else ""
+    seeds = f", {diff.seeds} seeds{' paired' if diff.paired_seeds else ''}" if diff.seeds > 1 else ""
+    noise = " -- within noise (the paired interval contains 0)" if diff.within_noise else ""
+    return (f"`{a['run']}` vs `{b['run']}` ({what}): {column} {a[column].text(3)} vs {b[column].text(3)}, "
+            f"difference {float(diff):+.3f} ({diff.interval_text()}, paired over {diff.items} items{seeds}{effect})"
+            f"{noise}")
+
+
+def compare(a: dict, b: dict, column: str, what: str = "") -> Optional[dict]:
+    """The paired comparison of two rows on one column, as a structured item with a one-line `text`;
+    None when either lacks item scores there, or when both are exactly 0 (nothing to compare)."""
+    x, y = a.get(column), b.get(column)
+    if not isinstance(x, Estimate) or not isinstance(y, Estimate) or float(x) == float(y) == 0.0:
+        return None
+    diff = paired_difference(seeded(a, column), seeded(b, column))
+    if diff is None:
+        return None
+    return {"kind": "comparison", "a": a["run"], "b": b["run"], "differs": what, "column": column,
+            "a_value": x.as_dict(), "b_value": y.as_dict(), "difference": diff.as_dict(),
+            "finding": not diff.within_noise, "text": _paired_text(a, b, what, column, diff)}
+
+
+def comparisons(rows: list[dict], swept: list[str] = ()) -> list[dict]:
+    """One item per pair of rows whose settings differ in 1..MAX_DIFFERENCES settings (the method's keys
+    count once; swept keys, chosen by the selection, not at all) and per compared column both have."""
+    found = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
             diff = _differences(a.get("_setting"), b.get("_setting"))
-            # the method's keys (kind, rank, alpha) are one choice: full FT vs LoRA r=64 is one difference
-            if not diff or len({"method" if k.startswith("method.") else k for k in diff}) > MAX_DIFFERENCES:
+            counted = {"method" if k.startswith("method.") else k for k in diff or [] if k not in swept}
+            if not diff or len(counted) > MAX_DIFFERENCES:
                 continue
             what = _describe(diff, a["_setting"], b["_setting"])
-            for column in COMPARED:
-                x, y = a.get(column), b.get(column)
-                if isinstance(x, Estimate) and isinstance(y, Estimate):
-                    noise = " -- within noise (the intervals overlap)" if overlap(x, y) else ""
-                    lines.append(f"- `{a['run']}` vs `{b['run']}` ({what}): {column} {x.text(3)} "
-                                 f"{order(x, y)} {y.text(3)}{noise}")
-    return lines
+            found += [c for c in (compare(a, b, column, what) for column in COMPARED) if c is not None]
+    return found

@@ -6,6 +6,7 @@ The plan is STUDY_DIR/launch/plan.json, written by launch.grid whenever it plans
 estimate of every run: hours per epoch, peak memory per GPU, and whether the step time was measured
 by a calibration probe or modelled from the hardware). Columns, empty where either side is missing:
     planned_h_per_epoch   hours_per_epoch (measured, from metrics.jsonl) / planned = h_per_epoch_ratio
+                          (only from a plan with a start-up term: lorafull.plan.startup)
     planned_mem_gb        peak_mem_gb (measured) / planned                         = mem_ratio
     plan_basis            measured | modelled
 """
@@ -40,6 +41,10 @@ def planned_columns(row: dict, plan: dict) -> dict:
     peak_mem_gb)."""
     p = plan.get(row["run"], {})
     planned_h, planned_mem = p.get("hours_per_epoch"), p.get("mem_per_gpu_gb")
-    return {"planned_h_per_epoch": planned_h, "h_per_epoch_ratio": _ratio(row.get("hours_per_epoch"), planned_h),
+    # a plan written before it had a start-up term planned steps only: against a short run's wall time
+    # (model load, tokenization, first step included) its ratio says nothing, so none is shown
+    timed = p.get("startup_s") is not None
+    return {"planned_h_per_epoch": planned_h,
+            "h_per_epoch_ratio": _ratio(row.get("hours_per_epoch"), planned_h) if timed else None,
             "planned_mem_gb": planned_mem, "mem_ratio": _ratio(row.get("peak_mem_gb"), planned_mem),
             "plan_basis": p.get("basis")}

@@ -5,7 +5,6 @@ has not been judged yet simply has empty score cells.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,7 +12,8 @@ from typing import Optional
 from lorafull.config import ConfigError, load_run_config, read_eval_fingerprint
 from lorafull.config.signatures import _NOT_IN_SIGNATURE
 from lorafull.config.typed import to_dict
-from lorafull.judge.summary import column_strata, summarize
+from lorafull.figures import short_label
+from lorafull.judge.summary import column_strata, keyed_by_class, summarize
 from lorafull.models.method_table import method_of
 from lorafull.report.planned import planned_columns, read_plan
 from lorafull.stats import Estimate
@@ -72,6 +72,15 @@ def _method(cfg) -> Optional[str]:
     return method_of(cfg).label(cfg.method)
 
 
+def _model(cfg) -> Optional[str]:
+    """The base model, short: a folder's name, or run:<parent> without its seed (seeds' rows pool)."""
+    if cfg is None:
+        return None
+    if cfg.parent is not None:
+        return "run:" + short_label(cfg.parent)
+    return Path(cfg.model.name_or_path).name
+
+
 def run_row(run_dir: Path) -> tuple[dict, dict]:
     """(row, category means) of one run folder."""
     try:
@@ -79,23 +88,26 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     except ConfigError as e:
         print(f"warning: {e}", file=sys.stderr)
         cfg = None
-    score_rows = _safe_rows(RunPaths.of(run_dir).scores) if RunPaths.of(run_dir).scores.exists() else []
-    scores = summarize(score_rows) if RunPaths.of(run_dir).scores.exists() else None
+    scored = _safe_rows(RunPaths.of(run_dir).scores) if RunPaths.of(run_dir).scores.exists() else None
+    scores = summarize(scored) if scored is not None else None
     row: dict = {
         "run": run_dir.name,
         "method": _method(cfg),
-        "model": Path(cfg.model.name_or_path).name if cfg else None,
+        "model": _model(cfg),
         "num_samples": cfg.data.num_samples if cfg else None,
         "state": read_status(run_dir).get("state"),
         "score": scores["average"] if scores else None,
         "others": scores["others"] if scores else None,
     }
     categories = scores["categories"] if scores else {}
-    if scores:  # the item scores behind each score column, for the intervals (lorafull.report.groups)
-        strata = column_strata(scores["items_by_class"])
-        row["_samples"] = {"score": strata, **{c: {c: v} for c, v in scores["items_by_class"].items()},
+    if scores:  # the item scores behind each score column by item id, for the intervals and the paired
+        by_class = keyed_by_class(scored)  # comparisons (lorafull.report.groups)
+        strata = column_strata(by_class)
+        row["_samples"] = {"score": strata, **{c: {c: v} for c, v in by_class.items()},
                            "others": {"others": strata["others"]} if "others" in strata else None}
     row["_group"] = cfg.group if cfg else None
+    row["_seed"] = cfg.train.seed if cfg else None  # pairs a row's seeds with another row's
+    row["_parent"] = cfg.parent if cfg else None  # orders rows when study.yaml lists none
     row["_setting"] = comparable_setting(cfg) if cfg else None
     row.update(training_metrics(run_dir))
     row["judge_cost_usd"] = scores["cost"] if scores else None
@@ -106,11 +118,8 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     recorded = read_eval_fingerprint(run_dir) if scores else None
     row["eval_fingerprint"] = (recorded or {}).get("fingerprint", "unknown") if scores else None
     # who gave the scores: a model name, reference:<scorer>, or a served judge by its content hash
-    row["judge"] = "; ".join(sorted({str(r["judge"]) for r in score_rows if r.get("judge")})) or None
+    row["judge"] = "; ".join(sorted({str(r["judge"]) for r in scored or [] if r.get("judge")})) or None
     return row, categories
-
-
-_SEED_SUFFIX = re.compile(r"-seed\d+(-[0-9a-f]{8})?$")
 
 
 def comparable_setting(cfg) -> dict:
@@ -133,7 +142,7 @@ def comparable_setting(cfg) -> dict:
     for key in [k for k in flat if k.startswith("method.") and k not in shaping]:
         flat.pop(key)  # another method's settings do nothing to this run (LoRA's rank to a full fine-tune)
     if cfg.parent is not None:
-        flat["model.name_or_path"] = "run:" + _SEED_SUFFIX.sub("", cfg.parent)
+        flat["model.name_or_path"] = "run:" + short_label(cfg.parent)
     return flat
 
 
@@ -142,17 +151,43 @@ def order_categories(names: set[str]) -> list[str]:
     return known + sorted(names - set(known))
 
 
+def study_order(study_dir: Path, built: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Rows in the study's order: STUDY_DIR/study.yaml's `runs` (written by launch.grid: parents first, so
+    the untuned base leads, then the grid's order, then the explicit runs). Folders it does not list (a
+    study launched before it listed them) follow, parents before their children, then by name."""
+    import yaml
+
+    path = Path(study_dir) / "study.yaml"
+    try:
+        listed = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("runs") or [] if path.exists() else []
+    except (OSError, yaml.YAMLError):
+        listed = []
+    rank = {name: i for i, name in enumerate(listed) if isinstance(name, str)}
+    parents = {row["run"]: row.get("_parent") for row, _ in built}
+
+    def depth(name: str) -> int:
+        seen = set()
+        while parents.get(name) and name not in seen:
+            seen.add(name)
+            name = parents[name]
+        return len(seen)
+
+    return sorted(built, key=lambda b: (rank.get(b[0]["run"], len(rank)), depth(b[0]["run"]), b[0]["run"]))
+
+
 def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
-    """(rows, category columns) for every folder under STUDY_DIR/runs that holds a config.yaml;
-    columns in a stable order: run, method, ..., score, others, every category, the cost columns."""
+    """(rows, category columns) for every folder under STUDY_DIR/runs that holds a config.yaml, in the
+    study's order; columns in a stable order: run, method, ..., score, others, every category, the cost
+    columns."""
     runs_dir = Path(study_dir) / "runs"
-    folders = sorted(p for p in runs_dir.iterdir() if (p / "config.yaml").exists()) if runs_dir.exists() else []
-    built = [run_row(p) for p in folders]
+    folders = [p for p in runs_dir.iterdir() if (p / "config.yaml").exists()] if runs_dir.exists() else []
+    built = study_order(study_dir, [run_row(p) for p in folders])
     plan = read_plan(study_dir)
     names: set[str] = set()
     for _, cats in built:
         names |= set(cats)
-    has_others = any(c in names for c in ("math", "code"))
+    # others pools math and code (BELLE): a column of its own only when it pools both, else it repeats one
+    has_others = all(c in names for c in ("math", "code"))
     columns = [c for c in order_categories(names | ({"others"} if has_others else set()))]
     # a device-hours column only when some run has it (a CPU study has no GPU-hours)
     cost_cols = [c for c in COST_COLUMNS if c not in ("gpu_hours", "cpu_hours") or any(r.get(c) is not None
@@ -162,7 +197,9 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         head = {k: row[k] for k in ("run", "method", "model", "num_samples", "state", "score")}
         per_cat = {c: (row["others"] if c == "others" else cats.get(c)) for c in columns}
         planned = planned_columns(row, plan) if plan else {}
-        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting")}
+        hidden = {k: row.get(k) for k in ("_samples", "_group", "_setting", "_seed")}
+        if not has_others and hidden["_samples"]:
+            hidden["_samples"] = {k: v for k, v in hidden["_samples"].items() if k != "others"}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
                      "eval_fingerprint": row["eval_fingerprint"], "judge": row["judge"], **hidden})
     return rows, columns

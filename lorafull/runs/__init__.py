@@ -5,7 +5,7 @@ the command line every one-run stage shares (cli).
 Library package (no command). Everything below is importable as `from lorafull.runs import NAME`; only
 the transitions of lorafull.runs.status write status.json (tests/test_layout.py checks it).
 """
-from lorafull.runs.cli import run_stage_cli
+from lorafull.runs.cli import command_parser, not_a_run_folder, run_stage_cli
 from lorafull.runs.jsonl import BackgroundJsonlWriter, JsonlWriter, iter_json_lines, read_jsonl, repair_jsonl_tail
 from lorafull.runs.lock import stage_lock
 from lorafull.runs.paths import RunPaths, path_inside, write_json_atomic
@@ -15,7 +15,7 @@ from lorafull.runs.status import (EVAL_STAGES, STAGES, STATES, FolderView, Stage
                                   superseded, train_done, waiting, write_status)
 
 __all__ = [
-    "run_stage_cli", "BackgroundJsonlWriter", "JsonlWriter", "iter_json_lines", "read_jsonl", "repair_jsonl_tail",
+    "command_parser", "not_a_run_folder", "run_stage_cli", "BackgroundJsonlWriter", "JsonlWriter", "iter_json_lines", "read_jsonl", "repair_jsonl_tail",
     "stage_lock", "RunPaths", "path_inside", "write_json_atomic", "REDACTED", "error_detail", "error_line",
     "redact", "redact_obj", "register_secret", "EVAL_STAGES", "STAGES", "STATES", "FolderView", "Stage", "State",
     "classify_folder", "done", "eval_done", "failed", "interrupted", "preempted", "queued", "read_status",

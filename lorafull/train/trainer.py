@@ -27,7 +27,8 @@ from lorafull.train import distributed as dist
 from lorafull.train.checkpoint import Checkpoints, load_rng, read_state, save_rng
 from lorafull.config import RunConfig, load_run_config, load_study_settings, run_signature_from_folder, study_dir_of_run
 from lorafull.models.method_table import method_of
-from lorafull.runs import RunPaths, Stage, error_detail, error_line, read_status, status as run_status
+from lorafull.runs import (RunPaths, Stage, command_parser, error_detail, error_line, not_a_run_folder, read_status,
+                           status as run_status)
 from lorafull.train.metrics import peak_mem_gb
 from lorafull.train.order import BatchOrder, seed_everything
 from lorafull.plan.auto import settle_auto
@@ -217,6 +218,8 @@ class Trainer:
                           "peak_mem_gb": round(peak_mem_gb(self.device), 4), "tokens_seen": self.tokens_seen,
                           "padding_fraction": round(float(np.mean(window_padding)), 4)}
                 self.metrics.step(record)
+                if self.is_main:  # status.json follows the training (--status, the report, a user's cat)
+                    run_status.started(self.run_dir, Stage.TRAIN, step=self.step)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 window_losses, window_tokens, window_padding, window_t0 = [], 0, [], time.perf_counter()
             periodic = tc.save_every_steps and self.step % tc.save_every_steps == 0
@@ -343,11 +346,14 @@ def _precheck(run_dir: Path, run: RunConfig) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+    parser = command_parser("python -m lorafull.train", __doc__, "python -m lorafull.train studies/demo/runs/pretrain")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: trains what RUN_DIR/config.yaml says")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    refusal = not_a_run_folder(args.run_dir)
+    if refusal:  # before anything is written: a mistyped folder gets no logs/ and no status.json
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
-    run_dir = Path(argv[0]).resolve()
+    run_dir = Path(args.run_dir).resolve()
     env = dist.detect_env()
     try:
         run = load_run_config(run_dir, for_training=True)  # every key, and the checks across keys

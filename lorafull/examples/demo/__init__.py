@@ -78,10 +78,11 @@ def prepare(study) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m lorafull.examples.demo STUDY_DIR", file=sys.stderr)
-        return 2
-    out = make_data(Path(argv[0]) / "data")
+    from lorafull.runs import command_parser
+
+    parser = command_parser("python -m lorafull.examples.demo", __doc__, "python -m lorafull.examples.demo studies/demo")
+    parser.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="the study folder: writes STUDY_DIR/data/ "
+                        "(made if missing)")
+    out = make_data(parser.parse_args(sys.argv[1:] if argv is None else argv).study_dir / "data")
     print(json.dumps(json.loads((out / "manifest.json").read_text())["files"], indent=1))
     return 0

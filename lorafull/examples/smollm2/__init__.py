@@ -47,21 +47,31 @@ def make_data(data_dir: str | os.PathLike, seed: int = SEED, sizes: dict | None 
 def prepare(study) -> Path:
     """study.prepare hook: the data, and the model converted from its GGUF file into the model cache
     (lorafull.models.gguf; about a minute on two cores, once per machine)."""
-    from lorafull.models.gguf import gguf_folder
+    from lorafull.models.gguf import gguf_folder, require_gguf
 
+    require_gguf(MODEL)  # the model's package missing: one line, and no data written before it
     out = make_data(Path(study.output_dir) / "data")
     gguf_folder(MODEL)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m lorafull.examples.smollm2 STUDY_DIR", file=sys.stderr)
-        return 2
-    from lorafull.models.gguf import gguf_folder
+    from lorafull.runs import command_parser
 
-    out = make_data(Path(argv[0]) / "data")
+    parser = command_parser("python -m lorafull.examples.smollm2", __doc__,
+                            "python -m lorafull.examples.smollm2 studies/smollm2")
+    parser.add_argument("study_dir", type=Path, metavar="STUDY_DIR", help="the study folder: writes STUDY_DIR/data/ "
+                        "(made if missing)")
+    study_dir = parser.parse_args(sys.argv[1:] if argv is None else argv).study_dir
+    from lorafull.models.gguf import gguf_folder, require_gguf
+    from lorafull.runs import error_line
+
+    try:
+        require_gguf(MODEL)
+    except (FileNotFoundError, ImportError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 1
+    out = make_data(study_dir / "data")
     print(f"model: {gguf_folder(MODEL)}")
     print(json.dumps(json.loads((out / "manifest.json").read_text())["files"], indent=1))
     return 0
