@@ -201,7 +201,10 @@ def test_local_study_judges_through_a_served_smollm2_and_stops_it(tmp_path, tiny
     rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and {r["judge"] for r in rows} == {name}, rows
     assert name == served_label(served_identity(ServeConfig(model=str(smollm2_dir), engine="transformers")))
-    assert name in (study_dir / "report" / "table.md").read_text()  # the report names the judge of its scores
+    import csv
+
+    (table_row,) = csv.DictReader((study_dir / "report" / "table.csv").open())
+    assert table_row["judge"] == name  # the report names the judge of its scores
     fingerprint = json.loads((run_dir / "eval_fingerprint.json").read_text())
     assert fingerprint["settings"]["judge"]["model"]["model"].startswith("folder-sha256:")
     assert watcher.tokens and watcher.modes == {0o600}
