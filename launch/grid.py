@@ -25,6 +25,7 @@ import shlex
 import shutil
 import sys
 import time
+from typing import Optional
 
 from submitit.core.utils import FailedJobError
 
@@ -99,13 +100,23 @@ def _views(study: Study, ledger: Ledger, infos: dict, set_aside: bool) -> list:
     return views
 
 
-def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "", report_only: bool = False) -> int:
+def _plan(study: Study, ledger: Ledger, infos: dict, views, retry: bool, finish: Optional[set[str]]) -> Plan:
+    report_needed = _report_needed(study, ledger, infos, views)
+    plan = make_plan(study, views, retry=retry, report_needed=report_needed)
+    if finish is not None:  # only these runs' evaluations, and the report after them
+        plan.train_arrays, plan.parent_dep = [], {}
+        plan.eval_only = [v for v in plan.eval_only if v.name in finish]
+        plan.report = bool(plan.eval_only) or report_needed
+    return plan
+
+
+def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str = "",
+           finish: Optional[set[str]] = None) -> int:
+    """Plan and submit (or run here) what the study needs; finish: only these runs' evaluations + report."""
     ledger = Ledger(study.output_dir)  # (study.prepare ran in load_study: the run names need the inputs)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = _views(study, ledger, infos, set_aside=retry and not dry_run)
-    plan = make_plan(study, views, retry=retry, report_needed=_report_needed(study, ledger, infos, views))
-    if report_only:  # --status after the last judge batch: the table, nothing else the study may want
-        plan.train_arrays, plan.eval_only, plan.parent_dep = [], [], {}
+    plan = _plan(study, ledger, infos, views, retry, finish)
     t_est = time.perf_counter()
     # cached by what they depend on, also by a dry run: the launch after it plans without importing torch
     est, note = estimates(study, cache=launch_dir(study.output_dir) / "estimates.json")
@@ -162,19 +173,19 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
 
 
 def show_status(study: Study, executor: str, command: str = "") -> int:
+    """Each run's state. Reads files and asks Slurm; judge batches are polled and scored from the reply
+    cache here (no model). Runs whose batch finished get a short eval job (the analyses load models,
+    so they never run in this process) or, without Slurm, the local executor runs it; the report follows."""
     notes, finished = poll_judge_batches(study)  # eval.judge.mode: batch -- scores arrive when the user comes back
     for note in notes:
         print(f"judge batch: {note}")
+    if finished:
+        print(f"judge batch of {len(finished)} run(s) finished: their evaluation's last steps and the report follow")
+        with study_lock(study.output_dir):
+            launch(study, executor, dry_run=False, retry=False, command=command, finish=set(finished))
     ledger = Ledger(study.output_dir)
     infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
     views = study_views(study, ledger, infos)
-    if finished and _report_needed(study, ledger, infos, views):
-        print("the last judge batch finished: writing the report")
-        with study_lock(study.output_dir):
-            launch(study, executor, dry_run=False, retry=False, command=command, report_only=True)
-        ledger = Ledger(study.output_dir)
-        infos = query_jobs(ledger.job_ids()) if executor == "slurm" else {}
-        views = study_views(study, ledger, infos)
     print(f"study {study.study.name}: {study.output_dir}")
     print(status_text(views))
     report_id = ledger.data.get("report")

@@ -7,7 +7,6 @@ study's jobs. It holds job ids and run names only: never settings or environment
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from lorafull.runs import write_json_atomic
+from lorafull.runs import LockBusy, file_lock, write_json_atomic
 
 # squeue states of a job that has not ended yet
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -71,13 +70,12 @@ class Ledger:
 @contextlib.contextmanager
 def study_lock(study_dir: Path):
     """One submitting launcher per study at a time (two at once could submit a run twice)."""
-    path = launch_dir(study_dir) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"{path}: another launch.grid is submitting this study; wait for it to finish") from None
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(file_lock(launch_dir(study_dir) / ".lock", wait=False))
+    except LockBusy as e:
+        raise SystemExit(f"{e}: another launch.grid is submitting this study; wait for it to finish") from None
+    with held:
         yield
 
 

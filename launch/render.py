@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings, study_signatures
+from slurm_templates import TEMPLATES
 
 from .jobs import launch_dir
 from .arrays import Plan, make_plan
@@ -25,14 +26,11 @@ from .resources import (EXIT_REQUEUE, Shape, eval_shape, gres, python_command, r
                         sbatch_time, study_job_prefix)
 from .state import RunView, study_run_dir
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "slurm_templates"
-
-
 def _template(name: str) -> str:
     path = TEMPLATES / name
     if not path.exists():
-        raise FileNotFoundError(f"{path}: sbatch template missing (launch.render needs the repository's "
-                                "slurm_templates/: install with pip install -e .)")
+        raise FileNotFoundError(f"{path}: sbatch template missing (the slurm_templates package ships it: "
+                                "reinstall lorafull)")
     return path.read_text()
 
 

@@ -51,7 +51,7 @@ CASES = [
     ("micro_batch_zero", ("micro_batch_size: 2", "micro_batch_size: 0"), [], "base.train.micro_batch_size",
      "micro_batch_size: 0", r">= 1"),
     ("batch_not_multiple", ("micro_batch_size: 2", "micro_batch_size: 3"), [], "base.train.global_batch_size",
-     "global_batch_size: 4", r"not a multiple of train.micro_batch_size 3"),
+     "global_batch_size: 4", r"not a multiple of micro_batch_size 3 x 1 processes"),
     ("warmup_ratio_1.5", ("warmup_ratio: 0.0", "warmup_ratio: 1.5"), [], "base.train.warmup_ratio",
      "warmup_ratio: 1.5", r">= 0 and < 1"),
     ("warmup_ratio_1", ("warmup_ratio: 0.0", "warmup_ratio: 1"), [], "base.train.warmup_ratio",

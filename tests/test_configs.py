@@ -13,7 +13,8 @@ from lorafull.plan.estimate import estimate_study
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 SEED_STUDIES = {"belle_comparative.yaml": 8, "lora_learns_less.yaml": 40, "peft_sweep.yaml": 32,
-                "lora_learns_less_modules.yaml": 12, "lora_learns_less_cpt.yaml": 8}
+                "lora_learns_less_modules.yaml": 12, "lora_learns_less_cpt.yaml": 72,
+                "lora_learns_less_figure.yaml": 140}
 
 
 def test_the_seed_studies_and_the_demo_are_all_here():
@@ -82,6 +83,7 @@ def test_lora_learns_less_runs_the_papers_main_ift_design():
     by = {r.name: r for r in study.runs}
     assert by["code_r16_ep1"].train.lr == by["code_r64_ep1"].train.lr != by["code_r256_ep1"].train.lr
     assert by["code_full_ep1"].train.lr == 2e-5 and by["math_full_ep1"].train.lr == 1e-5
+    assert (by["math_r16_ep4"].train.lr, by["math_r64_ep4"].train.lr, by["math_r256_ep4"].train.lr) == (1e-4, 1e-4, 5e-5)
     code, math = by["code_r64_ep2"].eval, by["math_r64_ep2"].eval  # the paper's evaluation protocols
     assert (code.num_samples, code.temperature, code.top_p, code.judge.pass_k) == (50, 0.2, 0.95, 1)
     assert (math.num_samples, math.fewshot) == (1, 5) and math.temperature <= 0.01
@@ -97,10 +99,101 @@ def test_the_module_ablation_and_cpt_are_separate_studies():
     assert {str(r.method.target_modules) for r in modules.runs} == {"attention", "mlp"}
     assert {r.method.r for r in modules.runs} == {16, 64, 256} and {r.train.epochs for r in modules.runs} == {4}
     cpt = load_study(REPO / "configs" / "lora_learns_less_cpt.yaml")
+    budgets = [250_000_000, 500_000_000, 1_000_000_000, 2_000_000_000, 4_000_000_000, 8_000_000_000,
+               16_000_000_000, 20_000_000_000]
+    trunks = [r for r in cpt.runs if r.train.branch_max_tokens]
+    assert len(trunks) == 8 and all(r.train.branch_max_tokens == budgets for r in trunks)
     for r in cpt.runs:
-        assert r.data.format == "text" and r.data.packing and r.train.max_tokens == 20_000_000_000
-        assert r.train.save_at_tokens[0] == 250_000_000 and r.train.optimizer == "lion"
-    assert {r.method.kind for r in cpt.runs} == {"lora", "full"} and len(cpt.runs) == 8
+        assert r.data.format == "text" and r.data.packing and r.train.optimizer == "lion"
+    for trunk in trunks:  # each duration: a cooldown branch of its method's trunk, at its token budget
+        branches = [r for r in cpt.runs if r.train.branch_of == trunk.name]
+        assert sorted(r.train.max_tokens for r in branches) == budgets
+    assert {r.method.kind for r in cpt.runs} == {"lora", "full"} and len(cpt.runs) == 72
+
+
+def test_the_cpt_plan_costs_each_branch_its_cooldown_only():
+    rows = {r["run"]: r for r in estimate_study(load_study(REPO / "configs" / "lora_learns_less_cpt.yaml"))[0]}
+    per_step = 192 * 4096  # packed blocks of 4096 tokens, 192 a step
+    trunk, last = rows["code_cpt_r16-trunk"], rows["code_cpt_r16-tokens20b"]
+    assert trunk["tokens"] == pytest.approx((25432 - 5086) * per_step, rel=1e-4)  # the 20B branch's cooldown start
+    assert last["tokens"] == pytest.approx(5086 * per_step, rel=1e-4) and rows["code_cpt_r16-tokens250m"]["tokens"] == 0
+    family = [r for name, r in rows.items() if name.startswith("code_cpt_r16-")]
+    assert sum(r["tokens"] for r in family) < 0.65 * sum([0.25e9, 0.5e9, 1e9, 2e9, 4e9, 8e9, 16e9, 20e9])
+
+
+# The authors' own training table (README of danbider/lora-tradeoffs), row by row:
+# (setting, method kind, rank) -> lr, weight decay, schedule, global batch, max length
+AUTHORS_TABLE = {
+    ("code_cpt", "lora", 16): (1e-5, 1e-6, "inverse_sqrt", 192, 4096),
+    ("code_cpt", "lora", 64): (1e-5, 1e-6, "inverse_sqrt", 192, 4096),
+    ("code_cpt", "lora", 256): (1e-5, 1e-6, "inverse_sqrt", 192, 4096),
+    ("code_cpt", "full", None): (1e-5, 1e-6, "inverse_sqrt", 192, 4096),
+    ("math_cpt", "lora", 16): (4e-5, 0.0, "inverse_sqrt", 192, 4096),
+    ("math_cpt", "lora", 64): (4e-5, 0.0, "inverse_sqrt", 192, 4096),
+    ("math_cpt", "lora", 256): (4e-5, 0.0, "inverse_sqrt", 192, 4096),
+    ("math_cpt", "full", None): (1e-5, 0.0, "inverse_sqrt", 192, 4096),
+    ("code_ift", "lora", 16): (2e-4, 0.0, "cosine", 192, 4096),
+    ("code_ift", "lora", 64): (2e-4, 0.0, "cosine", 192, 4096),
+    ("code_ift", "lora", 256): (1e-4, 0.0, "cosine", 192, 4096),
+    ("math_ift", "lora", 16): (1e-4, 0.0, "cosine", 768, 1024),
+    ("math_ift", "lora", 64): (1e-4, 0.0, "cosine", 768, 1024),
+    ("math_ift", "lora", 256): (5e-5, 0.0, "cosine", 768, 1024),
+    ("math_ift", "full", None): (1e-5, 0.0, "cosine", 768, 1024),
+}
+
+
+def _setting(run) -> tuple:
+    domain = "math" if any(k in run.data.train for k in ("metamathqa", "openwebmath")) else "code"
+    regime = "cpt" if run.data.format == "text" else "ift"
+    return f"{domain}_{regime}", run.method.kind, run.method.r if run.method.kind == "lora" else None
+
+
+@pytest.mark.parametrize("name", ["lora_learns_less.yaml", "lora_learns_less_cpt.yaml",
+                                  "lora_learns_less_modules.yaml"])
+def test_the_biderman_configs_follow_every_row_of_the_authors_table(name):
+    study = load_study(REPO / "configs" / name)
+    seen = set()
+    for r in study.runs:
+        t = r.train
+        assert (t.optimizer, t.betas, t.grad_clip, r.model.dtype) == ("lion", [0.9, 0.95], 1.0, "bf16"), r.name
+        assert r.method.kind == "full" or r.method.alpha == 2 * r.method.r, r.name
+        key = _setting(r)
+        if key not in AUTHORS_TABLE:  # code IFT full fine-tuning: the table states no lr
+            assert key == ("code_ift", "full", None), r.name
+            continue
+        seen.add(key)
+        assert (t.lr, t.weight_decay, t.scheduler, t.global_batch_size, r.data.max_length) == AUTHORS_TABLE[key], r.name
+        if t.scheduler == "cosine":  # cosine_with_warmup, alpha_f 0.01, t_warmup 0.1 dur; the chat tokenizer
+            assert (t.min_lr_ratio, t.warmup_ratio) == (0.01, 0.1) and "chat" in r.model.tokenizer, r.name
+        else:  # inv_sqrt_with_warmup: t_scale 1000, t_warmup 1000, t_cooldown 5086 batches, decay 1, floor 0
+            assert (t.t_scale, t.warmup_steps, t.cooldown_steps, t.alpha_f_decay, t.alpha_f_cooldown) == \
+                (1000, 1000, 5086, 1.0, 0.0), r.name
+            assert r.model.tokenizer is None, r.name  # the base model's own
+    expected = {k for k in AUTHORS_TABLE if ("cpt" in k[0]) == ("cpt" in name)}
+    assert seen == expected or name == "lora_learns_less_modules.yaml" and seen == {
+        k for k in expected if k[1] == "lora"}
+
+
+def test_the_figure_study_sweeps_each_methods_lr_across_the_five_ift_durations():
+    study = load_study(REPO / "configs" / "lora_learns_less_figure.yaml")
+    methods = {(r.method.kind, r.method.r if r.method.kind == "lora" else None) for r in study.runs}
+    assert methods == {("full", None), ("lora", 16), ("lora", 64), ("lora", 256)}
+    rates = sorted({r.train.lr for r in study.runs})
+    for kind, rank in methods:
+        runs = [r for r in study.runs if (r.method.kind, r.method.r if kind == "lora" else None) == (kind, rank)]
+        assert sorted({r.train.epochs for r in runs}) == [1, 2, 4, 8, 16]
+        assert len(runs) == len(rates) * 5  # every rate at every duration: a sweep per method and duration
+        chosen = AUTHORS_TABLE[("math_ift", kind, rank)][0]  # the table's lr lies inside the sweep
+        assert rates[0] < chosen < rates[-1], (kind, rank)
+        assert all(r.method.kind == "full" or r.method.alpha == 2 * r.method.r for r in runs)
+    for r in study.runs:  # the math IFT rows of the table, but the swept lr
+        expected = AUTHORS_TABLE[_setting(r)]
+        assert (r.train.weight_decay, r.train.scheduler, r.train.global_batch_size, r.data.max_length) == expected[1:]
+        assert (r.train.optimizer, r.train.betas, r.train.min_lr_ratio, r.train.warmup_ratio) == \
+            ("lion", [0.9, 0.95], 0.01, 0.1)
+    assert (study.select.keys, study.select.metric, study.select.holdout) == (["train.lr"], "learning", 0.3)
+    learning = [t.name for t in study.analysis.target_tasks]
+    assert "gsm8k" in learning and [t.metric for t in study.analysis.source_tasks] == ["acc_norm", "acc_norm", "acc"]
 
 
 def test_peft_sweep_compares_methods_sizes_rates_and_task_counts():

@@ -225,7 +225,8 @@ def test_resources_follow_the_slurm_section(tmp_path, files):
     cfg = write_study(tmp_path / "s.yaml", study_dict(tmp_path, files, runs=[
         {"name": "gpu8", "train.deepspeed": True, "train.nproc": None}, {"name": "cpu2", "train.deepspeed": True,
                                                                           "train.nproc": 2}],
-        slurm={"gres": "gpu:a100", "gpus_per_node": 8, "nodes": 2, "cpus_per_gpu": 6, "mem_per_gpu_gb": 50}))
+        slurm={"gres": "gpu:a100", "gpus_per_node": 8, "nodes": 2, "cpus_per_gpu": 6, "mem_per_gpu_gb": 50},
+        base={"train": {"global_batch_size": 32}}))  # micro batch 2 x 16 processes: the batch rule holds
     study = load_study(cfg)
     s8 = train_shape(study.run("gpu8"), study.slurm)
     assert (s8.nodes, s8.tasks_per_node, s8.gpus_per_node, s8.cpus_per_task, s8.mem_gb) == (2, 8, 8, 6, 400)

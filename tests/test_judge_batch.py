@@ -156,7 +156,7 @@ def test_launch_grid_status_polls_the_batch_and_the_report_follows(tmp_path, tin
         assert "1 waiting" in still.stdout and "failed" not in still.stdout, still.stdout
         assert grid(cfg, "--retry", "--executor", "local").stdout.count("0 jobs submitted") == 1  # not a failure
         done = grid(cfg, "--status", "--executor", "local")  # poll 3: completes, scores, writes the report
-        assert "judge batch finished" in done.stdout and "writing the report" in done.stdout, done.stdout
+        assert "judge batch finished" in done.stdout and "and the report follow" in done.stdout, done.stdout
         assert " done " in done.stdout and "1 done" in done.stdout, done.stdout
         again = grid(cfg, "--executor", "local")
     assert server.created == 1 and server.chat_requests == 0 and set(server.paid.values()) == {1}

@@ -11,7 +11,6 @@ STUDY_DIR/analysis/base_<hash>.json, keyed by the base weights, tokenizer, templ
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
@@ -23,7 +22,7 @@ from typing import Optional
 import torch
 
 from lorafull.config import AnalysisConfig, RunConfig, load_run_config, study_dir_of_run, to_dict
-from lorafull.runs import RunPaths, write_json_atomic
+from lorafull.runs import RunPaths, file_lock, write_json_atomic
 from lorafull.analysis.weights import base_folder_of_run
 from lorafull.stats import estimate, paired_differences
 
@@ -104,21 +103,6 @@ def base_cache_path(study_dir: Path, base: Path, tokenizer_src: str, cfg: RunCon
     return Path(study_dir) / "analysis" / f"base_{digest}.json"
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Eval jobs of one study run in parallel: the first to reach the base evaluates it, the others
-    wait for its cache file instead of evaluating the same base again."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try:
-            import fcntl
-
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no flock (some network file systems): duplicate work, still correct
-            pass
-        yield
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluating a run, its base and its checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +142,9 @@ def evaluate_base(run_dir: Path, cfg: RunConfig, analysis: AnalysisConfig, token
     base = base_folder_of_run(run_dir, cfg.model.name_or_path)
     tokenizer_src = cfg.model.tokenizer or str(base)
     cache = base_cache_path(study_dir_of_run(run_dir), base, tokenizer_src, cfg, analysis, dtype)
-    with _file_lock(cache.with_suffix(".lock")):
+    # eval jobs of one study run in parallel: the first to reach the base evaluates it, the others wait
+    # for its cache file instead of evaluating the same base again
+    with file_lock(cache.with_suffix(".lock"), what=f"{cache.name}: the base model is being evaluated"):
         if cache.exists():
             return json.loads(cache.read_text())["tasks"]
         tasks = _evaluate_model(_load_folder(base, dtype), tokenizer, cfg, analysis, None)

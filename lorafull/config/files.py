@@ -19,6 +19,7 @@ import only downwards:
     content      input files and folders by content hash (cached by path, size and mtime)
     signatures   run signatures from the settings that change a result and the inputs' contents
     fingerprint  what a run's responses and scores were computed under; older results moved aside
+    branches     durations as cooldown branches: the step arithmetic, the checks, the expansion
     study        overrides, grid expansion, run names, load_study
 """
 from __future__ import annotations
@@ -129,6 +130,8 @@ def load_study_settings(study_dir: str | os.PathLike) -> StudySettings:
     path = Path(study_dir) / "study.yaml"
     raw, lines = read_yaml_file(path, "study settings") if path.exists() else ({}, {})
     raw = raw if isinstance(raw, dict) else {}
+    if isinstance(raw.get("slurm"), dict):  # written by versions that declared slurm.report_to (never read)
+        raw["slurm"].pop("report_to", None)
     where = _Where(str(path), lines)
     parts = {k: _build(cls, raw.get(k) or {}, where, k) for k, cls in _STUDY_SETTINGS.items()}
     return StudySettings(**parts)

@@ -19,7 +19,7 @@ DType = Literal["bf16", "fp16", "fp32"]
 MethodKind = Literal["full", "lora", "dora", "loha", "ia3", "prompt", "prefix", "adapter"]
 DataFormat = Literal["auto", "alpaca", "conversations", "text"]
 Template = Literal["belle", "chat"]
-Scheduler = Literal["cosine", "linear", "constant"]
+Scheduler = Literal["cosine", "linear", "constant", "inverse_sqrt"]
 ZeroStage = Literal[0, 1, 2, 3]
 JudgeKind = Literal["openai", "reference"]
 Scorer = Literal["math", "code", "text"]
@@ -107,6 +107,19 @@ class TrainConfig:
     min_lr_ratio: float = ranged(0.0, ge=0, le=1)  # cosine / linear decay ends at min_lr_ratio x lr instead of 0
     max_tokens: Optional[int] = ranged(None, ge=1)  # stop once this many training tokens were seen (wins over epochs)
     save_at_tokens: list[int] = field(default_factory=list)  # also checkpoint at these token counts (kept)
+    # -- inverse_sqrt (llm-foundry's inv_sqrt_with_warmup, the CPT schedule of Biderman et al. 2024): warmup,
+    # then alpha_f_decay + (1 - alpha_f_decay) / sqrt((t - warmup + t_scale) / t_scale), then a linear
+    # cooldown to alpha_f_cooldown over the last cooldown_steps (or cooldown_ratio of the run's steps)
+    t_scale: Optional[int] = ranged(None, ge=1)  # optimizer steps; needed unless alpha_f_decay is 1 (flat)
+    alpha_f_decay: float = ranged(0.0, ge=0, le=1)  # the multiplier the decay tends to (1: constant after warmup)
+    alpha_f_cooldown: float = ranged(0.0, ge=0, le=1)  # the floor the cooldown reaches, at the last step
+    cooldown_steps: Optional[int] = ranged(None, ge=0)  # wins over cooldown_ratio; neither: no cooldown
+    cooldown_ratio: Optional[float] = ranged(None, ge=0, le=1)  # of the run's optimizer steps (rounded up)
+    # -- cooldown branches (lorafull.config.branches): this run becomes a trunk at the stable lr plus one
+    # branch run per token budget, each resuming from the trunk's checkpoint where its cooldown starts
+    branch_max_tokens: list[int] = field(default_factory=list)
+    # set by the expansion (or by hand): the trunk run whose checkpoint this run resumes from
+    branch_of: Optional[str] = named(None)
     zero_stage: ZeroStage = 2
     offload: bool = False  # ZeRO CPU offload of optimizer states (and params for stage 3)
     gradient_checkpointing: Union[bool, Literal["auto"]] = False  # or auto: on only when no micro batch fits without it
@@ -196,23 +209,26 @@ class RunConfig:
 
     @property
     def parent(self) -> Optional[str]:
-        """Name of the run this one starts from (model.name_or_path = run:<name>), else None."""
+        """Name of the run this one starts from: the trunk of a cooldown branch (train.branch_of), or the
+        run whose final model it trains (model.name_or_path = run:<name>); else None."""
+        if self.train.branch_of:
+            return self.train.branch_of
         p = self.model.name_or_path
         return p[len("run:"):] if p.startswith("run:") else None
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, why) for checks across keys; each key's own type, choices and range the loader checks."""
         out = []
-        t = self.train
-        if isinstance(t.micro_batch_size, int) and t.global_batch_size % t.micro_batch_size:
-            out.append(("train.global_batch_size", f"{t.global_batch_size} is not a multiple of "
-                        f"train.micro_batch_size {t.micro_batch_size}"))
+        t = self.train  # the batch rule needs the resources: load_study checks it (config.resources)
         if self.model.name_or_path.startswith("scratch:") and not self.model.tokenizer:
             out.append(("model.tokenizer", "a scratch: model needs a tokenizer path"))
         if t.betas is not None and (len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas)):
             out.append(("train.betas", f"expected two numbers in [0, 1), got {t.betas!r}"))
         if any(n <= 0 for n in t.save_at_tokens):
             out.append(("train.save_at_tokens", f"token counts must be > 0, got {t.save_at_tokens}"))
+        from lorafull.config.branches import schedule_problems
+
+        out += schedule_problems(t)
         ev = self.eval
         if ev.num_samples > 1 and ev.temperature <= 0.01:
             out.append(("eval.num_samples", f"{ev.num_samples} samples per item need eval.temperature > 0.01 "
@@ -258,9 +274,6 @@ class SlurmConfig:
     eval_timeout_min: int = ranged(600, ge=1)
     # (launch) generic resource requested per GPU: "gpu", or a typed "gpu:a100"; null = a CPU partition:
     # no GPUs are requested and training starts train.nproc (default gpus_per_node) processes per node
-    # experiment trackers fed with metrics.jsonl's numbers: [tensorboard, wandb, mlflow] (any of them);
-    # null = [tensorboard] when it is installed, else none; [] = none. Not in the signature.
-    report_to: Optional[list[Tracker]] = None
     gres: Optional[str] = "gpu"
     # (launch) interpreter command of the jobs; null = the launching interpreter (launch.grid) or
     # "python" from the job's environment (the scripts of launch.render)

@@ -68,6 +68,11 @@ def signature_payload(run: RunConfig, parent_signature: Optional[str] = None,
         d["model"]["name_or_path"] = f"run-signature:{parent_signature}"
     else:
         d["model"]["name_or_path"] = _model_identity(run.model.name_or_path, cache, study_dir)
+    if run.train.branch_of:
+        # a cooldown branch: the trunk (its signature, above) and the branch point, which the branch's own
+        # settings fix (its token budget, warmup and cooldown on the trunk's data order); marked, so that a
+        # branch never shares a signature with a run trained on the trunk's final model
+        d["train"]["branch_of"] = "trunk-checkpoint"
     return d
 
 

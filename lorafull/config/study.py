@@ -15,8 +15,10 @@ from typing import Any, Optional
 
 import yaml
 
+from lorafull.config.branches import as_written, check_branches, expand_branch_points, follow_parents
 from lorafull.config.schema import AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection
 from lorafull.config.overrides import check_overrides
+from lorafull.config.resources import batch_problem
 from lorafull.config.selection import SelectConfig
 from lorafull.config.signatures import study_signatures
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
@@ -94,7 +96,8 @@ def _grid_points(grid: dict, where: _Where) -> list[dict]:
 
 
 def _name_keys(grid: dict) -> set[str]:
-    """Grid keys that name a run: every plain key, and the first key of each zipped group."""
+    """Grid keys that name a run: every plain key, and the first key of each zipped group (every key,
+    where two points would otherwise get one name)."""
     return {str(k).split(",")[0].strip() for k in (grid or {})}
 
 
@@ -140,21 +143,6 @@ def check_run(run: RunConfig, where: _Where) -> None:
 def validate_run(run: RunConfig, where: str) -> None:
     """The cross-key checks of a run built in code (no file lines to name)."""
     check_run(run, _Where(where, {}))
-
-
-def _validate_speed_settings(train, bad) -> None:
-    """micro_batch_size / gradient_checkpointing: a value or auto; the fast-path enumerations."""
-    micro = train.micro_batch_size
-    if isinstance(micro, str) and micro != "auto":
-        bad("train.micro_batch_size", f"expected an integer or auto, got {micro!r}")
-    if isinstance(micro, int) and micro <= 0:
-        bad("train.micro_batch_size", f"must be > 0, got {micro}")
-    if isinstance(micro, int) and train.global_batch_size % micro:
-        bad("train.global_batch_size", f"{train.global_batch_size} is not a multiple of micro_batch_size {micro}")
-    if isinstance(train.gradient_checkpointing, str) and train.gradient_checkpointing != "auto":
-        bad("train.gradient_checkpointing", f"expected true, false or auto, got {train.gradient_checkpointing!r}")
-    if train.adapter_dtype not in ("fp32", "compute"):
-        bad("train.adapter_dtype", f"expected fp32 or compute, got {train.adapter_dtype!r}")
 
 
 def _default_name(point: dict) -> str:
@@ -209,8 +197,11 @@ def _run_points(raw: dict, where: _Where, default_name: str) -> list[tuple[str, 
         raise ConfigError(f"{where.at('grid')}: expected a mapping of dotted keys to lists")
     naming = _name_keys(grid)
     origin_of = {_run_key(part.strip()): f"grid.{k}" for k in grid for part in str(k).split(",")}
-    for point in _grid_points(grid, where):
-        name = _default_name({k: v for k, v in point.items() if k in naming})
+    grid_points = _grid_points(grid, where)
+    names = [_default_name({k: v for k, v in point.items() if k in naming}) for point in grid_points]
+    if len(set(names)) < len(names):  # zipped groups alike in their first keys: named by all their keys
+        names = [_default_name(point) for point in grid_points]
+    for name, point in zip(names, grid_points):
         dotted = {_run_key(k): v for k, v in point.items()}
         points.append((name, dotted, {k: origin_of[k] for k in dotted}))
     runs = raw.get("runs") or []
@@ -277,9 +268,10 @@ def _expand_seeds(points: list, seeds: list[int], where: _Where) -> tuple[list, 
 
 
 def _follow_seed_parent(run: RunConfig, groups: dict[str, str]) -> None:
-    """A seeded run whose parent was expanded by seed too starts from the parent of its own seed."""
-    if run.group is not None and run.parent in groups.values():
-        run.model.name_or_path = f"run:{run.parent}-seed{run.train.seed}"
+    """A seeded run whose parent (or trunk) was expanded by seed too starts from the one of its own seed."""
+    if run.group is not None:
+        seeded = set(groups.values())
+        follow_parents(run, lambda p: f"{p}-seed{run.train.seed}" if p in seeded else p)
 
 
 def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig], set[str]]:
@@ -288,8 +280,9 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
     base_dict = to_dict(parts["base"])
     runs: list[RunConfig] = []
     grid_names = set()
-    points, groups = _expand_seeds(_run_points(raw, where, parts["study"].name), parts["study"].seeds, where)
-    check_overrides(where.cli, points)
+    points = expand_branch_points(_run_points(raw, where, parts["study"].name), parts["base"].train)
+    points, groups = _expand_seeds(points, parts["study"].seeds, where)
+    check_overrides(where.cli, as_written(points))
     for name, dotted, origins in points:
         if "name" not in origins:  # only explicit runs (and the base alone) are named in the file
             grid_names.add(name)
@@ -303,6 +296,9 @@ def _expand_runs(raw: dict, where: _Where, parts: dict) -> tuple[list[RunConfig]
         run = _build(RunConfig, d, run_where, "")
         _follow_seed_parent(run, groups)
         check_run(run, run_where)
+        problem = batch_problem(run, parts["slurm"])  # the batch rule, against the study's resources
+        if problem:
+            raise ConfigError(f"{run_where.at(problem[0])}: {problem[1]} (run {name})")
         _resolve_paths(run, study_dir)
         runs.append(run)
     names = [r.name for r in runs]
@@ -323,6 +319,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, prep
     parts = _study_sections(raw, where)
     runs, grid_names = _expand_runs(raw, where, parts)
     study = Study(path=path, runs=_order_by_parents(runs, path), **parts)
+    check_branches(study)
     if prepare:
         prepare_study(study)
     _name_grid_runs(study, grid_names)
@@ -366,8 +363,8 @@ def _order_by_parents(runs: list[RunConfig], path: Path) -> list[RunConfig]:
         state[r.name] = "visiting"
         if r.parent is not None:
             if r.parent not in by_name:
-                raise ConfigError(f"{path}: run {r.name!r}: model.name_or_path run:{r.parent} names no run "
-                                  f"(runs: {', '.join(by_name)})")
+                ref = f"train.branch_of {r.parent}" if r.train.branch_of else f"model.name_or_path run:{r.parent}"
+                raise ConfigError(f"{path}: run {r.name!r}: {ref} names no run (runs: {', '.join(by_name)})")
             visit(by_name[r.parent], chain + [r.name])
         state[r.name] = "done"
         ordered.append(r)
@@ -385,6 +382,6 @@ def _name_grid_runs(study: Study, grid_names: set[str]) -> None:
         if run.name in grid_names:
             renamed[run.name] = f"{run.name}-{sigs[run.name]}"
             run.name = renamed[run.name]
-    for run in study.runs:  # "run:<slug>" in a chained run follows its grid parent's new name
-        if run.parent in renamed:
-            run.model.name_or_path = f"run:{renamed[run.parent]}"
+    for run in study.runs:  # "run:<slug>" and a branch's trunk follow their grid parent's new name
+        follow_parents(run, lambda p: renamed.get(p, p))
+

@@ -21,8 +21,6 @@ cores this process may use), whose parts are merged into the same arrays (lorafu
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lorafull.data.read import DataError
+from lorafull.runs import file_lock
 from lorafull.data.template import special_prefix_ids
 from lorafull.data.tokenize import ARRAYS, _batches, tokenize_stream  # noqa: F401 (ARRAYS: the cache's files)
 
@@ -116,24 +115,6 @@ def _log(msg: str) -> None:
         print(f"[lorafull.data] {msg}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    with open(lock_path, "a+") as f:
-        try:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                _log(f"waiting for another process to finish tokenizing ({lock_path.name})")
-                fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError as e:  # e.g. a parallel file system mounted without lock support
-            raise DataError(f"data.cache_dir: {lock_path.parent} does not support file locks ({e.strerror}); "
-                            f"put the cache on a local or lock-capable file system") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_cache(path: Path, fmt: str, tokenizer, template: str, max_length: int, packing: bool,
                  cache_dir: Path, key: dict, num_proc: int = 1) -> Path:
     """The folder of this key's cache, tokenizing the file first (with num_proc processes) if no process has yet."""
@@ -141,7 +122,8 @@ def ensure_cache(path: Path, fmt: str, tokenizer, template: str, max_length: int
     if (folder / "meta.json").exists():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / f"{folder.name}.lock"):
+    lock = cache_dir / f"{folder.name}.lock"
+    with file_lock(lock, what=f"another process is tokenizing {path.name}", on_wait=_log):
         if (folder / "meta.json").exists():  # another process built it while we waited
             return folder
         for stale in cache_dir.glob(f"{folder.name}.tmp-*"):  # left by a killed builder (we hold the lock)

@@ -18,7 +18,6 @@ The cache also counts items failing in a row per endpoint for all the processes 
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from lorafull.runs import file_lock
 
 
 def cache_key(model: str, messages: list[dict], sample: int, attempt: int = 0, extra: Optional[dict] = None) -> str:
@@ -70,8 +71,7 @@ class JudgeCache:
         # SQLite answers some lock conflicts with "database is locked" at once instead of waiting (its
         # deadlock avoidance): several eval jobs opening one new cache together failed that way. One
         # process at a time sets the file up, under a lock file beside it; WAL then stays on the file.
-        with open(f"{self.path}.setup.lock", "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with file_lock(f"{self.path}.setup.lock", poll_s=0.05, what=f"{self.path}: set up by another process"):
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(
                 "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "

@@ -21,16 +21,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
+from lorafull.config.resources import grad_accumulation, micro_batch_choices
 from lorafull.plan.memory import GB, memory_gb
 
 
 def is_auto(train) -> bool:
     return train.micro_batch_size == "auto" or train.gradient_checkpointing == "auto"
-
-
-def micro_candidates(global_batch: int, world: int) -> list[int]:
-    per_process = max(1, global_batch // world)
-    return [m for m in range(per_process, 0, -1) if per_process % m == 0]
 
 
 def _memory_at(run, settings, arch: dict, counts: dict, world: int, micro: int, checkpointing: bool) -> float:
@@ -45,7 +41,10 @@ def choose(run, settings, arch: dict, counts: dict, world: int, gpu_mem_gb: floa
     """The batch settings of `run` (auto resolved, set values kept) and the memory estimate behind them."""
     tc = run.train
     usable = gpu_mem_gb * (1 - settings.plan.mem_margin)
-    micros = micro_candidates(tc.global_batch_size, world) if tc.micro_batch_size == "auto" else [tc.micro_batch_size]
+    micros = micro_batch_choices(tc.global_batch_size, world) if tc.micro_batch_size == "auto" else [tc.micro_batch_size]
+    if not micros:  # load_study refuses this against the study's resources; a job on other ones stops here
+        raise ValueError(f"train.global_batch_size: {tc.global_batch_size} does not split over the {world} "
+                         "training processes")
     modes = [False, True] if tc.gradient_checkpointing == "auto" else [tc.gradient_checkpointing]
     chosen = None
     for checkpointing in modes:
@@ -63,8 +62,8 @@ def choose(run, settings, arch: dict, counts: dict, world: int, gpu_mem_gb: floa
     auto = [k for k, v in (("micro_batch_size", tc.micro_batch_size), ("gradient_checkpointing",
                                                                        tc.gradient_checkpointing)) if v == "auto"]
     return {"micro_batch_size": micro, "gradient_checkpointing": checkpointing,
-            "grad_accum": tc.global_batch_size // (micro * world), "global_batch_size": tc.global_batch_size,
-            "auto": auto, "mem_estimate_gb": round(mem, 3), "usable_gb": round(usable, 3), "fits": fits}
+            "grad_accum": grad_accumulation(tc.global_batch_size, micro, world),
+            "global_batch_size": tc.global_batch_size, "auto": auto, "mem_estimate_gb": round(mem, 3), "usable_gb": round(usable, 3), "fits": fits}
 
 
 def describe(choice: dict) -> str:
@@ -103,7 +102,7 @@ def settle_auto(run, base_path: str, settings, world: int, device) -> dict:
     tc = run.train
     if not is_auto(tc):
         return {"micro_batch_size": tc.micro_batch_size, "gradient_checkpointing": tc.gradient_checkpointing,
-                "grad_accum": tc.global_batch_size // (tc.micro_batch_size * world),
+                "grad_accum": grad_accumulation(tc.global_batch_size, tc.micro_batch_size, world),
                 "global_batch_size": tc.global_batch_size, "auto": []}
     from lorafull.models.load import count_params_meta
 

@@ -25,7 +25,7 @@ Library module (no command): lorafull.plan.estimate uses it.
 """
 from __future__ import annotations
 
-from lorafull.config import RunConfig, Study
+from lorafull.config import RunConfig, Study, resources
 from lorafull.models.method_table import method_of
 from lorafull.plan.hardware import Hardware
 from lorafull.plan.memory import DTYPE_BYTES, world_size
@@ -55,9 +55,10 @@ def flops_per_token(run: RunConfig, arch: dict, counts: dict, tokens_per_sample:
 
 
 def grad_accumulation(run: RunConfig, study: Study) -> int:
-    """Micro batches per optimizer step on each rank (what the training loop runs)."""
-    per_pass = run.train.micro_batch_size * world_size(run, study)
-    return max(1, -(-run.train.global_batch_size // per_pass))
+    """Micro batches per optimizer step on each rank: the training loop's rule (lorafull.config.resources),
+    which load_study has checked against these resources."""
+    return resources.grad_accumulation(run.train.global_batch_size, run.train.micro_batch_size,
+                                       world_size(run, study))
 
 
 def ring_bandwidth_gbs(run: RunConfig, study: Study, hw: Hardware) -> float:

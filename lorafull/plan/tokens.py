@@ -1,5 +1,6 @@
 """Tokens a run trains on: samples x tokens per sample x epochs (train.max_tokens replaces epochs;
-capped by train.max_steps).
+capped by train.max_steps; a cooldown branch costs its cooldown only, its trunk the steps up to the
+last branch point).
 
 Library module (no command): lorafull.plan.estimate uses it.
 
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 from pathlib import Path
 from typing import Optional
 
 from lorafull.config import RunConfig, Study
+from lorafull.config.branches import branch_points, branch_step
 from lorafull.plan.params import tokenizer_file
 
 SAMPLE_RECORDS = 2000  # records tokenized to estimate tokens per sample
@@ -162,6 +165,28 @@ def _counted(run: RunConfig, study: Study, notes: list[str]) -> tuple[Optional[i
     return stats["records"], stats["tokens_per_sample"], f"counted ({stats['counted_with']})"
 
 
+def _branch_epochs(run: RunConfig, samples: float, per_sample: float, notes: list[str]) -> Optional[float]:
+    """The epochs a trunk or a cooldown branch trains (lorafull.config.branches): a trunk to its last
+    branch's cooldown start, a branch its cooldown only; each budget's steps from tokens per step."""
+    tc = run.train
+    if not (tc.branch_of or tc.branch_max_tokens):
+        return None
+    per_step = tc.global_batch_size * per_sample
+    steps_of = lambda n: math.ceil(n / per_step)  # noqa: E731
+    if tc.branch_of:
+        total = steps_of(tc.max_tokens)
+        start = branch_step(tc, total)
+        steps = total - start
+        notes.append(f"cooldown branch of {tc.branch_of}: trains steps {start}..{total} only (its cooldown)" if steps
+                     else f"cooldown branch of {tc.branch_of}: ends at step {total}, inside its warmup: nothing to "
+                          "cool down, its model is the trunk's there")
+    else:
+        steps = max(branch_points(tc, steps_of).values())
+        notes.append(f"trunk of {len(tc.branch_max_tokens)} cooldown branches: trains to step {steps} "
+                     "(the last branch's cooldown start) at the stable lr")
+    return steps / max(1, samples // tc.global_batch_size)
+
+
 def token_estimate(run: RunConfig, study: Study) -> dict:
     """{"samples", "tokens_per_sample", "tokens_source", "tokens", "epochs", "notes"} for one run."""
     notes: list[str] = []
@@ -178,8 +203,9 @@ def token_estimate(run: RunConfig, study: Study) -> dict:
                      f"set plan.avg_tokens_per_sample")
     samples = run.data.num_samples
     tc = run.train
+    budget = tc.max_tokens or max(tc.branch_max_tokens, default=None)  # a trunk: its longest branch's
     if samples is None:  # the file's records; else a token budget alone sizes the run (one pass over it)
-        samples = records if records is not None or tc.max_tokens is None else tc.max_tokens / per_sample
+        samples = records if records is not None or budget is None else budget / per_sample
     elif records is not None:
         samples = min(samples, records)
     epochs = tc.epochs
@@ -187,9 +213,13 @@ def token_estimate(run: RunConfig, study: Study) -> dict:
         notes.append("unknown number of samples: set data.num_samples")
         return {"samples": None, "tokens_per_sample": per_sample, "tokens_source": source, "tokens": None,
                 "epochs": epochs, "notes": notes}
+    if run.data.packing:  # training packs the records into full blocks of max_length: those are the samples
+        samples, per_sample = samples * per_sample / run.data.max_length, float(run.data.max_length)
     if tc.max_tokens is not None:  # as in training: a token budget replaces epochs, max_steps caps
         epochs = tc.max_tokens / max(samples * per_sample, 1)
     if tc.max_steps is not None:
         epochs = min(epochs, tc.max_steps * tc.global_batch_size / max(samples, 1))
+    branch = _branch_epochs(run, samples, per_sample, notes)
+    epochs = epochs if branch is None else branch
     return {"samples": samples, "tokens_per_sample": per_sample, "tokens_source": source,
             "tokens": samples * per_sample * epochs, "epochs": epochs, "notes": notes}

@@ -76,8 +76,8 @@ def _model(cfg) -> Optional[str]:
     """The base model, short: a folder's name, or run:<parent> without its seed (seeds' rows pool)."""
     if cfg is None:
         return None
-    if cfg.parent is not None:
-        return "run:" + short_label(cfg.parent)
+    if cfg.model.name_or_path.startswith("run:"):  # (a cooldown branch's parent is its trunk: its model is the base)
+        return "run:" + short_label(cfg.model.name_or_path[len("run:"):])
     return Path(cfg.model.name_or_path).name
 
 
@@ -141,7 +141,9 @@ def comparable_setting(cfg) -> dict:
     shaping = {f"method.{k}" for k in ("kind", *method_of(cfg).settings)}
     for key in [k for k in flat if k.startswith("method.") and k not in shaping]:
         flat.pop(key)  # another method's settings do nothing to this run (LoRA's rank to a full fine-tune)
-    if cfg.parent is not None:
+    if cfg.train.branch_of:  # a cooldown branch: its base model as it is, its trunk by group
+        flat["train.branch_of"] = short_label(cfg.train.branch_of)
+    elif cfg.parent is not None:
         flat["model.name_or_path"] = "run:" + short_label(cfg.parent)
     return flat
 

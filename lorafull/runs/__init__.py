@@ -7,7 +7,7 @@ the transitions of lorafull.runs.status write status.json (tests/test_layout.py 
 """
 from lorafull.runs.cli import command_parser, not_a_run_folder, run_stage_cli
 from lorafull.runs.jsonl import BackgroundJsonlWriter, JsonlWriter, iter_json_lines, read_jsonl, repair_jsonl_tail
-from lorafull.runs.lock import stage_lock
+from lorafull.runs.lock import LockBusy, file_lock, stage_lock
 from lorafull.runs.paths import RunPaths, path_inside, write_json_atomic
 from lorafull.runs.secrets import REDACTED, error_detail, error_line, redact, redact_obj, register_secret
 from lorafull.runs.status import (EVAL_STAGES, STAGES, STATES, FolderView, Stage, State, classify_folder, done,
@@ -15,8 +15,9 @@ from lorafull.runs.status import (EVAL_STAGES, STAGES, STATES, FolderView, Stage
                                   superseded, train_done, waiting, write_status)
 
 __all__ = [
-    "command_parser", "not_a_run_folder", "run_stage_cli", "BackgroundJsonlWriter", "JsonlWriter", "iter_json_lines", "read_jsonl", "repair_jsonl_tail",
-    "stage_lock", "RunPaths", "path_inside", "write_json_atomic", "REDACTED", "error_detail", "error_line",
+    "command_parser", "not_a_run_folder", "run_stage_cli", "BackgroundJsonlWriter", "JsonlWriter", "iter_json_lines",
+    "read_jsonl", "repair_jsonl_tail", "stage_lock", "file_lock", "LockBusy", "RunPaths", "path_inside", "write_json_atomic",
+    "REDACTED", "error_detail", "error_line",
     "redact", "redact_obj", "register_secret", "EVAL_STAGES", "STAGES", "STATES", "FolderView", "Stage", "State",
     "classify_folder", "done", "eval_done", "failed", "interrupted", "preempted", "queued", "read_status",
     "started", "superseded", "train_done", "waiting", "write_status",

@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from lorafull.config.resources import grad_accumulation  # noqa: F401 (the batch rule, re-exported for lorafull.train)
+
 if TYPE_CHECKING:  # torch is imported inside the functions: launch reads the rendezvous without it
     import torch
 
@@ -267,12 +269,3 @@ def ds_config(train, dtype: str, world_size: int, grad_accum: int, on_gpu: Optio
     if train.grad_clip and train.grad_clip > 0:
         config["gradient_clipping"] = train.grad_clip
     return config
-
-
-def grad_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    """Accumulation steps that keep the global batch whatever the number of processes."""
-    per_step = micro_batch_size * world_size
-    if global_batch_size % per_step:
-        raise ValueError(f"train.global_batch_size: {global_batch_size} is not a multiple of micro_batch_size "
-                         f"{micro_batch_size} x {world_size} processes")
-    return global_batch_size // per_step

@@ -5,11 +5,10 @@ Both expose the same five operations, so the loop in train.py never asks which o
     optimizer_step() -> grad_norm        once per global step (DeepSpeed steps inside its own boundary)
     lr(), save(folder), load(folder), export_state_dict(trainable_only)
 Both use the same optimizer (train.optimizer: torch AdamW or our Lion, decoupled decay on matrices only)
-and the same schedule, so a run means the same thing under either.
+and the same schedule (lorafull.train.schedule), so a run means the same thing under either.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -17,30 +16,9 @@ import torch
 
 from lorafull.train import distributed as dist
 from lorafull.train.checkpoint import safe_checkpoint_engine
+from lorafull.train.schedule import lr_lambda, lr_multiplier  # noqa: F401 (lr_lambda: re-exported)
 from lorafull.models.load import torch_dtype
 from lorafull.models.method_table import method_of
-
-
-def lr_lambda(total_steps: int, warmup_steps: int, kind: str, min_ratio: float = 0.0):
-    """Multiplier of the peak lr at optimizer step s (0-based): linear warmup reaching the peak at the
-    last warmup step, then cosine / linear decay to min_ratio (the floor) at the last step, or constant."""
-
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        decay = 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-        return min_ratio + (1.0 - min_ratio) * decay
-
-    return f
-
-
-def warmup_steps_of(train, total_steps: int) -> int:
-    if train.warmup_steps is not None:
-        return min(int(train.warmup_steps), total_steps)
-    return min(int(math.ceil(train.warmup_ratio * total_steps)), total_steps)
 
 
 DEFAULT_BETAS = {"adamw": (0.9, 0.999), "lion": (0.9, 0.99)}
@@ -69,8 +47,7 @@ def build_optimizer(model, train, cpu_adam: bool = False):
 
 
 def _scheduler(optimizer, train, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total_steps, warmup_steps_of(train, total_steps), train.scheduler, train.min_lr_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(train, total_steps))
 
 
 def _to_dtype(state: dict, dtype: torch.dtype) -> dict:

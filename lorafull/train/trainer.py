@@ -11,7 +11,6 @@ running a done run again does nothing.
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ import torch
 
 from lorafull.train import distributed as dist
 from lorafull.train.checkpoint import Checkpoints, load_rng, read_state, save_rng
+from lorafull.config.resources import grad_accumulation
 from lorafull.config import RunConfig, load_run_config, load_study_settings, run_signature_from_folder, study_dir_of_run
 from lorafull.models.method_table import method_of
 from lorafull.runs import (RunPaths, Stage, command_parser, error_detail, error_line, not_a_run_folder, read_status,
@@ -72,7 +72,7 @@ class Trainer:
         # auto micro batch / checkpointing: settled here, from the memory model, before anything uses them
         self.batch_settings = settle_auto(run, self.base_path, load_study_settings(study_dir_of_run(self.run_dir)),
                                           env.world_size, self.device)
-        self.grad_accum = dist.grad_accumulation(tc.global_batch_size, tc.micro_batch_size, env.world_size)
+        self.grad_accum = grad_accumulation(tc.global_batch_size, tc.micro_batch_size, env.world_size)
         self.order = BatchOrder(self.dataset.lengths(), tc.global_batch_size, tc.micro_batch_size, env.world_size,
                                 env.rank, tc.seed, group_by_length=tc.group_by_length)
         if self.order.steps_per_epoch == 0:
@@ -84,20 +84,10 @@ class Trainer:
         self._resume()
 
     def _plan_steps(self) -> None:
-        """total_steps from max_steps, else a token budget, else epochs; and the steps of save_at_tokens."""
-        from lorafull.train.order import steps_to_reach
+        """How long the run trains, where it keeps checkpoints for good, where a branch starts."""
+        from lorafull.train.durations import plan_steps
 
-        tc = self.run.train
-        limit = tc.max_steps if tc.max_steps is not None else math.ceil(tc.epochs * self.order.steps_per_epoch)
-        if tc.max_tokens is not None and tc.max_steps is None:
-            # the budget may need more passes than train.epochs says: a token budget wins over epochs
-            (budget_step,) = steps_to_reach(self.order, [tc.max_tokens], 10 ** 9)
-            limit = budget_step
-        self.total_steps = limit
-        if self.total_steps <= 0:
-            raise ValueError("train.epochs / train.max_steps / train.max_tokens: no optimizer step to take")
-        at = steps_to_reach(self.order, list(tc.save_at_tokens), self.total_steps)
-        self.pinned_steps = frozenset(s for s in at if s is not None)
+        self.total_steps, self.pinned_steps, self.branch_start = plan_steps(self.run, self.order)
 
     def _setup_data(self) -> None:
         """The base prepared once, the tokenizer, and the tokenized training set (rank 0 fills the cache)."""
@@ -154,6 +144,10 @@ class Trainer:
         self.ckpts.remove_partial()
         latest = self.ckpts.latest()
         self.step, self.tokens_seen, self.time_before_s, self.resumed_from = 0, 0, 0.0, None
+        if latest is None and self.run.train.branch_of:  # a cooldown branch's first job: its trunk's checkpoint
+            from lorafull.train.durations import branch_start
+
+            latest = branch_start(self.run, self.run_dir, self.total_steps, self.is_main)
         if latest is not None:
             state = read_state(latest)
             if state.get("engine") != self.engine_name:
@@ -168,7 +162,10 @@ class Trainer:
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
             self.time_before_s = state["wall_time_s"]
             self.resumed_from = self.step
-        self.last_saved = self.step if latest is not None else -1
+        from_trunk = latest is not None and latest.parent != self.ckpts.root
+        self.last_saved = self.step if latest is not None and not from_trunk else -1
+        if from_trunk:  # the trunk's time is in the trunk's row: a branch's clock counts its cooldown only
+            self.time_before_s = 0.0
         spike = load_study_settings(study_dir_of_run(self.run_dir)).analysis.spike_factor
         from lorafull.tracking import Tracker  # TensorBoard / W&B / MLflow, rank 0 only
 
@@ -269,9 +266,10 @@ class Trainer:
 
         wall = self._elapsed_s()
         epochs = self.step / self.order.steps_per_epoch
+        own_epochs = (self.step - self.branch_start) / self.order.steps_per_epoch  # a branch: its cooldown's
         opt = self.engine.stepping_optimizer()
         stats = dict(self.dataset.stats)
-        return {"wall_time_s": round(wall, 3), "hours_per_epoch": wall / 3600 / epochs if epochs else None,
+        return {"wall_time_s": round(wall, 3), "hours_per_epoch": wall / 3600 / own_epochs if own_epochs else None,
                 "steps": self.step, "epochs": round(epochs, 4), "tokens_seen": self.tokens_seen,
                 "trainable_params": self.counts["trainable"], "total_params": self.counts["total"],
                 "added_params": self.counts["added"], "world_size": self.env.world_size,
@@ -279,6 +277,7 @@ class Trainer:
                 # what actually stepped, and its lr after the last step (the schedule's floor reached it?)
                 "optimizer": type(opt).__name__, "lr_after_last_step": opt.param_groups[0]["lr"],
                 "resumed_from": self.resumed_from, "batch_settings": self.batch_settings,
+                "branch_of": self.run.train.branch_of, "branch_start": self.branch_start,  # of a cooldown branch
                 "truncated": stats.get("truncated"), "skipped_empty": stats.get("skipped_empty"), "data": stats}
 
     def cleanup(self) -> None:
