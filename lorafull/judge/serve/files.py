@@ -16,7 +16,6 @@ Library module (no command).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from lorafull.runs import redact_obj, write_json_atomic
+from lorafull.runs import file_lock, redact_obj, write_json_atomic
 
 SERVER_ROOT = "judge_server"
 STATES = ("starting", "serving", "stopped", "failed")
@@ -112,10 +111,5 @@ def read_clients(paths: ServerPaths, whole_lines: bool = False) -> list[str]:
 @contextlib.contextmanager
 def server_lock(paths: ServerPaths):
     """One writer of job.json + clients at a time (launch.grid, or a server job handing over)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with open(paths.lock_file, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(paths.lock_file, poll_s=0.2, what=f"judge server {paths.key}"):
+        yield
