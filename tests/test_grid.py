@@ -339,19 +339,20 @@ def test_a_changed_eval_set_or_judge_model_re_evaluates_a_done_run_and_keeps_the
 
     with FakeBatchServer(polls_to_complete=3) as batch_server:
         batched = ["eval.judge.model=judge-d", f"eval.judge.base_url={batch_server.base_url}", "eval.judge.mode=batch"]
-        assert grid_cli.main([str(cfg), "--executor", "debug", *batched]) == 0  # poll 1
+        assert grid_cli.main([str(cfg), "--executor", "debug", *batched]) == 0  # submitted
         capsys.readouterr()
-        assert grid_cli.main([str(cfg), "--status", "--executor", "debug", *batched]) == 0  # poll 2
+        assert grid_cli.main([str(cfg), "--status", "--executor", "debug", *batched]) == 0  # poll 1
         shown = capsys.readouterr().out
-    assert shown.splitlines()[-1] == "1 waiting", shown
+        assert shown.splitlines()[-1] == "1 waiting", shown
+        assert batch_server.retrievals == 1
 
-    # a re-evaluation that fails half-way is failed, not done (the earlier evaluation's "done" is history)
-    broken = ["eval.judge.model=judge-c", "eval.judge.base_url=http://127.0.0.1:9/v1", "eval.judge.max_retries=0",
-              "eval.judge.max_consecutive_failures=1"]
-    assert grid_cli.main([str(cfg), "--executor", "debug", *broken]) == 1
-    capsys.readouterr()
-    assert grid_cli.main([str(cfg), "--status", "--executor", "debug", *broken]) == 0
-    shown = capsys.readouterr().out
-    assert "1 failed" in shown and "done" not in shown.splitlines()[-1], shown
-    # the batch asked under judge-d went to eval_history with judge-d's results: --status polls it no more
-    assert not (run_dir / "judge_batch.json").exists() and list(run_dir.glob("eval_history/*/judge_batch.json"))
+        # a re-evaluation that fails half-way is failed, not done (the earlier evaluation's "done" is history)
+        broken = ["eval.judge.model=judge-c", "eval.judge.base_url=http://127.0.0.1:9/v1", "eval.judge.max_retries=0",
+                  "eval.judge.max_consecutive_failures=1"]
+        assert grid_cli.main([str(cfg), "--executor", "debug", *broken]) == 1
+        capsys.readouterr()
+        assert grid_cli.main([str(cfg), "--status", "--executor", "debug", *broken]) == 0
+        shown = capsys.readouterr().out
+        assert "1 failed" in shown and "done" not in shown.splitlines()[-1], shown
+        # the batch asked under judge-d belongs to judge-d's results: --status under judge-c polls it no more
+        assert batch_server.retrievals == 1 and not (run_dir / "judge_batch.json").exists()

@@ -37,7 +37,8 @@ HISTORY_DIR = RunPaths.of(".").eval_history.name
 GENERATION_KEYS = ("max_new_tokens", "temperature", "backend", "num_items")
 # judge settings that change how it runs, not what it returns
 JUDGE_OPERATIONAL = {"base_url", "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute",
-                     "max_retries", "backoff_base_s", "timeout_s", "cache", "prices"}
+                     "max_retries", "backoff_base_s", "timeout_s", "cache", "prices", "batch_max_requests",
+                     "batch_max_mb", "enqueued_token_limit", "batch_wait_s"}
 
 
 def _short_hash(obj) -> str:

@@ -162,6 +162,16 @@ class JudgeConfig:
     parse_retries: int = ranged(2, ge=0)
     # online | batch (the OpenAI Batch API: half the price, replies within 24 h; lorafull.judge.batch)
     mode: JudgeMode = "online"
+    # mode: batch -- the provider's limits per batch input file (OpenAI: 50,000 requests, 200 MB)
+    batch_max_requests: int = ranged(50_000, ge=1)
+    batch_max_mb: float = ranged(200.0, gt=0)
+    # mode: batch -- estimated tokens (prompt + max_tokens) the study's batches may hold in flight at
+    # once for this judge model (the provider's enqueued-token cap of your usage tier); null: no cap
+    # of our own, a batch the provider refuses for its cap waits and goes again smaller
+    enqueued_token_limit: Optional[int] = ranged(None, ge=1)
+    # mode: batch -- requests of runs that reach the judge early wait this long for the study's other
+    # runs, so that they share batches (one batch and one poll for the study, not one per run)
+    batch_wait_s: float = ranged(3600.0, ge=0)
     # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
     scorers: dict[str, Scorer] = field(default_factory=lambda: {"math": "math", "code": "code"})
     # kind: reference -- where no sandbox (bwrap / unshare) can be built, run code answers unisolated

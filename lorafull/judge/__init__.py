@@ -6,7 +6,7 @@ from lorafull._exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'SUMMARY_FILE': 'stage',
-    'default_cache_path': 'stage',
+    'default_cache_path': 'cache',
     'load_responses': 'stage',
     'resume_scores': 'stage',
     'check_judge_setup': 'stage',

@@ -38,6 +38,11 @@ def cache_key(model: str, messages: list[dict], sample: int, attempt: int = 0, e
 STALE_STREAK_S = 600.0
 
 
+def default_cache_path(run_dir: str | Path) -> Path:
+    """eval.judge.cache when unset: STUDY_DIR/cache/judge.sqlite, shared by the study's runs."""
+    return Path(run_dir).resolve().parent.parent / "cache" / "judge.sqlite"
+
+
 def _dead_here(owner: str) -> bool:
     """True for an owner process of this host that has exited (killed mid-request)."""
     host, _, rest = owner.partition(":")
@@ -87,10 +92,34 @@ class JudgeCache:
                               (key,)).fetchone()
         return CachedReply(*row) if row else None
 
+    def get_many(self, keys) -> dict[str, CachedReply]:
+        """The cached replies of those `keys` that have one: one query per 500 keys, not one per key
+        (a batch walk looks up every request of a study)."""
+        keys, found = list(keys), {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            rows = self.db.execute("SELECT key, reply, prompt_tokens, completion_tokens FROM replies WHERE key IN "
+                                   f"({','.join('?' * len(part))})", part).fetchall()
+            found.update((row[0], CachedReply(*row[1:])) for row in rows)
+        return found
+
     def put(self, key: str, model: str, reply: str, prompt_tokens: int, completion_tokens: int) -> None:
         # OR IGNORE: if another process stored the same key meanwhile, its reply stays (first one wins)
         self.db.execute("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
                         (key, model, reply, prompt_tokens, completion_tokens, time.time()))
+
+    def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
+        """(key, model, reply, prompt_tokens, completion_tokens) rows in one transaction: a downloaded
+        batch of 50,000 replies is stored at once, all or nothing."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
+                                [(*row, now) for row in rows])
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def claim(self, key: str, owner: str, lease_s: float) -> bool:
         """True when `owner` may request `key` now: nobody holds it, the holder's lease ran out, or

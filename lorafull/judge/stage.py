@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results, study_dir_of_run
 from lorafull.judge.batch import BatchPending, batch_price, judge_batch
-from lorafull.judge.cache import JudgeCache
+from lorafull.judge.cache import JudgeCache, default_cache_path
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
 from lorafull.judge.prompts import build_messages, check_classes, load_prompts, normalize_class
 from lorafull.judge.summary import summarize
@@ -30,10 +30,6 @@ from lorafull.runs import (BackgroundJsonlWriter, JsonlWriter, RunPaths, Stage, 
                            run_stage_cli, stage_lock, status as run_status, write_json_atomic)
 
 SUMMARY_FILE = "judge_summary.json"
-
-
-def default_cache_path(run_dir: Path) -> Path:
-    return Path(run_dir).resolve().parent.parent / "cache" / "judge.sqlite"
 
 
 def load_responses(run_dir: Path) -> list[dict]:
@@ -155,8 +151,9 @@ def _judge_by_batch(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache, wr
     ready, errors, stats = judge_batch(run_dir, todo, cfg, cache)
     for item in todo:
         if str(item["id"]) in errors:
+            error, kind = errors[str(item["id"])]  # "transport" rows are judged again by the next call
             writer.write(_row(item, score=None, judge=cfg.model, reply=None, tokens=0, cost=None,
-                              error=errors[str(item["id"])], error_kind="batch"))
+                              error=redact(error), error_kind=kind))
             bar.update()
     # every reply the online path looks up is in the cache now (batch.walk followed its steps): nothing is bought
     counters = asyncio.run(judge_openai(ready, batch_price(cfg), cache, writer, bar)) if ready else {}

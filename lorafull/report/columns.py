@@ -11,12 +11,14 @@ from __future__ import annotations
 from lorafull.stats import PROCEDURE, Estimate
 
 # in this order, each where some row has a value; model only where the rows differ in it
-KEY_COLUMNS = ("run", "seeds", "selected", "method", "model", "num_samples", "trainable_params", "score", "learning",
+KEY_COLUMNS = ("run", "seeds", "state", "selected", "method", "model", "num_samples", "trainable_params", "score", "learning",
                "forgetting", "gpu_hours", "cpu_hours")
 
 DEFINITIONS = {
     "run": "the run; with several training seeds, the group of its seeds (runs.md has each seed's row)",
     "seeds": "how many training seeds (runs) the row pools",
+    "state": "shown while some run is not done: where it stands (queued, running, waiting: its judge batch runs at "
+             "the provider, failed, ...); its empty cells fill in once it is done",
     "selected": "with a sweep (the study's select section): whether the row is its group's selected run; the "
                 "comparisons and the trade-off use the selected ones only",
     "method": "full fine-tuning, or the adapter method with its rank (lora r=8)",
@@ -36,8 +38,9 @@ DEFINITIONS = {
 }
 
 INTERVALS = ("± is the half-width of the 95 % interval of the mean (" + PROCEDURE + "). Learning and "
-             "forgetting resample the run-minus-base differences on the same items (a paired bootstrap). Two "
-             "rows whose intervals overlap differ within noise.")
+             "forgetting resample the run-minus-base differences on the same items (a paired bootstrap). Whether two "
+             "rows differ is not read off their intervals: the Comparisons resample the paired difference of the two "
+             "runs on the same items (and seeds), and a difference is within noise when that interval contains 0.")
 
 
 def _has_value(rows: list[dict], col: str) -> bool:
@@ -50,6 +53,8 @@ def key_columns(rows: list[dict]) -> list[str]:
     for col in KEY_COLUMNS:
         if col == "model" and len({str(r.get("model")) for r in rows}) < 2:
             continue
+        if col == "state" and all(r.get("state") in (None, "done") for r in rows):
+            continue  # every run done: the column would say nothing
         if col == "run" or _has_value(rows, col):
             out.append(col)
     return out

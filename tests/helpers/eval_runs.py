@@ -59,10 +59,10 @@ def responses_by_id(run_dir: Path) -> dict:
     return {str(r["id"]): r for r in rows}
 
 
-def make_judge_run(root: Path, responses: list[dict], base_url: str, **judge) -> Path:
+def make_judge_run(root: Path, responses: list[dict], base_url: str, name: str = "r1", **judge) -> Path:
     """A run folder by hand: config.yaml + responses.jsonl (what generation would have written)."""
-    run_dir = root / "study" / "runs" / "r1"
-    run = RunConfig(name="r1")
+    run_dir = root / "study" / "runs" / name
+    run = RunConfig(name=name)
     j = run.eval.judge
     j.base_url, j.model, j.timeout_s, j.concurrency, j.backoff_base_s = base_url, "gpt-3.5-turbo", 1.0, 8, 0.05
     j.cache = str(root / "study" / "cache" / "judge.sqlite")
