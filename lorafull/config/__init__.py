@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'METHOD_KINDS': 'schema',
     'DataConfig': 'schema',
     'TrainConfig': 'schema',
-    'JudgeConfig': 'schema',
+    'JudgeConfig': 'judge',
     'EvalConfig': 'schema',
     'RunConfig': 'schema',
     'StudySection': 'schema',
