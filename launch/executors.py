@@ -18,6 +18,7 @@ from lorafull.runs import Stage, status as run_status
 
 from .jobs import Ledger, launch_dir
 from .arrays import Plan, TrainArray
+from .judge_server import prepare_servers, record_clients
 from .resources import Shape, eval_shape, gres, python_command, report_shape, study_job_prefix
 from .state import RunView
 
@@ -110,6 +111,7 @@ class SlurmSubmitter:
             eval_groups.append((plan.eval_only[start:start + size], None))
 
         eval_ids: list[str] = []
+        self._prepare_judge_servers(plan)
         for runs, dependency in eval_groups:
             fns = [StageJob(self.python, "lorafull.evaluate", str(v.run_dir), "evaluate") for v in runs]
             ex = self._executor(eval_shape(slurm), f"{self.prefix}-eval", use_srun=True,
@@ -123,6 +125,7 @@ class SlurmSubmitter:
             self.ledger.save()
             self.log(f"  sbatch eval {base}: {len(ids)} task(s)" + (f", {dependency}" if dependency else ""))
 
+        self._record_judge_clients(plan)
         if plan.report:
             waits = sorted(set(eval_ids) | self._active_eval_jobs(plan))
             ex = self._executor(report_shape(slurm), f"{self.prefix}-report", use_srun=True,
@@ -133,6 +136,21 @@ class SlurmSubmitter:
             self.ledger.add_submission("report", job_id, 1, [])
             self.ledger.save()
             self.log(f"  sbatch report {job_id}" + (f": afterany on {len(waits)} evaluation job(s)" if waits else ""))
+
+    def _train_jobs(self, plan: Plan) -> dict[str, Optional[str]]:
+        """run -> the training task its evaluation waits for (None: trained already)."""
+        return {v.name: self.ledger.run(v.name).get("train") if v in plan.to_train else None for v in plan.to_eval}
+
+    def _prepare_judge_servers(self, plan: Plan) -> None:
+        """eval.judge.serve: a server job per judge, submitted before the evaluations (so that it has the
+        higher priority) and eligible with the first of them."""
+        servers = prepare_servers(self.study, plan.to_eval, self._train_jobs(plan), self.log)
+        self.sbatch_calls += len(servers)
+        self.tasks += len(servers)
+
+    def _record_judge_clients(self, plan: Plan) -> None:
+        eval_jobs = {v.name: self.ledger.run(v.name).get("eval") for v in plan.to_eval}
+        record_clients(self.study, plan.to_eval, eval_jobs, self._train_jobs(plan))
 
     def _active_eval_jobs(self, plan: Plan) -> set[str]:
         """Evaluations submitted earlier that have not ended: the report waits for them too."""

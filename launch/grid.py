@@ -32,6 +32,7 @@ from typing import Optional
 
 from lorafull.config import ConfigError, Study, load_study, save_run_config, save_study_settings
 from lorafull.plan.cache import estimates, write_planned
+from lorafull.plan.judge import judge_lines, judge_servers
 from lorafull.runs import RunPaths, read_status, status as run_status
 
 from .batches import poll_judge_batches
@@ -41,6 +42,7 @@ from .inputs import missing_inputs
 from .limits import read_limits
 from .tables import plan_notes, plan_text, status_text, write_full_plan
 from .arrays import Plan, make_plan
+from .judge_server import active_server_jobs, server_status_lines
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
 FOLLOW_POLL_S = 60.0
@@ -142,7 +144,7 @@ def launch(study: Study, executor: str, dry_run: bool, retry: bool, command: str
     write_planned(study, est)
     if not quiet:
         print(f"study {study.study.name}: {len(views)} runs in {study.output_dir} ({counts(views)}); executor {executor}")
-        print(plan_text(plan, est, note, study.slurm))
+        print("\n".join([plan_text(plan, est, note, study.slurm)] + judge_lines(judge_servers(study))))  # + judge servers
         full = write_full_plan(plan, est, note, study.slurm, launch_dir(study.output_dir) / "plan.txt")
         if full:
             print(f"the plan of every run: {full}")
@@ -238,6 +240,8 @@ def show_status(study: Study, executor: str, command: str = "") -> int:
     table = study.output_dir / "report" / "table.md"
     print(f"report: {'written' if table.exists() else 'not written'}"
           + (f"; job {report_id} {report_info.state if report_info else '?'}" if report_id else ""))
+    for line in server_status_lines(study.output_dir, slurm=executor == "slurm"):  # eval.judge.serve
+        print(line)
     print(counts(views))
     return 0
 
@@ -249,6 +253,7 @@ def cancel(study: Study, executor: str) -> int:
         return 0
     infos = query_jobs(ledger.job_ids())
     active = [j for j in ledger.job_ids() if (i := job_state(infos, j)) is not None and i.active]
+    active += active_server_jobs(study.output_dir)  # the study's judge servers stop too
     hit = {name for name, entry in ledger.data["runs"].items() if {entry.get("train"), entry.get("eval")} & set(active)}
     # the marker tells each training's job body that its checkpoint-and-exit is a cancel, not a
     # preemption to requeue (Slurm shows the dying job as COMPLETING, not CANCELLED)

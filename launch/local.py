@@ -132,6 +132,7 @@ class LocalRunner:
         self.interrupted: list[str] = []  # runs stopped by the user after saving
         self.signals = 0
         self.tasks: list[Task] = []
+        self.servers = None  # eval.judge.serve: launch.judge_server.LocalServers
         self.t0 = time.monotonic()
 
     @property
@@ -150,14 +151,24 @@ class LocalRunner:
             self.ledger.set_job(view.name, "train", None, eval=None, local_pid=os.getpid())
         self.ledger.save()
         self.t0 = time.monotonic()
-        if self.in_process:
-            return self._run_here()
-        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self.servers = _local_servers(self.study, plan.to_eval, self.log)
         try:
-            self._loop()
+            if self.in_process:
+                return self._run_here()
+            previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+            try:
+                self._loop()
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            if self.servers is not None:
+                self.servers.close()
+
+    def _judge_server(self, task: Task, starting: bool) -> None:
+        """eval.judge.serve: the judge's server runs from the first evaluation that needs it to the last."""
+        if self.servers is not None and task.stage == "evaluate":
+            (self.servers.before_eval if starting else self.servers.after_eval)(task.view)
 
     # ---- the event loop ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -201,6 +212,7 @@ class LocalRunner:
         return "go"
 
     def _start(self, task: Task) -> None:
+        self._judge_server(task, starting=True)
         task.log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", task.module, str(task.path)]
         env = thread_env(task.threads)
@@ -218,6 +230,7 @@ class LocalRunner:
 
     def _finished(self, task: Task, rc: int) -> None:
         task.rc, task.ended = rc, time.monotonic()
+        self._judge_server(task, starting=False)
         took = f"{task.ended - task.started:.0f} s"
         if rc == 0:
             self.log(f"  done   {task.stage:<8} {task.name}  {took}")
@@ -234,6 +247,7 @@ class LocalRunner:
 
     def _skip(self, task: Task) -> None:
         task.skipped = "a dependency failed"
+        self._judge_server(task, starting=False)  # one evaluation fewer to serve
         if task.stage == "train" and task.view.name not in self.failed:
             self._fail(task.view, "train", f"parent run {task.view.parent} failed")
 
@@ -329,6 +343,7 @@ class LocalRunner:
                 self._skip(task)
                 continue
             self.log(f"== python -m {task.module} {task.path}")
+            self._judge_server(task, starting=True)
             task.started = time.monotonic()
             task.proc = True  # (started: for the summary)
             try:
@@ -340,6 +355,16 @@ class LocalRunner:
             self._finished(task, rc)
             if self.stopping:
                 return
+
+
+def _local_servers(study: Study, views, log: Callable[[str], None]):
+    """The served judges' local server processes, where a run's judge is served (launch.judge_server
+    loads submitit: only then)."""
+    if not any(v.run.eval.judge.serve is not None for v in views):
+        return None
+    from .judge_server import LocalServers
+
+    return LocalServers(study, views, log)
 
 
 def _run_module_here(module: str, path: Path) -> int:

@@ -134,6 +134,7 @@ def render_study(study: Study) -> dict[str, str]:
             lines.append(f'scontrol release "$train_{k}"')
         lines.append(f"eval_{k}=$(submit --dependency=aftercorr:\"$train_{k}\" eval_{k}.sbatch)")
         evals.append(f"$eval_{k}")
+    lines += _judge_servers(study, plan, common, files, evals)
     files["report.sbatch"] = fill(_template("report.sbatch"), {
         **common, "sbatch": sbatch_lines(study, report_shape(study.slurm), f"{prefix}-report")})
     lines.append("")
@@ -144,6 +145,26 @@ def render_study(study: Study) -> dict[str, str]:
                  f'{" ".join(evals)}; report $report"')
     files["submit.sh"] = "\n".join(lines) + "\n"
     return files
+
+
+def _judge_servers(study: Study, plan: Plan, common: dict, files: dict, evals: list[str]) -> list[str]:
+    """eval.judge.serve: judge_server_<key>.sbatch per served judge and submit.sh's lines for them: each
+    starts once the first task of an evaluation array starts, and ends after serve.idle_timeout_s without a
+    request (a hand-submitted server has no job watching the evaluations: launch.grid's does more)."""
+    from .judge_server import server_shape, served_runs_settings
+
+    lines = []
+    firsts = "?".join(f'after:"${{{e.lstrip("$")}}}_0"' for e in evals)  # "${eval_k}_0": task 0 of each array
+    for key, serve in served_runs_settings(study, plan.views).items():
+        server_dir = study.output_dir / "judge_server" / key
+        files[f"judge_server_{key}.sbatch"] = fill(_template("judge_server.sbatch"), {
+            **common, "key": key, "model": comment_text(serve.model), "idle_s": f"{serve.idle_timeout_s:g}",
+            "server_dir": shlex.quote(str(server_dir)),
+            "sbatch": sbatch_lines(study, server_shape(study.slurm, serve), f"{study_job_prefix(study.study.name)}-judge")})
+        lines += ["", f"# judge server {key} (eval.judge.serve): with the first evaluation",
+                  f"judge_{key.replace('-', '_')}=$(submit {'--dependency=' + firsts + ' ' if firsts else ''}"
+                  f"judge_server_{key}.sbatch)"]
+    return lines
 
 
 def prepare_folders(study: Study) -> list[str]:
@@ -160,6 +181,10 @@ def prepare_folders(study: Study) -> list[str]:
     save_study_settings(study)
     for run in study.runs:
         save_run_config(run, dirs[run.name], sigs[run.name])
+        if run.eval.judge.serve is not None:  # what the rendered judge server serves
+            from lorafull.judge.serve.local import write_settings
+
+            write_settings(study.output_dir, run.eval.judge.serve, run.data.cache_dir)
     return []
 
 

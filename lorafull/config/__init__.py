@@ -7,6 +7,7 @@ from lorafull._exports import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'save_run_config': 'files',
     'load_run_config': 'files',
+    'load_judge_file': 'files',
     'run_signature_from_folder': 'files',
     'save_study_settings': 'files',
     'load_study_settings': 'files',
@@ -17,7 +18,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'QLORA_KEYS': 'schema',
     'DataConfig': 'schema',
     'TrainConfig': 'schema',
-    'JudgeConfig': 'schema',
+    'JudgeConfig': 'judge',
     'EvalConfig': 'schema',
     'RunConfig': 'schema',
     'StudySection': 'schema',
@@ -49,4 +50,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     'HISTORY_DIR': 'fingerprint',
     'file_sha256': 'content',
     'load_study': 'study',
+    'ServeConfig': 'serve',
+    'served_identity': 'serve',
+    'served_label': 'serve',
+    'server_key': 'serve',
 })

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from lorafull.config.judge import Scorer
 from lorafull.config.typed import named, ranged
 
 TaskKind = Literal["choice", "generation", "lm_eval"]
-Scorer = Literal["math", "code", "text"]
 CHOICE_METRICS = ("acc", "acc_norm")  # a choice task's score (lm_eval tasks name the harness's metric)
 
 

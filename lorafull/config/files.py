@@ -32,9 +32,10 @@ from typing import Optional
 
 import yaml
 
-from lorafull.config.schema import (AnalysisConfig, PlanConfig, RunConfig, SlurmConfig, Study, StudySection,
-                                    StudySettings)
+from lorafull.config.schema import (AnalysisConfig, JudgeConfig, PlanConfig, RunConfig, SlurmConfig, Study,
+                                    StudySection, StudySettings)
 from lorafull.config.selection import SelectConfig
+from lorafull.config.serve import serve_problems
 from lorafull.config.signatures import study_signatures
 from lorafull.config.study import check_run, load_study
 from lorafull.config.typed import ConfigError, _build, _Where, read_yaml_file, to_dict
@@ -71,6 +72,30 @@ def load_run_config(run_dir: str | os.PathLike, for_training: bool = False) -> R
     if for_training:
         check_run(run, where)
     return run
+
+
+def load_judge_file(path: str | os.PathLike) -> JudgeConfig:
+    """A judge's settings alone (the keys of eval.judge) from a YAML file, checked as in a study file;
+    relative paths in it (prompts, serve.model, cache) are taken from the file's folder."""
+    path = Path(path)
+    d, lines = read_yaml_file(path, "judge settings")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of eval.judge keys, got {type(d).__name__}")
+    where = _Where(str(path), lines)
+    judge = _build(JudgeConfig, d, where, "")
+    for key, why in serve_problems(judge):
+        raise ConfigError(f"{where.at(key.removeprefix('eval.judge.') or key)}: {why}")
+
+    def here(p: Optional[str]) -> Optional[str]:
+        if not p or ":" in p.split("/")[0]:  # gguf:smollm2 and other names stay names
+            return p
+        return str((path.parent / Path(p).expanduser()).resolve())
+
+    judge.prompts, judge.cache = here(judge.prompts), here(judge.cache)
+    if judge.serve is not None:
+        judge.serve.model = ("gguf:" + here(judge.serve.model[5:])) if judge.serve.model.startswith("gguf:") and \
+            judge.serve.model.endswith(".gguf") else here(judge.serve.model)
+    return judge
 
 
 def run_signature_from_folder(run_dir: str | os.PathLike) -> Optional[str]:

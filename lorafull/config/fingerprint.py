@@ -28,6 +28,7 @@ from typing import Optional
 
 from lorafull.config.content import input_identity
 from lorafull.config.schema import RunConfig
+from lorafull.config.serve import SERVE_SCORING_KEYS, served_identity
 from lorafull.config.typed import to_dict
 from lorafull.runs import RunPaths, write_json_atomic
 
@@ -57,8 +58,12 @@ def eval_fingerprint(run: RunConfig) -> dict:
     if judge_cfg["kind"] == "reference":
         judge = {"kind": "reference", "scorers": judge_cfg["scorers"]}
     else:
-        judge = {k: v for k, v in judge_cfg.items() if k not in JUDGE_OPERATIONAL and k != "scorers"}
+        # serve: absent unless set, so that fingerprints recorded before the key existed stay current
+        judge = {k: v for k, v in judge_cfg.items() if k not in JUDGE_OPERATIONAL and k not in ("scorers", "serve")}
         judge["prompts"] = input_identity(run.eval.judge.prompts or _default_prompts(), cache)
+        if run.eval.judge.serve is not None:  # the judge is the served model, whatever eval.judge.model says
+            judge["model"] = served_identity(run.eval.judge.serve, cache)
+            judge["serve"] = {k: judge_cfg["serve"][k] for k in SERVE_SCORING_KEYS}
     return {"fingerprint": _short_hash([generation, judge]), "generation": _short_hash(generation),
             "judge": _short_hash(judge), "settings": {"generation": generation, "judge": judge}}
 

@@ -28,6 +28,8 @@ def resolve_paths(run: RunConfig, study_dir: Path, memo: Optional[dict] = None) 
     run.eval.eval_set = fix(run.eval.eval_set)
     run.eval.fewshot_file = fix(run.eval.fewshot_file)
     run.eval.judge.prompts = fix(run.eval.judge.prompts)
+    if run.eval.judge.serve is not None:
+        run.eval.judge.serve.model = fix(run.eval.judge.serve.model)
     run.eval.judge.cache = fix(run.eval.judge.cache) or fix("{study_dir}/cache/judge.sqlite")
 
 

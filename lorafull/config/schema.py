@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union, get_args
 
-from lorafull.config.analysis_section import AnalysisConfig, Scorer, TaskSpec  # noqa: F401 -- sections of Study
+from lorafull.config.analysis_section import AnalysisConfig, TaskSpec  # noqa: F401 -- sections of Study
+from lorafull.config.judge import JudgeConfig
 from lorafull.config.selection import SelectConfig
+from lorafull.config.serve import serve_problems
 from lorafull.config.typed import ConfigError, named, ranged
 
 # The choices of every enumerated key: the typed loader checks them at load, and nothing else does.
@@ -22,11 +24,9 @@ DataFormat = Literal["auto", "alpaca", "conversations", "text"]
 Template = Literal["belle", "chat"]
 Scheduler = Literal["cosine", "linear", "constant", "inverse_sqrt"]
 ZeroStage = Literal[0, 1, 2, 3]
-JudgeKind = Literal["openai", "reference"]
 Backend = Literal["auto", "hf", "vllm"]
 Optimizer = Literal["adamw", "lion"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
-JudgeMode = Literal["online", "batch"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,52 +142,6 @@ class TrainConfig:
 
 
 @dataclass
-class JudgeConfig:
-    kind: JudgeKind = "openai"
-    model: str = "gpt-3.5-turbo"
-    base_url: Optional[str] = None
-    api_key_env: str = "OPENAI_API_KEY"
-    prompts: Optional[str] = None  # BELLE format {"class", "prompt"} per line; default: the package's
-    temperature: float = ranged(0.0, ge=0, le=2)
-    max_tokens: int = ranged(256, ge=1)
-    n_samples: int = ranged(1, ge=1)  # judge each item n times and average
-    concurrency: int = ranged(16, ge=1)
-    requests_per_minute: Optional[int] = ranged(None, ge=1)
-    tokens_per_minute: Optional[int] = ranged(None, ge=1)
-    max_retries: int = ranged(6, ge=0)
-    backoff_base_s: float = ranged(1.0, ge=0)  # retry k waits uniform(0, min(60, backoff_base_s * 2^k)) s (no Retry-After)
-    timeout_s: float = ranged(60.0, gt=0)
-    cache: Optional[str] = None  # default STUDY_DIR/cache/judge.sqlite
-    # USD per 1M tokens, by judge model: {gpt-3.5-turbo: {input: 0.5, output: 1.5}}
-    prices: dict = field(default_factory=dict)
-    # an unreadable judge reply is asked again this many times (a new sample), then recorded as null
-    parse_retries: int = ranged(2, ge=0)
-    # online | batch (the OpenAI Batch API: half the price, replies within 24 h; lorafull.judge.batch)
-    mode: JudgeMode = "online"
-    # mode: batch -- the provider's limits per batch input file (OpenAI: 50,000 requests, 200 MB); the
-    # estimated tokens (prompt + max_tokens) the study's batches may hold in flight for this judge model
-    # (your usage tier's enqueued-token cap; null: none of ours, a batch refused for the cap waits and goes
-    # again smaller); how long early runs' requests wait for the other runs' to share batches with them
-    batch_max_requests: int = ranged(50_000, ge=1)
-    batch_max_mb: float = ranged(200.0, gt=0)
-    enqueued_token_limit: Optional[int] = ranged(None, ge=1)
-    batch_wait_s: float = ranged(3600.0, ge=0)
-    # kind: reference -- eval class -> offline scorer (math | code | text); unlisted classes use text
-    scorers: dict[str, Scorer] = field(default_factory=lambda: {"math": "math", "code": "code"})
-    # kind: reference -- where no sandbox (bwrap / unshare) can be built, run code answers unisolated
-    # (plain subprocesses with rlimits) instead of refusing: for answers you trust only
-    unsafe_code_execution: bool = False
-    # reply as JSON {"score": 0..1, "reason": str} through response_format (a JSON schema), validated;
-    # for endpoints that support structured output
-    structured: bool = False
-    # a Retry-After longer than this (3600, inf) waits this long and tries again, so no header stalls the judge
-    retry_after_cap_s: float = ranged(120.0, gt=0)
-    # this many items in a row failing after all their retries stop the judge with one error line
-    max_consecutive_failures: int = ranged(10, ge=1)
-    pass_k: int = ranged(1, ge=1)  # kind: reference with eval.num_samples n > 1: the unbiased pass@k (math / code scorers)
-
-
-@dataclass
 class EvalConfig:
     eval_set: Optional[str] = None
     max_new_tokens: int = ranged(512, ge=1)
@@ -248,7 +202,7 @@ class RunConfig:
             out.append(("eval.fewshot_file", f"eval.fewshot: {ev.fewshot} needs a file of solved examples"))
         if ev.judge.pass_k > ev.num_samples:
             out.append(("eval.judge.pass_k", f"expected 1 .. eval.num_samples ({ev.num_samples}), got {ev.judge.pass_k}"))
-        return out
+        return out + serve_problems(ev.judge)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,6 +277,9 @@ class PlanConfig:
     # file paths to numbers; null (or no entry) = counted from data.train when the file is here (a
     # deterministic random sample of its records, with the run's tokenizer), else max_length / 2
     avg_tokens_per_sample: Union[float, dict, None] = None
+    # items each run's judge pass scores, for the judge server's GPU-hours when eval.eval_set is not
+    # readable here (null: eval.num_items, else counted from the file)
+    judge_items: Optional[int] = ranged(None, ge=1)
     mem_margin: float = ranged(0.1, ge=0, lt=1)  # fraction of slurm.gpu_mem_gb kept free (allocator fragmentation, spikes)
     overhead_gb: float = ranged(1.5, ge=0)  # per GPU: CUDA context, NCCL and DeepSpeed buffers
     hardware: HardwareConfig = field(default_factory=HardwareConfig)

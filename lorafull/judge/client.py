@@ -19,7 +19,7 @@ import os
 import random
 import socket
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import urlparse
 
 import openai
@@ -98,10 +98,16 @@ class Counters:
 
 
 class OpenAIJudge:
-    def __init__(self, cfg: JudgeConfig, cache: JudgeCache):
+    """api_key: a served judge's bearer token (else the key from eval.judge.api_key_env). gone: asked after
+    a request that could not get through; returns why the endpoint will never answer again (a served
+    judge that died), which stops the judge at once instead of after every retry."""
+
+    def __init__(self, cfg: JudgeConfig, cache: JudgeCache, api_key: Optional[str] = None,
+                 gone: Optional[Callable[[], Optional[str]]] = None):
         self.cfg = cfg
         self.cache = cache
-        self.client = openai.AsyncOpenAI(api_key=resolve_api_key(cfg), base_url=cfg.base_url,
+        self.gone = gone
+        self.client = openai.AsyncOpenAI(api_key=api_key or resolve_api_key(cfg), base_url=cfg.base_url,
                                          max_retries=0, timeout=cfg.timeout_s)
         self.limiter = RateLimiter(cfg.concurrency, cfg.requests_per_minute, cfg.tokens_per_minute)
         self.policy = RetryPolicy(max_retries=cfg.max_retries, base_s=cfg.backoff_base_s)
@@ -231,6 +237,9 @@ class OpenAIJudge:
                                               f"(model {self.cfg.model}): {last_error}") from None
                     if kind == "item":
                         raise ItemFailed(last_error, "request") from None
+                    reason = await asyncio.to_thread(self.gone) if self.gone is not None else None
+                    if reason:
+                        raise FatalJudgeError(reason) from None
                     wait = retry_after_s(e, self.cfg.retry_after_cap_s)
                     if wait is not None:
                         self.limiter.pause(wait)  # everybody waits, not only this request

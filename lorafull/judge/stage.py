@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results
+from lorafull.config import JudgeConfig, load_run_config, refresh_eval_results, study_dir_of_run
 from lorafull.judge.batch import BatchPending, batch_price, judge_batch
 from lorafull.judge.cache import JudgeCache, default_cache_path
 from lorafull.judge.client import ItemFailed, JudgeSetupError, OpenAIJudge, request_cost, resolve_api_key
@@ -76,7 +76,8 @@ def check_judge_setup(cfg: JudgeConfig, classes: set[str]) -> None:
             except SandboxUnavailable as e:
                 raise JudgeSetupError(str(e)) from None
         return
-    resolve_api_key(cfg)
+    if cfg.serve is None:  # a served judge's token comes from its server (lorafull.judge.serve), no key
+        resolve_api_key(cfg)
     check_classes(classes, load_prompts(cfg.prompts), cfg.prompts)
 
 
@@ -99,9 +100,11 @@ def judge_reference(todo: list[dict], cfg: JudgeConfig, writer, bar) -> None:
         bar.update()
 
 
-async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, writer, bar) -> dict:
+async def judge_openai(todo: list[dict], cfg: JudgeConfig, cache: JudgeCache, writer, bar, endpoint=None) -> dict:
+    """endpoint: a served judge (lorafull.judge.serve.ServedEndpoint): its token, and how to tell it died."""
     prompts = load_prompts(cfg.prompts)
-    judge = OpenAIJudge(cfg, cache)
+    judge = OpenAIJudge(cfg, cache, api_key=endpoint.token if endpoint else None,
+                        gone=endpoint.gone if endpoint else None)
 
     async def one(item: dict) -> None:
         cat = prompts[normalize_class(item["class"])]
@@ -166,10 +169,29 @@ def judge_run(run_dir: str | Path, progress: bool = True) -> dict:
         refresh_eval_results(run_dir, run_cfg)  # scores of another judge go to eval_history/, never mixed in
         responses = load_responses(run_dir)
         check_judge_setup(cfg, {r["class"] for r in responses})  # before any request
-        return _judge_locked(run_dir, cfg, responses, progress)
+        return _judge_locked(run_dir, cfg, responses, progress, run_cfg.data.cache_dir)
 
 
-def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progress: bool) -> dict:
+def _judge_name(cfg: JudgeConfig, cache_dir) -> str:
+    if cfg.kind != "openai":
+        return "reference"
+    if cfg.serve is not None:  # the served model by content (lorafull.judge.serve.client)
+        from lorafull.judge.serve.client import served_name
+
+        return served_name(cfg, cache_dir)
+    return cfg.model
+
+
+def _judge_online(run_dir: Path, todo: list[dict], cfg: JudgeConfig, cache, writer, bar, cache_dir) -> dict:
+    if cfg.serve is None:
+        return asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
+    from lorafull.judge.serve.client import wait_for_server
+
+    endpoint = wait_for_server(study_dir_of_run(run_dir), cfg, cache_dir)
+    return asyncio.run(judge_openai(todo, endpoint.judge_config(cfg), cache, writer, bar, endpoint))
+
+
+def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progress: bool, cache_dir=None) -> dict:
     from tqdm import tqdm
 
     paths = RunPaths.of(run_dir)
@@ -191,11 +213,10 @@ def _judge_locked(run_dir: Path, cfg: JudgeConfig, responses: list[dict], progre
                         run_status.waiting(run_dir, Stage.JUDGE, waiting_for=str(e))
                         return {**summarize(read_jsonl(paths.scores)), "judge": cfg.model, "waiting": str(e)}
                 else:
-                    counters = asyncio.run(judge_openai(todo, cfg, cache, writer, bar))
+                    counters = _judge_online(run_dir, todo, cfg, cache, writer, bar, cache_dir)
             finally:
                 cache.close()
-    summary = {**summarize(read_jsonl(paths.scores)), "judge": cfg.model if cfg.kind == "openai" else "reference",
-               "this_process": counters}
+    summary = {**summarize(read_jsonl(paths.scores)), "judge": _judge_name(cfg, cache_dir), "this_process": counters}
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     run_status.done(run_dir, Stage.JUDGE, judge={k: summary[k] for k in ("average", "unscored", "cost", "tokens")})
     return summary

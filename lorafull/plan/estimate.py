@@ -30,6 +30,7 @@ from lorafull.plan.memory import memory_gb, world_size
 from lorafull.plan.params import arch_dict, count_params, grow_vocab, resolve_arch
 from lorafull.plan.startup import measured_startup, modelled_startup
 from lorafull.plan.steptime import grad_accumulation, step_time
+from lorafull.plan.judge import judge_lines, judge_servers
 from lorafull.plan.table import format_plan
 from lorafull.models.method_table import method_of
 from lorafull.plan.tokens import token_estimate
@@ -169,6 +170,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_plan(rows, totals))
+    for line in judge_lines(judge_servers(study)):  # eval.judge.serve: the judge server's GPU-hours
+        print(line)
     print(f"(planned in {time.perf_counter() - start:.1f} s)")
     return 0
 

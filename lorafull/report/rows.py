@@ -117,6 +117,8 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     # fingerprints are not comparable; scores from before fingerprints existed are "unknown"
     recorded = read_eval_fingerprint(run_dir) if scores else None
     row["eval_fingerprint"] = (recorded or {}).get("fingerprint", "unknown") if scores else None
+    # who gave the scores: a model name, reference:<scorer>, or a served judge by its content hash
+    row["judge"] = "; ".join(sorted({str(r["judge"]) for r in scored or [] if r.get("judge")})) or None
     return row, categories
 
 
@@ -201,7 +203,7 @@ def collect_rows(study_dir: Path) -> tuple[list[dict], list[str]]:
         if not has_others and hidden["_samples"]:
             hidden["_samples"] = {k: v for k, v in hidden["_samples"].items() if k != "others"}
         rows.append({**head, **per_cat, **{c: row.get(c) for c in cost_cols}, **{c: planned[c] for c in planned},
-                     "eval_fingerprint": row["eval_fingerprint"], **hidden})
+                     "eval_fingerprint": row["eval_fingerprint"], "judge": row["judge"], **hidden})
     return rows, columns
 
 
