@@ -42,7 +42,6 @@ from .inputs import missing_inputs
 from .limits import read_limits
 from .tables import plan_notes, plan_text, status_text, write_full_plan
 from .arrays import Plan, make_plan
-from .judge_server import active_server_jobs, server_status_lines
 from .state import counts, set_aside_failed, study_run_dir, study_views
 
 FOLLOW_POLL_S = 60.0
@@ -240,10 +239,18 @@ def show_status(study: Study, executor: str, command: str = "") -> int:
     table = study.output_dir / "report" / "table.md"
     print(f"report: {'written' if table.exists() else 'not written'}"
           + (f"; job {report_id} {report_info.state if report_info else '?'}" if report_id else ""))
-    for line in server_status_lines(study.output_dir, slurm=executor == "slurm"):  # eval.judge.serve
+    servers = _judge_servers(study)  # eval.judge.serve
+    for line in servers.server_status_lines(study.output_dir, slurm=executor == "slurm") if servers else []:
         print(line)
     print(counts(views))
     return 0
+
+
+def _judge_servers(study: Study):
+    """launch.judge_server where the study has judge servers (it loads submitit and the server's code)."""
+    if (study.output_dir / "judge_server").is_dir():
+        from . import judge_server
+        return judge_server
 
 
 def cancel(study: Study, executor: str) -> int:
@@ -253,7 +260,8 @@ def cancel(study: Study, executor: str) -> int:
         return 0
     infos = query_jobs(ledger.job_ids())
     active = [j for j in ledger.job_ids() if (i := job_state(infos, j)) is not None and i.active]
-    active += active_server_jobs(study.output_dir)  # the study's judge servers stop too
+    servers = _judge_servers(study)
+    active += servers.active_server_jobs(study.output_dir) if servers else []  # its judge servers stop too
     hit = {name for name, entry in ledger.data["runs"].items() if {entry.get("train"), entry.get("eval")} & set(active)}
     # the marker tells each training's job body that its checkpoint-and-exit is a cancel, not a
     # preemption to requeue (Slurm shows the dying job as COMPLETING, not CANCELLED)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -71,6 +70,8 @@ SERVE_SCORING_KEYS = ("max_model_len", "engine_args")
 
 def engine_version(engine: str) -> str:
     """The installed version of the engine's package, as this interpreter (the jobs' too) sees it."""
+    from importlib import metadata  # (here: importing it costs every launcher call tens of ms)
+
     try:
         return metadata.version(ENGINE_PACKAGES[engine])
     except metadata.PackageNotFoundError:
