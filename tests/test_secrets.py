@@ -19,7 +19,7 @@ def files_holding(root: Path, secret: str) -> list[Path]:
 @pytest.mark.parametrize("env_name, secret", [
     ("OPENAI_API_KEY", "sk-proj-" + uuid.uuid4().hex),  # a key-shaped value under a KEY name
     ("LORAFULL_JUDGE_CRED", "cred-" + uuid.uuid4().hex),  # any shape, under any name: api_key_env says which
-])
+], ids=["openai-key", "other-name"])  # fixed ids: every test worker must collect the same names
 def test_a_401_that_echoes_the_key_leaves_no_trace(tmp_path, env_name, secret):
     with FakeJudgeServer() as server:
         responses = [{"id": i, "class": "open qa", "question": "q", "response": f"ITEM-{i} FAULTS=401echo"}
