@@ -33,13 +33,13 @@ def _no_rank_variables_leak():
             os.environ[key] = value
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     # Under pytest-xdist (tests/run.sh runs two workers) the Slurm-marked tests share one worker, one
     # after another: they share the local cluster's two nodes and count the user's queued jobs, so two of
     # them at once would wait on each other's jobs. The other worker meanwhile runs everything else.
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+    # (Marked as each test is collected: xdist reads the group marks in its collection_modifyitems.)
+    if item.get_closest_marker("slurm"):
+        item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def pytest_runtest_setup(item):
