@@ -18,7 +18,6 @@ the runs the same way.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 import sys
@@ -31,7 +30,7 @@ from lorafull.judge.cache import JudgeCache
 from lorafull.judge.prompts import normalize_class
 from lorafull.judge.stage import check_judge_setup, judge_openai, judge_reference, load_responses, resume_scores
 from lorafull.judge.summary import summarize
-from lorafull.runs import BackgroundJsonlWriter, RunPaths, error_line, read_jsonl, write_json_atomic
+from lorafull.runs import BackgroundJsonlWriter, RunPaths, command_parser, error_line, read_jsonl, write_json_atomic
 
 OUT_DIR = "agreement"
 
@@ -196,18 +195,20 @@ def table_text(a: str, b: str, result: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lorafull.judge.agree", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    p = command_parser("python -m lorafull.judge.agree", __doc__,
+                       "python -m lorafull.judge.agree studies/demo --judge study --judge reference",
+                       "python -m lorafull.judge.agree configs/demo.yaml --judge study --judge judge.yaml --items 20")
+    p.epilog = __doc__.split("\n\n", 2)[2] + "\n" + p.epilog
     p.add_argument("study", help="study folder (or its YAML file)")
-    p.add_argument("--judge", action="append", required=True, help="study | reference | JUDGE.yaml (give two)")
+    p.add_argument("--judge", action="append", default=[], help="study | reference | JUDGE.yaml (give two)")
     p.add_argument("--runs", default=None, help="comma-separated run names (default: every run with answers)")
     p.add_argument("--items", type=int, default=None, help="only the first N answers of each class in every run")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if len(args.judge) != 2:
-        p.error("give exactly two --judge")
     try:
-        study_dir = study_dir_of(args.study)
+        study_dir = study_dir_of(args.study)  # (a mistyped study first: it says the most)
+        if len(args.judge) != 2:
+            raise ConfigError(f"give exactly two --judge (got {len(args.judge)})")
         runs = run_folders(study_dir, args.runs.split(",") if args.runs else None)
         judges = [Judge(spec) for spec in args.judge]
         scores = [scores_of(j, study_dir, runs, args.items, not args.no_progress) for j in judges]

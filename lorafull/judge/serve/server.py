@@ -14,7 +14,6 @@ Exit status: 0 stopped, 1 failed (one line on stderr; state.json says why).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import signal
@@ -29,7 +28,7 @@ from lorafull.config import ServeConfig, served_identity, served_label
 from lorafull.judge.serve.engine import Engine, model_folder
 from lorafull.judge.serve.files import ServerPaths, read_json, write_private_json, write_state
 from lorafull.judge.serve.proxy import JudgeProxy
-from lorafull.runs import error_line, register_secret
+from lorafull.runs import command_parser, error_line, register_secret
 
 STATE_EVERY_S = 5.0  # how often state.json gets the proxy's counters
 
@@ -128,7 +127,8 @@ class ServedJudge:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafull.judge.serve", description=__doc__.splitlines()[0])
+    parser = command_parser("python -m lorafull.judge.serve", __doc__,
+                            "python -m lorafull.judge.serve studies/demo/judge_server/<key> --idle-exit-s 600")
     parser.add_argument("server_dir", type=Path, help="STUDY_DIR/judge_server/<key> (launch.grid writes it)")
     parser.add_argument("--idle-exit-s", type=float, default=None,
                         help="stop after this many seconds without a request (hand-submitted server jobs)")
