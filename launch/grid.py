@@ -357,13 +357,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(missing)} input(s) missing, nothing planned or submitted (where they exist only on the cluster: "
               "--inputs-on-cluster)", file=sys.stderr)
         return 2
-    missing = [] if args.status or args.cancel or args.inputs_on_cluster else missing_inputs(study)
-    if missing:  # before any plan or job: a missing data file is not found hours later, in a job
-        for line in missing[:10]:
-            print(f"error: input missing: {line}", file=sys.stderr)
-        print(f"{len(missing)} input(s) missing, nothing planned or submitted (where they exist only on the cluster: "
-              "--inputs-on-cluster)", file=sys.stderr)
-        return 2
     try:
         given = (["--executor", args.executor] if args.executor else []) + \
             (["--parallel", str(args.parallel)] if args.parallel else [])
